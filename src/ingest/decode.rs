@@ -1,0 +1,768 @@
+//! Decoding of TUICallKit callbacks (SPEC §2) into [`Event`]s: telling the
+//! two callback families apart, type-checking the known fields, normalising
+//! case and units, and keeping unknown fields. Pure: the same query and body
+//! always give the same events, which is what lets `replay` re-read the
+//! journal. Authentication and size checks live in `ingest::auth`/`routes`.
+
+use serde_json::{Map, Value};
+
+use crate::event::Event;
+
+/// The query string of a callback, as name → value (the last value wins).
+pub type Query = Map<String, Value>;
+
+/// Which of the SPEC §2 families a callback belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// Legacy call event / call status callbacks (`command=caller_start_call`).
+    A,
+    /// Current IM-style call callbacks (`CallbackCommand=Call.CallbackAfter…`).
+    B,
+}
+
+impl Family {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::A => "call_event",
+            Family::B => "call_callback",
+        }
+    }
+}
+
+/// Family A call-event commands (SPEC §2 A).
+pub const FAMILY_A_COMMANDS: &[&str] = &[
+    "caller_start_call",
+    "caller_call_accepted",
+    "caller_call_missed",
+    "caller_call_rejected",
+    "caller_call_busy",
+    "caller_cancel_call",
+    "caller_call_failed",
+    "caller_call_end",
+    "caller_call_interrupted",
+    "callee_receive_call",
+    "callee_accept_call",
+    "callee_not_answer_call",
+    "callee_reject_call",
+    "callee_ignore_call",
+    "callee_call_canceled",
+    "callee_call_end",
+    "callee_call_interrupted",
+    "invite_user",
+    "join_in_group_call",
+];
+
+/// Family A call-status commands: the command is the call's result.
+pub const CALL_STATUS_COMMANDS: &[&str] = &[
+    "cancel",
+    "reject",
+    "not_answer",
+    "normal_end",
+    "call_busy",
+    "interrupt",
+];
+
+/// Family B commands (SPEC §2 B).
+pub const START_CALL: &str = "Call.CallbackAfterStartCall";
+pub const END_CALL: &str = "Call.CallbackAfterEndCall";
+pub const MEMBER_CHANGED: &str = "Call.CallbackAfterMemberChanged";
+pub const FAMILY_B_COMMANDS: &[&str] = &[START_CALL, END_CALL, MEMBER_CHANGED];
+
+/// Why a callback could not be decoded. Always names the field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("body is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("body must be a JSON object")]
+    NotObject,
+    #[error("missing command: neither `command` nor `CallbackCommand` given")]
+    NoCommand,
+    #[error("field {field}: expected {expected}")]
+    WrongType {
+        field: String,
+        expected: &'static str,
+    },
+    #[error("field {0}: required")]
+    Missing(String),
+}
+
+impl DecodeError {
+    fn wrong(field: impl Into<String>, expected: &'static str) -> Self {
+        DecodeError::WrongType {
+            field: field.into(),
+            expected,
+        }
+    }
+}
+
+/// A decoded callback: its family, canonical command and events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    pub family: Family,
+    /// Lowercase for family A, Tencent's spelling for family B.
+    pub command: String,
+    /// Whether the command is one SPEC §2 lists (others are still accepted).
+    pub known_command: bool,
+    pub events: Vec<Event>,
+}
+
+/// Looks up a query parameter under any of its documented spellings.
+pub fn query_param<'a>(query: &'a Query, names: &[&str]) -> Option<&'a Value> {
+    names.iter().find_map(|n| query.get(*n)).or_else(|| {
+        // Tencent's docs are inconsistent about case; accept any.
+        query
+            .iter()
+            .find(|(k, _)| names.iter().any(|n| k.eq_ignore_ascii_case(n)))
+            .map(|(_, v)| v)
+    })
+}
+
+fn query_text(query: &Query, names: &[&str]) -> Option<String> {
+    match query_param(query, names)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+/// The SDKAppID of a callback, if present and numeric.
+pub fn sdkappid(query: &Query) -> Result<u64, String> {
+    match query_param(query, &["sdkappid", "SdkAppid", "SDKAppID"]) {
+        None => Err("missing sdkappid".into()),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .ok_or_else(|| format!("sdkappid {n} is not valid")),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse()
+            .map_err(|_| format!("sdkappid {s:?} is not a number")),
+        Some(other) => Err(format!("sdkappid {other} is not a number")),
+    }
+}
+
+/// Which family a callback belongs to and its command, from query and body.
+pub fn family_and_command(query: &Query, body: &Value) -> Result<(Family, String), DecodeError> {
+    let b_cmd = query_text(query, &["CallbackCommand"]).or_else(|| {
+        body.get("CallbackCommand")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    if let Some(cmd) = b_cmd {
+        let canonical = FAMILY_B_COMMANDS
+            .iter()
+            .find(|c| c.eq_ignore_ascii_case(&cmd))
+            .map(|c| c.to_string())
+            .unwrap_or(cmd);
+        return Ok((Family::B, canonical));
+    }
+    match query_text(query, &["command"]) {
+        Some(cmd) => Ok((Family::A, cmd.trim().to_ascii_lowercase())),
+        None => Err(DecodeError::NoCommand),
+    }
+}
+
+/// Decodes one callback (query + raw body) into events.
+/// `received_at_ms` stands in for a missing event time.
+pub fn decode_bytes(
+    query: &Query,
+    body: &[u8],
+    received_at_ms: i64,
+) -> Result<(Value, Decoded), DecodeError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+    let decoded = decode(query, &value, received_at_ms)?;
+    Ok((value, decoded))
+}
+
+/// Decodes one callback whose body is already parsed.
+pub fn decode(query: &Query, body: &Value, received_at_ms: i64) -> Result<Decoded, DecodeError> {
+    let obj = body.as_object().ok_or(DecodeError::NotObject)?;
+    let (family, command) = family_and_command(query, body)?;
+    let base = Event {
+        sdkappid: sdkappid(query).unwrap_or(0),
+        command: command.clone(),
+        platform: query_text(query, &["optplatform", "OptPlatform"]),
+        client_ip: query_text(query, &["clientip", "ClientIP"]),
+        ..Event::default()
+    };
+    let (known_command, events) = match family {
+        Family::A => decode_a(obj, base, &command, received_at_ms)?,
+        Family::B => decode_b(obj, base, &command, received_at_ms)?,
+    };
+    Ok(Decoded {
+        family,
+        command,
+        known_command,
+        events,
+    })
+}
+
+// ---- field readers: every one names the field it rejects ----
+
+struct Fields<'a> {
+    obj: &'a Map<String, Value>,
+    prefix: &'static str,
+}
+
+impl<'a> Fields<'a> {
+    fn new(obj: &'a Map<String, Value>, prefix: &'static str) -> Self {
+        Fields { obj, prefix }
+    }
+
+    fn name(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.obj.get(key).filter(|v| !v.is_null())
+    }
+
+    /// A string; numbers are accepted (Tencent sends accounts as either).
+    fn id(&self, key: &str) -> Result<Option<String>, DecodeError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(_) => Err(DecodeError::wrong(self.name(key), "a string or number")),
+        }
+    }
+
+    /// A string value, lowercased (SPEC §2: values arrive in either case).
+    fn lower(&self, key: &str) -> Result<Option<String>, DecodeError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.trim().to_ascii_lowercase())),
+            Some(_) => Err(DecodeError::wrong(self.name(key), "a string")),
+        }
+    }
+
+    /// A string value in snake_case (`NormalEnd` → `normal_end`).
+    fn snake(&self, key: &str) -> Result<Option<String>, DecodeError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(snake_case(s))),
+            Some(_) => Err(DecodeError::wrong(self.name(key), "a string")),
+        }
+    }
+
+    /// An integer; integral floats and numeric strings are accepted.
+    fn int(&self, key: &str) -> Result<Option<i64>, DecodeError> {
+        let bad = || DecodeError::wrong(self.name(key), "an integer");
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(i) => Ok(Some(i)),
+                None => match n.as_f64() {
+                    Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
+                    _ => Err(bad()),
+                },
+            },
+            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| bad()),
+            Some(_) => Err(bad()),
+        }
+    }
+
+    /// A Unix time in seconds; values in milliseconds are recognised by size.
+    fn time(&self, key: &str) -> Result<Option<i64>, DecodeError> {
+        Ok(self.int(key)?.map(to_seconds).filter(|t| *t > 0))
+    }
+
+    fn array(&self, key: &str) -> Result<&'a [Value], DecodeError> {
+        match self.get(key) {
+            None => Ok(&[]),
+            Some(Value::Array(a)) => Ok(a),
+            Some(_) => Err(DecodeError::wrong(self.name(key), "an array")),
+        }
+    }
+
+    fn object(&self, key: &str) -> Result<Option<&'a Map<String, Value>>, DecodeError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Object(o)) => Ok(Some(o)),
+            Some(_) => Err(DecodeError::wrong(self.name(key), "an object")),
+        }
+    }
+
+    /// Body fields not in `known`, kept for rules as `extra`.
+    fn extra(&self, known: &[&str]) -> Map<String, Value> {
+        self.obj
+            .iter()
+            .filter(|(k, _)| !known.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+/// Milliseconds → seconds for values that can only be milliseconds
+/// (anything past the year 33658 in seconds).
+fn to_seconds(t: i64) -> i64 {
+    if t > 1_000_000_000_000 {
+        t / 1000
+    } else {
+        t
+    }
+}
+
+/// `NormalEnd` → `normal_end`, `Hang Up` → `hang_up`, `not_answer` stays.
+pub fn snake_case(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    let mut prev_lower = false;
+    for c in s.trim().chars() {
+        if c == ' ' || c == '-' || c == '_' {
+            if !out.ends_with('_') && !out.is_empty() {
+                out.push('_');
+            }
+            prev_lower = false;
+        } else if c.is_ascii_uppercase() {
+            if prev_lower {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+            prev_lower = false;
+        } else {
+            out.push(c);
+            prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+        }
+    }
+    out
+}
+
+const A_FIELDS: &[&str] = &[
+    "UserId",
+    "RoomId",
+    "TotalNum",
+    "MediaType",
+    "CallType",
+    "CallId",
+    "Role",
+    "Event",
+    "CallResult",
+    "EventTime",
+    "StartCallTs",
+    "AcceptTs",
+    "EndTs",
+];
+
+fn call_type_a(f: &Fields<'_>) -> Result<Option<String>, DecodeError> {
+    match f.get("CallType") {
+        // Some SDK versions send 1 (one-to-one) / 2 (group).
+        Some(Value::Number(n)) => Ok(match n.as_i64() {
+            Some(1) => Some("single".into()),
+            Some(2) => Some("group".into()),
+            _ => Some(n.to_string()),
+        }),
+        _ => Ok(f.lower("CallType")?.map(|t| match t.as_str() {
+            "singlecall" | "single_call" => "single".into(),
+            "multicall" | "multi_call" | "groupcall" => "group".into(),
+            _ => t,
+        })),
+    }
+}
+
+fn decode_a(
+    obj: &Map<String, Value>,
+    mut e: Event,
+    command: &str,
+    received_at_ms: i64,
+) -> Result<(bool, Vec<Event>), DecodeError> {
+    let f = Fields::new(obj, "");
+    e.user_id = f.id("UserId")?;
+    e.room_id = f.id("RoomId")?;
+    e.total_num = f.int("TotalNum")?;
+    e.media_type = f.lower("MediaType")?;
+    e.call_type = call_type_a(&f)?;
+    e.call_id = f.id("CallId")?;
+    e.role = f.lower("Role")?;
+    let body_event = f.snake("Event")?;
+    e.call_result = f.snake("CallResult")?.unwrap_or_default();
+    e.event_time = f.time("EventTime")?.unwrap_or(received_at_ms / 1000);
+    e.start_call_ts = f.time("StartCallTs")?;
+    e.accept_ts = f.time("AcceptTs")?;
+    e.end_ts = f.time("EndTs")?;
+    e.extra = f.extra(A_FIELDS);
+
+    let status = CALL_STATUS_COMMANDS.contains(&command);
+    let known = status || FAMILY_A_COMMANDS.contains(&command);
+    // The event name: the body's `Event`, else the command without its role
+    // prefix (whose role fills in a missing `Role`).
+    let (prefix_role, bare) = match command.split_once('_') {
+        Some((r @ ("caller" | "callee"), rest)) => (Some(r), rest),
+        _ => (None, command),
+    };
+    if e.role.is_none() {
+        e.role = prefix_role.map(str::to_string);
+    }
+    e.event = body_event.unwrap_or_else(|| bare.to_string());
+    if status && e.call_result.is_empty() {
+        e.call_result = command.to_string();
+    }
+    Ok((known, vec![e]))
+}
+
+fn decode_b(
+    obj: &Map<String, Value>,
+    base: Event,
+    command: &str,
+    received_at_ms: i64,
+) -> Result<(bool, Vec<Event>), DecodeError> {
+    let top = Fields::new(obj, "");
+    let event_time = top.time("EventTime")?.unwrap_or(received_at_ms / 1000);
+    let base = Event { event_time, ..base };
+    match command {
+        START_CALL => decode_start_call(&top, base).map(|e| (true, e)),
+        END_CALL => decode_end_call(&top, base).map(|e| (true, e)),
+        MEMBER_CHANGED => decode_member_changed(&top, base).map(|e| (true, e)),
+        _ => {
+            // An IM-style command this version does not know: keep one
+            // event so it is counted and visible to rules.
+            let mut e = base;
+            e.call_id = top.id("CallId")?;
+            e.event = snake_case(command.rsplit('.').next().unwrap_or(command));
+            e.extra = top.extra(&["CallbackCommand", "EventTime", "CallId"]);
+            Ok((false, vec![e]))
+        }
+    }
+}
+
+fn decode_start_call(top: &Fields<'_>, base: Event) -> Result<Vec<Event>, DecodeError> {
+    let info_obj = top.object("CallInfo")?;
+    let empty = Map::new();
+    let info = Fields::new(info_obj.unwrap_or(&empty), "CallInfo.");
+    let users = top.array("UserList")?;
+    let group_id = info.id("ChatGroupId")?.filter(|g| !g.is_empty());
+    let mut template = base;
+    template.call_id = info.id("CallId")?;
+    template.room_id = info.id("RoomId")?;
+    template.media_type = info.lower("CallMediaType")?;
+    template.total_num = Some(users.len() as i64);
+    template.call_type = Some(if group_id.is_some() || users.len() > 2 {
+        "group".into()
+    } else {
+        "single".into()
+    });
+    template.start_call_ts = Some(template.event_time);
+    template.extra = top.extra(&["CallbackCommand", "CallInfo", "UserList", "EventTime"]);
+    if let Some(g) = group_id {
+        template.extra.insert("ChatGroupId".into(), Value::from(g));
+    }
+    let mut events = Vec::with_capacity(users.len());
+    for (i, u) in users.iter().enumerate() {
+        let prefix = format!("UserList[{i}].");
+        let uo = u
+            .as_object()
+            .ok_or_else(|| DecodeError::wrong(format!("UserList[{i}]"), "an object"))?;
+        let uf = Fields::new(uo, "");
+        let named = |k: &str| format!("{prefix}{k}");
+        let user = uf
+            .id("User_Account")
+            .map_err(|_| DecodeError::wrong(named("User_Account"), "a string or number"))?;
+        let status = uf
+            .lower("Status")
+            .map_err(|_| DecodeError::wrong(named("Status"), "a string"))?
+            .unwrap_or_default();
+        let mut e = template.clone();
+        e.user_id = user;
+        if status == "calling" {
+            e.role = Some("caller".into());
+            e.event = "start_call".into();
+        } else {
+            e.role = Some("callee".into());
+            e.event = "receive_call".into();
+        }
+        events.push(e);
+    }
+    Ok(events)
+}
+
+fn decode_end_call(top: &Fields<'_>, base: Event) -> Result<Vec<Event>, DecodeError> {
+    let rec_obj = top
+        .object("CallRecord")?
+        .ok_or_else(|| DecodeError::Missing("CallRecord".into()))?;
+    let rec = Fields::new(rec_obj, "CallRecord.");
+    let callees = rec.array("CalleeList_Account")?;
+    let mut e = base;
+    e.event = "call_end".into();
+    e.role = Some("caller".into());
+    e.call_id = rec.id("CallId")?;
+    e.user_id = rec.id("Caller_Account")?;
+    e.media_type = rec.lower("MediaType")?;
+    e.call_type = rec.lower("CallType")?.map(|t| match t.as_str() {
+        "singlecall" => "single".into(),
+        "multicall" => "group".into(),
+        _ => t,
+    });
+    e.start_call_ts = rec.time("StartTime")?;
+    e.accept_ts = rec.time("AcceptTime")?;
+    e.end_ts = rec.time("EndTime")?;
+    e.call_result = rec.snake("CallResult")?.unwrap_or_default();
+    e.room_id = rec.id("RoomId")?;
+    e.total_num = Some(callees.len() as i64 + 1);
+    let mut extra = top.extra(&["CallbackCommand", "CallRecord", "EventTime"]);
+    let callee_ids: Vec<Value> = callees
+        .iter()
+        .map(|c| match c {
+            Value::Number(n) => Value::from(n.to_string()),
+            other => other.clone(),
+        })
+        .collect();
+    extra.insert("CalleeList_Account".into(), Value::Array(callee_ids));
+    for (k, v) in rec.extra(&[
+        "CallId",
+        "Caller_Account",
+        "MediaType",
+        "CallType",
+        "StartTime",
+        "AcceptTime",
+        "EndTime",
+        "CallResult",
+        "CalleeList_Account",
+        "RoomId",
+    ]) {
+        extra.insert(k, v);
+    }
+    e.extra = extra;
+    Ok(vec![e])
+}
+
+/// Maps a member-change `ActionType` (in any of Tencent's spellings) to an
+/// event name and the changed user's role, when the action implies one.
+fn member_action(action: &str) -> (String, Option<&'static str>) {
+    let norm: String = action
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    match norm.as_str() {
+        "answer" | "accept" => ("accept_call".into(), Some("callee")),
+        "reject" => ("reject_call".into(), Some("callee")),
+        "notanswer" => ("not_answer_call".into(), Some("callee")),
+        "hangup" => ("call_end".into(), None),
+        "join" => ("join_in_group_call".into(), Some("callee")),
+        "offline" => ("call_interrupted".into(), None),
+        "invite" | "invited" => ("invite_user".into(), Some("callee")),
+        "cancelinvite" | "cancncelinvite" | "canncelinvite" => {
+            ("call_canceled".into(), Some("callee"))
+        }
+        _ => (snake_case(action), None),
+    }
+}
+
+fn decode_member_changed(top: &Fields<'_>, base: Event) -> Result<Vec<Event>, DecodeError> {
+    let changed = top.array("ChangedUserList")?;
+    let all = top.array("UserList")?;
+    let mut template = base;
+    template.call_id = top.id("CallId")?;
+    template.total_num = (!all.is_empty()).then_some(all.len() as i64);
+    template.extra = top.extra(&[
+        "CallbackCommand",
+        "CallId",
+        "UserList",
+        "ChangedUserList",
+        "EventTime",
+    ]);
+    let mut events = Vec::with_capacity(changed.len());
+    for (i, u) in changed.iter().enumerate() {
+        let uo = u
+            .as_object()
+            .ok_or_else(|| DecodeError::wrong(format!("ChangedUserList[{i}]"), "an object"))?;
+        let uf = Fields::new(uo, "");
+        let user = uf.id("User_Account").map_err(|_| {
+            DecodeError::wrong(
+                format!("ChangedUserList[{i}].User_Account"),
+                "a string or number",
+            )
+        })?;
+        let action = match uf.get("ActionType") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            None => {
+                return Err(DecodeError::Missing(format!(
+                    "ChangedUserList[{i}].ActionType"
+                )))
+            }
+            Some(_) => {
+                return Err(DecodeError::wrong(
+                    format!("ChangedUserList[{i}].ActionType"),
+                    "a string",
+                ))
+            }
+        };
+        let (event, role) = member_action(&action);
+        let mut e = template.clone();
+        e.user_id = user;
+        e.event = event;
+        e.role = role.map(str::to_string);
+        if e.event == "call_interrupted" {
+            e.call_result = "offline".into();
+        }
+        events.push(e);
+    }
+    Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn q(pairs: &[(&str, &str)]) -> Query {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::from(*v)))
+            .collect()
+    }
+
+    fn a_query(cmd: &str) -> Query {
+        q(&[
+            ("sdkappid", "1400000001"),
+            ("command", cmd),
+            ("contenttype", "json"),
+            ("clientip", "1.2.3.4"),
+            ("optplatform", "Android"),
+        ])
+    }
+
+    #[test]
+    fn family_a_normalises_case_and_room() {
+        let body = json!({"UserId":"alice","RoomId":12345,"TotalNum":2,"MediaType":"Audio",
+            "CallType":"Single","CallId":"c1","Role":"Callee","Event":"Not_Answer_Call",
+            "CallResult":"Not_Answer","EventTime":1704856873,"Vendor":"x"});
+        let d = decode(&a_query("callee_not_answer_call"), &body, 0).expect("decodes");
+        assert_eq!(d.family, Family::A);
+        assert!(d.known_command);
+        let e = &d.events[0];
+        assert_eq!(e.sdkappid, 1400000001);
+        assert_eq!(e.room_id.as_deref(), Some("12345"));
+        assert_eq!(e.media_type.as_deref(), Some("audio"));
+        assert_eq!(e.call_type.as_deref(), Some("single"));
+        assert_eq!(e.role.as_deref(), Some("callee"));
+        assert_eq!(e.event, "not_answer_call");
+        assert_eq!(e.call_result, "not_answer");
+        assert_eq!(e.platform.as_deref(), Some("Android"));
+        assert_eq!(e.start_call_ts, None);
+        assert_eq!(e.extra["Vendor"], "x");
+    }
+
+    #[test]
+    fn call_status_sets_result_and_event() {
+        let d = decode(
+            &a_query("Normal_End"),
+            &json!({"UserId":"a","EventTime":5}),
+            0,
+        )
+        .expect("decodes");
+        assert_eq!(d.command, "normal_end");
+        assert_eq!(d.events[0].event, "normal_end");
+        assert_eq!(d.events[0].call_result, "normal_end");
+        let d = decode(
+            &a_query("interrupt"),
+            &json!({"UserId":"a","Event":"call_interrupted","CallResult":"Interrupt"}),
+            9_000,
+        )
+        .expect("decodes");
+        assert_eq!(d.events[0].event, "call_interrupted");
+        assert_eq!(d.events[0].call_result, "interrupt");
+        assert_eq!(d.events[0].event_time, 9);
+    }
+
+    #[test]
+    fn unknown_command_is_accepted() {
+        let d = decode(&a_query("caller_future_thing"), &json!({}), 1000).expect("decodes");
+        assert!(!d.known_command);
+        assert_eq!(d.events[0].event, "future_thing");
+        assert_eq!(d.events[0].role.as_deref(), Some("caller"));
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let err = decode(
+            &a_query("caller_start_call"),
+            &json!({"EventTime":"soon"}),
+            0,
+        )
+        .expect_err("rejects");
+        assert!(err.to_string().contains("EventTime"), "{err}");
+        let err =
+            decode(&a_query("caller_start_call"), &json!({"UserId":[1]}), 0).expect_err("rejects");
+        assert!(err.to_string().contains("UserId"), "{err}");
+        assert_eq!(
+            decode(&a_query("x"), &json!([1]), 0).expect_err("rejects"),
+            DecodeError::NotObject
+        );
+    }
+
+    #[test]
+    fn family_b_start_call() {
+        let query = q(&[
+            ("SdkAppid", "1400000001"),
+            ("CallbackCommand", "Call.CallbackAfterStartCall"),
+            ("OptPlatform", "iOS"),
+        ]);
+        let body = json!({"CallbackCommand":"Call.CallbackAfterStartCall",
+            "CallInfo":{"CallId":"c2","CallMediaType":"Video","ChatGroupId":"","RoomId":"r","RoomIdType":2},
+            "UserList":[{"User_Account":"alice","Status":"Calling"},{"User_Account":12,"Status":"Waiting"}],
+            "EventTime":1704856873123i64});
+        let d = decode(&query, &body, 0).expect("decodes");
+        assert_eq!(d.family, Family::B);
+        assert_eq!(d.events.len(), 2);
+        assert_eq!(d.events[0].event, "start_call");
+        assert_eq!(d.events[0].role.as_deref(), Some("caller"));
+        assert_eq!(d.events[1].event, "receive_call");
+        assert_eq!(d.events[1].user_id.as_deref(), Some("12"));
+        assert_eq!(d.events[1].event_time, 1704856873);
+        assert_eq!(d.events[1].media_type.as_deref(), Some("video"));
+        assert_eq!(d.events[1].call_type.as_deref(), Some("single"));
+    }
+
+    #[test]
+    fn family_b_end_call_and_members() {
+        let query = q(&[
+            ("SdkAppid", "1400000001"),
+            ("CallbackCommand", "Call.CallbackAfterEndCall"),
+        ]);
+        let body = json!({"CallbackCommand":"Call.CallbackAfterEndCall","CallRecord":{
+            "CallId":"c3","Caller_Account":"alice","MediaType":"Audio","CallType":"MultiCall",
+            "StartTime":100,"AcceptTime":110,"EndTime":170,"CallResult":"NormalEnd",
+            "CalleeList_Account":["bob",7],"RoomId":9,"RoomIdType":1},"EventTime":170000});
+        let d = decode(&query, &body, 0).expect("decodes");
+        let e = &d.events[0];
+        assert_eq!(e.event, "call_end");
+        assert_eq!(e.call_type.as_deref(), Some("group"));
+        assert_eq!(e.call_result, "normal_end");
+        assert_eq!(e.ring_secs(), Some(10));
+        assert_eq!(e.talk_secs(), Some(60));
+        assert_eq!(e.total_num, Some(3));
+
+        let query = q(&[
+            ("SdkAppid", "1400000001"),
+            ("CallbackCommand", "Call.CallbackAfterMemberChanged"),
+        ]);
+        let body = json!({"CallbackCommand":"Call.CallbackAfterMemberChanged","CallId":"c4",
+            "UserList":["a","b","c"],"ChangedUserList":[
+                {"User_Account":"b","ActionType":"Answer"},{"User_Account":"c","ActionType":"Hang Up"},
+                {"User_Account":"d","ActionType":"Canncel_Invite"},{"User_Account":"e","ActionType":"Offline"}],
+            "EventTime":1704856873000i64});
+        let d = decode(&query, &body, 0).expect("decodes");
+        let names: Vec<_> = d.events.iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "accept_call",
+                "call_end",
+                "call_canceled",
+                "call_interrupted"
+            ]
+        );
+        assert_eq!(d.events[3].call_result, "offline");
+    }
+
+    #[test]
+    fn snake_case_spellings() {
+        assert_eq!(snake_case("NormalEnd"), "normal_end");
+        assert_eq!(snake_case("NotAnswer"), "not_answer");
+        assert_eq!(snake_case("CallBusy"), "call_busy");
+        assert_eq!(snake_case("not_answer"), "not_answer");
+        assert_eq!(snake_case("Hang Up"), "hang_up");
+    }
+}
