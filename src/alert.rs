@@ -109,9 +109,269 @@ mod rfc3339_opt {
     }
 }
 
+/// What a rule's `check` decided for one key at one evaluation.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Condition {
+    pub summary: Option<String>,
+    pub severity: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub value: Option<f64>,
+}
+
+/// The per-rule settings the state machine needs.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub rule: String,
+    pub severity: String,
+    pub for_secs: i64,
+    pub repeat_secs: i64,
+    pub resolve: bool,
+    /// Labels from `RULE.labels`.
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "lowercase")]
+enum Phase {
+    Inactive,
+    Pending { since: i64 },
+    Firing { since: i64, notified: i64 },
+}
+
+/// Alert state of one (rule, key). Serialisable so it survives restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tracker {
+    phase: Phase,
+    /// The latest alert object (for the API), while pending or firing.
+    current: Option<Alert>,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Tracker {
+            phase: Phase::Inactive,
+            current: None,
+        }
+    }
+}
+
+impl Tracker {
+    /// Pending or firing.
+    pub fn is_active(&self) -> bool {
+        !matches!(self.phase, Phase::Inactive)
+    }
+
+    pub fn is_firing(&self) -> bool {
+        matches!(self.phase, Phase::Firing { .. })
+    }
+
+    /// The current alert, while pending or firing.
+    pub fn current(&self) -> Option<&Alert> {
+        self.current.as_ref()
+    }
+
+    fn build(
+        policy: &Policy,
+        key: &BTreeMap<String, String>,
+        c: &Condition,
+        status: AlertStatus,
+        starts_at: i64,
+    ) -> Alert {
+        let severity = c
+            .severity
+            .clone()
+            .unwrap_or_else(|| policy.severity.clone());
+        // Precedence, lowest first: key fields, RULE.labels, check's labels;
+        // `rule` and `severity` always describe the alert itself.
+        let mut labels = key.clone();
+        labels.extend(policy.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        labels.extend(c.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        labels.insert("rule".into(), policy.rule.clone());
+        labels.insert("severity".into(), severity.clone());
+        let summary = c
+            .summary
+            .clone()
+            .unwrap_or_else(|| default_summary(&policy.rule, key));
+        Alert {
+            rule: policy.rule.clone(),
+            status,
+            severity,
+            summary,
+            labels,
+            value: c
+                .value
+                .and_then(serde_json::Number::from_f64)
+                .map(|n| match n.as_f64() {
+                    Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                        serde_json::Value::from(f as i64)
+                    }
+                    _ => serde_json::Value::Number(n),
+                })
+                .unwrap_or(serde_json::Value::Null),
+            fingerprint: fingerprint(&policy.rule, key),
+            starts_at,
+            ends_at: None,
+        }
+    }
+
+    /// Feeds one evaluation result at engine time `now`. Returns the alert
+    /// to notify, if this evaluation is a notification point: first firing,
+    /// a repeat, or a resolve.
+    pub fn observe(
+        &mut self,
+        policy: &Policy,
+        key: &BTreeMap<String, String>,
+        condition: Option<&Condition>,
+        now: i64,
+    ) -> Option<Alert> {
+        match (condition, self.phase.clone()) {
+            (Some(c), Phase::Inactive) if policy.for_secs > 0 => {
+                self.phase = Phase::Pending { since: now };
+                self.current = Some(Self::build(policy, key, c, AlertStatus::Pending, now));
+                None
+            }
+            (Some(c), Phase::Pending { since }) if now - since < policy.for_secs => {
+                self.current = Some(Self::build(policy, key, c, AlertStatus::Pending, since));
+                None
+            }
+            (Some(c), Phase::Inactive | Phase::Pending { .. }) => {
+                self.phase = Phase::Firing {
+                    since: now,
+                    notified: now,
+                };
+                let a = Self::build(policy, key, c, AlertStatus::Firing, now);
+                self.current = Some(a.clone());
+                Some(a)
+            }
+            (Some(c), Phase::Firing { since, notified }) => {
+                let a = Self::build(policy, key, c, AlertStatus::Firing, since);
+                self.current = Some(a.clone());
+                if policy.repeat_secs > 0 && now - notified >= policy.repeat_secs {
+                    self.phase = Phase::Firing {
+                        since,
+                        notified: now,
+                    };
+                    Some(a)
+                } else {
+                    None
+                }
+            }
+            (None, Phase::Inactive) => None,
+            (None, Phase::Pending { .. }) => {
+                // Stopped before `for` elapsed: never notified.
+                self.phase = Phase::Inactive;
+                self.current = None;
+                None
+            }
+            (None, Phase::Firing { .. }) => {
+                self.phase = Phase::Inactive;
+                let mut a = self.current.take()?;
+                a.status = AlertStatus::Resolved;
+                a.ends_at = Some(now);
+                policy.resolve.then_some(a)
+            }
+        }
+    }
+}
+
+/// Summary when `check` returned `true`: the rule and its key.
+pub fn default_summary(rule: &str, key: &BTreeMap<String, String>) -> String {
+    if key.is_empty() {
+        return format!("{rule} is firing");
+    }
+    let k: Vec<String> = key.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{rule} is firing for {}", k.join(" "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn policy(for_secs: i64, repeat_secs: i64) -> Policy {
+        Policy {
+            rule: "r".into(),
+            severity: "warning".into(),
+            for_secs,
+            repeat_secs,
+            resolve: true,
+            labels: [("team".to_string(), "mobile".to_string())].into(),
+        }
+    }
+
+    fn key() -> BTreeMap<String, String> {
+        [("user_id".to_string(), "alice".to_string())].into()
+    }
+
+    fn firing(v: f64) -> Condition {
+        Condition {
+            value: Some(v),
+            ..Condition::default()
+        }
+    }
+
+    #[test]
+    fn fires_repeats_and_resolves() {
+        let p = policy(0, 100);
+        let mut t = Tracker::default();
+        let a = t
+            .observe(&p, &key(), Some(&firing(3.0)), 10)
+            .expect("fires");
+        assert_eq!(a.status, AlertStatus::Firing);
+        assert_eq!(a.value, serde_json::json!(3));
+        assert_eq!(a.labels["team"], "mobile");
+        assert_eq!(a.labels["user_id"], "alice");
+        assert_eq!(a.labels["rule"], "r");
+        assert_eq!(a.summary, "r is firing for user_id=alice");
+        assert!(t.observe(&p, &key(), Some(&firing(4.0)), 50).is_none());
+        let r = t
+            .observe(&p, &key(), Some(&firing(4.0)), 110)
+            .expect("repeats");
+        assert_eq!(r.starts_at, 10);
+        let done = t.observe(&p, &key(), None, 120).expect("resolves");
+        assert_eq!(done.status, AlertStatus::Resolved);
+        assert_eq!(done.ends_at, Some(120));
+        assert!(!t.is_active());
+        assert!(t.observe(&p, &key(), None, 130).is_none());
+    }
+
+    #[test]
+    fn pending_for_and_early_stop() {
+        let p = policy(60, 0);
+        let mut t = Tracker::default();
+        assert!(t.observe(&p, &key(), Some(&firing(1.0)), 0).is_none());
+        assert_eq!(t.current().map(|a| a.status), Some(AlertStatus::Pending));
+        assert!(t.observe(&p, &key(), None, 30).is_none(), "never notified");
+        assert!(!t.is_active());
+        assert!(t.observe(&p, &key(), Some(&firing(1.0)), 100).is_none());
+        let a = t
+            .observe(&p, &key(), Some(&firing(1.0)), 160)
+            .expect("fires after for");
+        assert_eq!(a.starts_at, 160);
+        assert!(
+            t.observe(&p, &key(), Some(&firing(1.0)), 10_000).is_none(),
+            "no repeat"
+        );
+    }
+
+    #[test]
+    fn check_overrides_and_no_resolve() {
+        let mut p = policy(0, 0);
+        p.resolve = false;
+        let c = Condition {
+            summary: Some("boom".into()),
+            severity: Some("critical".into()),
+            labels: [("team".to_string(), "web".to_string())].into(),
+            value: Some(0.25),
+        };
+        let mut t = Tracker::default();
+        let a = t.observe(&p, &key(), Some(&c), 0).expect("fires");
+        assert_eq!(a.severity, "critical");
+        assert_eq!(a.labels["severity"], "critical");
+        assert_eq!(a.labels["team"], "web");
+        assert_eq!(a.summary, "boom");
+        assert_eq!(a.value, serde_json::json!(0.25));
+        assert!(t.observe(&p, &key(), None, 5).is_none(), "resolve = false");
+    }
 
     #[test]
     fn alert_object_shape() {
