@@ -76,7 +76,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         .map(|t| t.unix_timestamp())
 }
 
-mod rfc3339 {
+pub mod rfc3339 {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &i64, s: S) -> Result<S::Ok, S::Error> {
@@ -89,7 +89,7 @@ mod rfc3339 {
     }
 }
 
-mod rfc3339_opt {
+pub mod rfc3339_opt {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {

@@ -3,7 +3,9 @@
 //! everything down in order (stop accepting, drain in-flight requests with
 //! a timeout, drain the engine queue, flush the journal).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::io::Write;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,11 +18,14 @@ use tokio::task::JoinHandle;
 use warp::http::StatusCode;
 use warp::Filter;
 
+use crate::alert::AlertStatus;
 use crate::config::Config;
+use crate::engine::{Engine, RuleStats, Transition};
 use crate::ingest::dedup::Dedup;
 use crate::ingest::{self, Accepted, Ingest, IngestSettings};
-use crate::journal::{self, Journal};
-use crate::metrics::Metrics;
+use crate::journal::{self, Journal, Record};
+use crate::metrics::{Metrics, RuleLabels, StateLabels};
+use crate::rules::Rule;
 
 /// A running daemon.
 pub struct Daemon {
@@ -31,7 +36,7 @@ pub struct Daemon {
     ready: Arc<AtomicBool>,
     stop: oneshot::Sender<()>,
     server: JoinHandle<()>,
-    engine: JoinHandle<()>,
+    engine: std::thread::JoinHandle<()>,
     journal: Arc<Journal>,
     config: Config,
 }
@@ -65,6 +70,7 @@ async fn recover(r: warp::Rejection) -> Result<warp::reply::Response, Infallible
 /// listener and spawns the server and engine tasks.
 pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     let metrics = Arc::new(Metrics::new());
+    let rules = load_rules(&config).map_err(|errs| anyhow::anyhow!(errs.join("\n")))?;
     std::fs::create_dir_all(&config.state.dir)
         .with_context(|| format!("creating state.dir {}", config.state.dir.display()))?;
 
@@ -132,9 +138,31 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
             .run(),
     );
 
-    let engine_metrics = metrics.clone();
-    let engine = tokio::spawn(run_engine(engine_rx, engine_metrics));
-    ready.store(true, Ordering::Release);
+    let engine = {
+        let engine = Engine::new(rules, crate::replay::engine_settings(&config));
+        let horizon = ingest::now_ms() - (engine.max_window_secs() + 60) * 1000;
+        let history: Vec<Record> = records
+            .into_iter()
+            .filter(|r| r.received_at.unwrap_or(0) >= horizon)
+            .collect();
+        let metrics = metrics.clone();
+        let ready = ready.clone();
+        let tick = config.rules.tick;
+        let config = config.clone();
+        let deliver = move |ts: Vec<Transition>| {
+            // Until the notification dispatcher lands, every alert goes to
+            // the `log` receiver: one JSON line on stdout.
+            let stdout = std::io::stdout();
+            let mut lock = stdout.lock();
+            for t in &ts {
+                let _ = writeln!(lock, "{}", crate::replay::render(t, &config));
+            }
+        };
+        std::thread::Builder::new()
+            .name("engine".into())
+            .spawn(move || run_engine(engine, history, engine_rx, metrics, deliver, tick, ready))
+            .context("spawning the engine thread")?
+    };
     tracing::info!(%addr, "callwatch listening");
     Ok(Daemon {
         addr,
@@ -149,10 +177,110 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     })
 }
 
-async fn run_engine(mut rx: mpsc::Receiver<Accepted>, metrics: Arc<Metrics>) {
-    while let Some(_accepted) = rx.recv().await {
-        metrics.queue_depth.dec();
+/// Loads and compiles every rule, reporting all problems at once.
+pub fn load_rules(config: &Config) -> Result<Vec<Arc<Rule>>, Vec<String>> {
+    crate::rules::load_dir(&config.rules.dir, &config.rules)
+        .map(|rules| rules.into_iter().map(Arc::new).collect())
+        .map_err(|errs| errs.iter().map(|e| e.to_string()).collect())
+}
+
+fn now_secs() -> i64 {
+    ingest::now_ms() / 1000
+}
+
+/// Mirrors the engine's counters into the metrics registry.
+fn publish_stats(engine: &Engine, metrics: &Metrics, published: &mut HashMap<String, RuleStats>) {
+    for (rule, keys, stats) in engine.stats() {
+        let labels = RuleLabels { rule: rule.clone() };
+        let before = published.entry(rule).or_default();
+        metrics
+            .rule_evaluations
+            .get_or_create(&labels)
+            .inc_by(stats.evaluations - before.evaluations);
+        metrics
+            .rule_errors
+            .get_or_create(&labels)
+            .inc_by(stats.errors - before.errors);
+        metrics
+            .late_events
+            .get_or_create(&labels)
+            .inc_by(stats.late_events - before.late_events);
+        metrics.rule_keys.get_or_create(&labels).set(keys as i64);
+        *before = stats;
     }
+    let active = engine.active_alerts();
+    for state in [AlertStatus::Pending, AlertStatus::Firing] {
+        let n = active.iter().filter(|a| a.status == state).count();
+        metrics
+            .alerts
+            .get_or_create(&StateLabels {
+                state: state.as_str().into(),
+            })
+            .set(n as i64);
+    }
+}
+
+/// The engine loop, on its own thread so rule CPU never stalls the HTTP
+/// workers. Windows are first rebuilt from the journal's recent records.
+fn run_engine(
+    mut engine: Engine,
+    history: Vec<Record>,
+    mut rx: mpsc::Receiver<Accepted>,
+    metrics: Arc<Metrics>,
+    deliver: impl Fn(Vec<Transition>),
+    tick: std::time::Duration,
+    ready: Arc<AtomicBool>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the engine runtime");
+            return;
+        }
+    };
+    let mut published = HashMap::new();
+    let now = now_secs();
+    let t = Instant::now();
+    let mut rebuilt = 0usize;
+    for r in history {
+        let received = r.received_at.unwrap_or(0);
+        if let Ok(d) = crate::ingest::decode::decode(&r.query, &r.body, received) {
+            for e in d.events {
+                engine.on_event(e, now, false);
+                rebuilt += 1;
+            }
+        }
+    }
+    deliver(engine.evaluate_all(now));
+    tracing::info!(events = rebuilt, elapsed_ms = t.elapsed().as_millis() as u64, "windows rebuilt from journal");
+    ready.store(true, Ordering::Release);
+    rt.block_on(async move {
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(accepted) => {
+                        metrics.queue_depth.dec();
+                        let now = now_secs();
+                        let mut out = Vec::new();
+                        for e in accepted.events {
+                            out.extend(engine.on_event(e, now, true));
+                        }
+                        if !out.is_empty() {
+                            deliver(out);
+                        }
+                    }
+                    None => break,
+                },
+                _ = ticker.tick() => {
+                    deliver(engine.on_tick(now_secs()));
+                    publish_stats(&engine, &metrics, &mut published);
+                }
+            }
+        }
+        publish_stats(&engine, &metrics, &mut published);
+    });
 }
 
 impl Daemon {
@@ -186,8 +314,9 @@ impl Daemon {
         // The server's filters held clones of the ingest handle; once the
         // last one goes the engine channel closes and the engine drains.
         drop(ingest);
-        if let Err(e) = engine.await {
-            tracing::error!(error = %e, "engine task failed");
+        let joined = tokio::task::spawn_blocking(move || engine.join()).await;
+        if !matches!(joined, Ok(Ok(()))) {
+            tracing::error!("engine thread panicked");
         }
         journal.flush().await.context("flushing journal")?;
         match Arc::try_unwrap(journal) {

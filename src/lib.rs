@@ -8,7 +8,11 @@
 //! - [`event`]: the normalised call event, the one type that flows.
 //! - [`ingest`]: `POST /callback`: checks, decoding, dedup, hand-off.
 //! - [`journal`]: append-only segments of accepted callbacks.
+//! - [`engine`]: windows per rule and key, check scheduling, alert states (pure).
 //! - [`alert`]: the alert object and its state machine (pure).
+//! - [`routing`]: which receivers an alert goes to (pure).
+//! - [`store`]: SQLite store for the outbox, silences and persisted state.
+//! - [`replay`]: offline evaluation of recorded callbacks in event time.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`api`]: health, readiness, metrics and admin endpoints.
 //! - [`app`]: wiring, startup recovery and ordered shutdown.
@@ -21,3 +25,7 @@ pub mod event;
 pub mod ingest;
 pub mod journal;
 pub mod metrics;
+pub mod engine;
+pub mod replay;
+pub mod routing;
+pub mod store;

@@ -35,6 +35,19 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Feed recorded callbacks through the rules offline, in event time, and
+    /// print one JSON line per alert that fires, repeats or resolves.
+    Replay {
+        /// Config file [default: config/callwatch.toml if present, else built-in defaults]
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Rules directory [default: rules.dir from the config]
+        #[arg(long, value_name = "DIR")]
+        rules: Option<PathBuf>,
+        /// Recorded callbacks, one JSON object per line (`-` = stdin)
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// How a command failed, which decides the exit code.
@@ -93,13 +106,60 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(Failure::Runtime)
         }
         Command::Check { config } => {
-            let config = Config::load(config.as_deref())?;
+            let config = Config::load(config.as_deref()).map_err(|e| {
+                // `check` prints problems on stdout, one per line.
+                println!("{e}");
+                Failure::User(String::from("config has errors"))
+            })?;
+            let rules = callwatch::app::load_rules(&config).map_err(|errs| {
+                for e in &errs {
+                    println!("{e}");
+                }
+                Failure::User(format!("{} problem(s) in rules", errs.len()))
+            })?;
             println!(
-                "config ok: {} receiver(s), {} route(s), {} app(s)",
+                "ok: {} rule(s), {} receiver(s), {} route(s), {} app(s)",
+                rules.len(),
                 config.receivers.len(),
                 config.routes.len(),
                 config.apps.len()
             );
+            Ok(())
+        }
+        Command::Replay {
+            config,
+            rules,
+            files,
+        } => {
+            let mut config = Config::load(config.as_deref())?;
+            init_logging(&LogConfig {
+                level: "warn".into(),
+                ..config.log.clone()
+            });
+            if let Some(dir) = rules {
+                config.rules.dir = dir;
+            }
+            let rules = callwatch::app::load_rules(&config)
+                .map_err(|errs| Failure::User(errs.join("\n")))?;
+            let mut inputs: Vec<(String, Box<dyn std::io::BufRead>)> = Vec::new();
+            for f in &files {
+                if f.as_os_str() == "-" {
+                    inputs.push(("<stdin>".into(), Box::new(std::io::stdin().lock())));
+                } else {
+                    let file = std::fs::File::open(f)
+                        .map_err(|e| Failure::User(format!("{}: {e}", f.display())))?;
+                    inputs.push((
+                        f.display().to_string(),
+                        Box::new(std::io::BufReader::with_capacity(1 << 20, file)),
+                    ));
+                }
+            }
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            callwatch::replay::replay(&config, rules, inputs, &mut out).map_err(|e| match e {
+                callwatch::replay::ReplayError::Input(m) => Failure::User(m),
+                other => Failure::Runtime(other.into()),
+            })?;
             Ok(())
         }
     }
