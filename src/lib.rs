@@ -6,8 +6,10 @@
 //! # Layout
 //! - [`config`]: serde structs, figment layering, validation.
 //! - [`event`]: the normalised call event, the one type that flows.
+//! - [`window`]: per-key sliding windows and their incremental aggregates (pure).
 //! - [`alert`]: the alert object and its state machine (pure).
 
 pub mod alert;
 pub mod config;
 pub mod event;
+pub mod window;
