@@ -8,6 +8,8 @@
 //! - [`event`]: the normalised call event, the one type that flows.
 //! - [`ingest`]: `POST /callback`: checks, decoding, dedup, hand-off.
 //! - [`journal`]: append-only segments of accepted callbacks.
+//! - [`window`]: per-key sliding windows and their incremental aggregates (pure).
+//! - [`rules`]: the Rhai engine, rule loading and validation, the `w` API (pure).
 //! - [`engine`]: windows per rule and key, check scheduling, alert states (pure).
 //! - [`alert`]: the alert object and its state machine (pure).
 //! - [`routing`]: which receivers an alert goes to (pure).
@@ -21,11 +23,13 @@ pub mod alert;
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod engine;
 pub mod event;
 pub mod ingest;
 pub mod journal;
 pub mod metrics;
-pub mod engine;
 pub mod replay;
 pub mod routing;
+pub mod rules;
 pub mod store;
+pub mod window;

@@ -1,0 +1,228 @@
+//! What a rule script sees: the `w` object of SPEC §5 (a handle through
+//! which one `check` call reaches the key's [`Window`], key, state and
+//! time), events as Rhai maps (SPEC §4), and conversions between Rhai
+//! values and JSON for persisting `w.state`. It registers these on the
+//! engine; it does not load rules or decide anything.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, FLOAT, INT};
+use serde_json::Value;
+
+use crate::event::{Event, Field, FIELDS};
+use crate::window::Window;
+
+type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
+
+/// What one `check` call works on. The window and state are moved in for
+/// the call and moved back out afterwards, so the script never holds a
+/// reference into the engine's own data.
+pub(crate) struct Live {
+    pub window: Window,
+    pub key: Map,
+    pub state: Map,
+    pub now: i64,
+}
+
+/// The `w` value handed to `check`. Clones share the same call; once the
+/// call is over the handle is empty and every query on it is an error
+/// (a script could have stashed `w` somewhere).
+#[derive(Clone)]
+pub(crate) struct WHandle(Arc<Mutex<Option<Live>>>);
+
+impl WHandle {
+    pub(crate) fn new(live: Live) -> WHandle {
+        WHandle(Arc::new(Mutex::new(Some(live))))
+    }
+
+    /// Ends the call and gives back what was moved in.
+    pub(crate) fn finish(&self) -> Option<Live> {
+        // A poisoned lock still holds the data; the caller needs it back.
+        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        guard.take()
+    }
+
+    fn with<T>(&mut self, f: impl FnOnce(&mut Live) -> T) -> RhaiResult<T> {
+        let mut guard: MutexGuard<'_, Option<Live>> = self
+            .0
+            .lock()
+            .map_err(|_| "w is unusable after an earlier failure")?;
+        match guard.as_mut() {
+            Some(live) => Ok(f(live)),
+            None => Err("w can only be used during the check call it was given to".into()),
+        }
+    }
+}
+
+/// Event names given as one string or an array of strings.
+fn names_arg(v: &Dynamic) -> RhaiResult<Vec<ImmutableString>> {
+    if let Some(s) = v.read_lock::<ImmutableString>() {
+        return Ok(vec![s.clone()]);
+    }
+    let bad = || -> Box<EvalAltResult> {
+        format!(
+            "expected an event name or an array of names, got {}",
+            v.type_name()
+        )
+        .into()
+    };
+    let arr = v.read_lock::<Array>().ok_or_else(bad)?;
+    arr.iter()
+        .map(|x| x.read_lock::<ImmutableString>().map(|s| s.clone()))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(bad)
+}
+
+fn float_or_unit(v: Option<f64>) -> Dynamic {
+    v.map_or(Dynamic::UNIT, |x| Dynamic::from_float(x as FLOAT))
+}
+
+fn percentile_arg(p: f64) -> RhaiResult<f64> {
+    if (0.0..=100.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(format!("percentile must be between 0 and 100, got {p}").into())
+    }
+}
+
+/// Registers the `w` type and its SPEC §5 methods and properties.
+pub(crate) fn register(engine: &mut Engine) {
+    engine.register_type_with_name::<WHandle>("Window");
+    engine
+        .register_get("key", |w: &mut WHandle| w.with(|l| l.key.clone()))
+        .register_get("now", |w: &mut WHandle| w.with(|l| l.now as INT))
+        .register_get("state", |w: &mut WHandle| w.with(|l| l.state.clone()))
+        .register_set("state", |w: &mut WHandle, m: Map| w.with(|l| l.state = m))
+        .register_fn("count", |w: &mut WHandle| {
+            w.with(|l| l.window.count() as INT)
+        })
+        .register_fn("count", |w: &mut WHandle, names: Dynamic| {
+            let names = names_arg(&names)?;
+            w.with(|l| l.window.count_of(&names) as INT)
+        })
+        .register_fn("ratio", |w: &mut WHandle, num: Dynamic, den: Dynamic| {
+            let (num, den) = (names_arg(&num)?, names_arg(&den)?);
+            w.with(|l| l.window.ratio(&num, &den) as FLOAT)
+        })
+        .register_fn("streak", |w: &mut WHandle, names: Dynamic| {
+            let names = names_arg(&names)?;
+            w.with(|l| l.window.streak(&names) as INT)
+        })
+        .register_fn("distinct", |w: &mut WHandle, field: &str| {
+            w.with(|l| l.window.distinct(field) as INT)
+        })
+        .register_fn("sum", |w: &mut WHandle, field: &str| {
+            w.with(|l| float_or_unit(l.window.sum(field)))
+        })
+        .register_fn("avg", |w: &mut WHandle, field: &str| {
+            w.with(|l| float_or_unit(l.window.avg(field)))
+        })
+        .register_fn("min", |w: &mut WHandle, field: &str| {
+            w.with(|l| float_or_unit(l.window.min(field)))
+        })
+        .register_fn("max", |w: &mut WHandle, field: &str| {
+            w.with(|l| float_or_unit(l.window.max(field)))
+        })
+        .register_fn("percentile", |w: &mut WHandle, field: &str, p: INT| {
+            let p = percentile_arg(p as f64)?;
+            w.with(|l| float_or_unit(l.window.percentile(field, p)))
+        })
+        .register_fn("percentile", |w: &mut WHandle, field: &str, p: FLOAT| {
+            let p = percentile_arg(p)?;
+            w.with(|l| float_or_unit(l.window.percentile(field, p)))
+        })
+        .register_fn("first", |w: &mut WHandle| {
+            w.with(|l| {
+                l.window
+                    .first()
+                    .map_or(Dynamic::UNIT, |e| event_map(e).into())
+            })
+        })
+        .register_fn("last", |w: &mut WHandle| {
+            w.with(|l| {
+                l.window
+                    .last()
+                    .map_or(Dynamic::UNIT, |e| event_map(e).into())
+            })
+        })
+        .register_fn("events", |w: &mut WHandle| {
+            w.with(|l| {
+                l.window
+                    .events()
+                    .map(|e| Dynamic::from_map(event_map(e)))
+                    .collect::<Array>()
+            })
+        });
+}
+
+/// An event as the map rules see (SPEC §4): every field present, missing
+/// values as `()`, unknown body fields under `extra`.
+pub fn event_map(e: &Event) -> Map {
+    let mut m = Map::new();
+    for name in FIELDS {
+        let v = match e.get(name) {
+            Some(Field::Str(s)) => Dynamic::from(s.to_string()),
+            Some(Field::Int(i)) => Dynamic::from_int(i as INT),
+            Some(Field::Float(f)) => Dynamic::from_float(f as FLOAT),
+            Some(Field::Bool(b)) => Dynamic::from_bool(b),
+            None => Dynamic::UNIT,
+        };
+        m.insert((*name).into(), v);
+    }
+    m.insert("extra".into(), Dynamic::from_map(map_from_json(&e.extra)));
+    m
+}
+
+/// A JSON value as a Rhai value (null becomes `()`).
+pub fn json_to_dynamic(v: &Value) -> Dynamic {
+    match v {
+        Value::Null => Dynamic::UNIT,
+        Value::Bool(b) => Dynamic::from_bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Dynamic::from_int(i as INT),
+            None => Dynamic::from_float(n.as_f64().unwrap_or(f64::NAN) as FLOAT),
+        },
+        Value::String(s) => Dynamic::from(s.clone()),
+        Value::Array(a) => Dynamic::from_array(a.iter().map(json_to_dynamic).collect()),
+        Value::Object(o) => Dynamic::from_map(map_from_json(o)),
+    }
+}
+
+/// A Rhai value as JSON, for persisting `w.state`. Values JSON cannot
+/// hold (function pointers, `w` itself, non-finite floats) become null;
+/// characters become one-character strings.
+pub fn dynamic_to_json(v: &Dynamic) -> Value {
+    if v.is_unit() {
+        Value::Null
+    } else if let Ok(b) = v.as_bool() {
+        Value::Bool(b)
+    } else if let Ok(i) = v.as_int() {
+        Value::from(i)
+    } else if let Ok(f) = v.as_float() {
+        serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+    } else if let Ok(c) = v.as_char() {
+        Value::String(c.to_string())
+    } else if let Some(s) = v.read_lock::<ImmutableString>() {
+        Value::String(s.to_string())
+    } else if let Some(a) = v.read_lock::<Array>() {
+        Value::Array(a.iter().map(dynamic_to_json).collect())
+    } else if let Some(m) = v.read_lock::<Map>() {
+        Value::Object(map_to_json(&m))
+    } else {
+        Value::Null
+    }
+}
+
+/// A `w.state` map as a JSON object.
+pub fn map_to_json(m: &Map) -> serde_json::Map<String, Value> {
+    m.iter()
+        .map(|(k, v)| (k.to_string(), dynamic_to_json(v)))
+        .collect()
+}
+
+/// A JSON object (e.g. a persisted `w.state`) as a Rhai map.
+pub fn map_from_json(o: &serde_json::Map<String, Value>) -> Map {
+    o.iter()
+        .map(|(k, v)| (k.as_str().into(), json_to_dynamic(v)))
+        .collect()
+}
