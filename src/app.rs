@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::io::Write;
 use std::future::Future;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -231,7 +231,10 @@ fn run_engine(
     tick: std::time::Duration,
     ready: Arc<AtomicBool>,
 ) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the engine runtime");
@@ -252,7 +255,11 @@ fn run_engine(
         }
     }
     deliver(engine.evaluate_all(now));
-    tracing::info!(events = rebuilt, elapsed_ms = t.elapsed().as_millis() as u64, "windows rebuilt from journal");
+    tracing::info!(
+        events = rebuilt,
+        elapsed_ms = t.elapsed().as_millis() as u64,
+        "windows rebuilt from journal"
+    );
     ready.store(true, Ordering::Release);
     rt.block_on(async move {
         let mut ticker = tokio::time::interval(tick);

@@ -257,7 +257,7 @@ fn evaluate_key(
             value,
         }) => Some(Condition {
             summary,
-            severity,
+            severity: severity.map(|s| s.as_str().to_string()),
             labels,
             value,
         }),

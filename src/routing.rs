@@ -86,7 +86,12 @@ mod tests {
         let default = vec!["log".to_string()];
         let notify = vec!["x".to_string()];
         assert_eq!(
-            receivers_for(&alert("critical", "mobile"), Some(&notify), &routes, &default),
+            receivers_for(
+                &alert("critical", "mobile"),
+                Some(&notify),
+                &routes,
+                &default
+            ),
             ["x"]
         );
         assert_eq!(

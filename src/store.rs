@@ -141,7 +141,12 @@ impl Store {
     }
 
     /// Notifications of `receiver` due at `now_ms`, oldest first.
-    pub fn due(&self, receiver: &str, now_ms: i64, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+    pub fn due(
+        &self,
+        receiver: &str,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -235,7 +240,11 @@ impl Store {
     pub fn get_silence(&self, id: &str) -> Result<Option<Silence>, StoreError> {
         let body: Option<String> = self
             .conn
-            .query_row("SELECT body FROM silences WHERE id = ?1", params![id], |r| r.get(0))
+            .query_row(
+                "SELECT body FROM silences WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(sql("get silence"))?;
         body.map(|b| serde_json::from_str(&b).map_err(json("get silence")))
@@ -283,7 +292,8 @@ mod tests {
             let id = s.enqueue("ops", "{}", 1000).expect("enqueue");
             s.enqueue("mail", "{}", 1000).expect("enqueue");
             assert_eq!(s.due("ops", 1000, 10).expect("due").len(), 1);
-            s.reschedule(id, 5000, "connection refused").expect("reschedule");
+            s.reschedule(id, 5000, "connection refused")
+                .expect("reschedule");
             assert!(s.due("ops", 4999, 10).expect("due").is_empty());
             id
         };
