@@ -19,6 +19,7 @@ use super::{json, log, Notification, NotifyError};
 
 /// Every configured receiver, by name, sharing one HTTP client and one SMTP
 /// transport.
+#[derive(Debug)]
 pub struct Receivers {
     by_name: BTreeMap<String, Receiver>,
 }
