@@ -17,6 +17,8 @@
 //! - [`replay`]: offline evaluation of recorded callbacks in event time.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`api`]: health, readiness, metrics and admin endpoints.
+//! - [`notify`]: receivers (log, email, webhook, chat services,
+//!   Alertmanager), grouping and the durable outbox.
 //! - [`app`]: wiring, startup recovery and ordered shutdown.
 
 pub mod alert;
@@ -33,3 +35,4 @@ pub mod routing;
 pub mod rules;
 pub mod store;
 pub mod window;
+pub mod notify;
