@@ -12,7 +12,6 @@
 //! - [`rules`]: the Rhai engine, rule loading and validation, the `w` API (pure).
 //! - [`engine`]: windows per rule and key, check scheduling, alert states (pure).
 //! - [`alert`]: the alert object and its state machine (pure).
-//! - [`routing`]: which receivers an alert goes to (pure).
 //! - [`store`]: SQLite store for the outbox, silences and persisted state.
 //! - [`replay`]: offline evaluation of recorded callbacks in event time.
 //! - [`metrics`]: the Prometheus registry.
@@ -31,7 +30,6 @@ pub mod ingest;
 pub mod journal;
 pub mod metrics;
 pub mod replay;
-pub mod routing;
 pub mod rules;
 pub mod store;
 pub mod window;

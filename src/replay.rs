@@ -32,7 +32,7 @@ pub fn engine_settings(config: &Config) -> EngineSettings {
 
 /// One output line: the alert object plus `at` and `receivers`.
 pub fn render(t: &Transition, config: &Config) -> String {
-    let receivers = crate::routing::receivers_for(
+    let receivers = crate::notify::receivers_for(
         &t.alert,
         t.notify.as_deref(),
         &config.routes,
