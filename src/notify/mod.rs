@@ -16,15 +16,19 @@
 //! - `json`: the generic webhook and Alertmanager bodies.
 //! - `email`: SMTP through lettre; `log`: lines on stdout.
 //! - [`route`]: which receivers an alert goes to.
+//! - [`outbox`]: durable queue, per-receiver workers, retries and backoff.
+//! - [`silence`]: silence matching and validation.
 
 mod chat;
 mod email;
 mod http;
 mod json;
 mod log;
+pub mod outbox;
 pub mod receiver;
 pub mod route;
 mod sign;
+pub mod silence;
 mod text;
 
 use std::collections::BTreeMap;
