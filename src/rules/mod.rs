@@ -22,7 +22,7 @@ use rhai::{CallFnOptions, Dynamic, Engine, FuncArgs, Map, ParseError, ParseError
 use crate::config::RulesConfig;
 use crate::event::Event;
 use crate::window::Window;
-use api::{Live, WHandle};
+use api::{EventRef, Live, WHandle};
 
 pub use api::{dynamic_to_json, event_map, json_to_dynamic, map_from_json, map_to_json};
 pub use errors::{RuleError, RunError};
@@ -91,6 +91,7 @@ pub enum CheckOutcome {
 }
 
 /// A loaded, checked rule, ready to run on its shared engine.
+#[derive(Clone)]
 pub struct Rule {
     name: Arc<str>,
     path: PathBuf,
@@ -382,14 +383,15 @@ impl Rule {
 
     /// Whether `e` enters this rule's windows: its name is in `events`, it
     /// matches `where`, and `filter(e)` (if defined) returns true.
-    pub fn accepts(&self, e: &Event) -> Result<bool, RunError> {
+    /// Takes the shared event so `filter` can see it without a copy.
+    pub fn accepts(&self, e: &Arc<Event>) -> Result<bool, RunError> {
         if !self.spec.events.contains(&e.event) || !self.spec.where_matches(e) {
             return Ok(false);
         }
         if !self.has_filter {
             return Ok(true);
         }
-        let out = self.call("filter", (Dynamic::from_map(event_map(e)),))?;
+        let out = self.call("filter", (Dynamic::from(EventRef(e.clone())),))?;
         out.as_bool()
             .map_err(|t| self.bad_return(format!("filter must return true or false, got {t}")))
     }
