@@ -120,7 +120,10 @@ fn percentile_arg(p: f64) -> RhaiResult<f64> {
     }
 }
 
-/// Registers the `w` type and its SPEC §5 methods and properties.
+/// Registers the `w` type and its SPEC §5 methods and properties. Numeric
+/// aggregates (`sum avg min max percentile`) are always floats, or `()`
+/// when no event has the field, so a rule's arithmetic does not change
+/// type with the data.
 pub(crate) fn register(engine: &mut Engine) {
     register_event(engine);
     engine.register_type_with_name::<WHandle>("Window");
