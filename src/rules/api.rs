@@ -1,7 +1,7 @@
 //! What a rule script sees: the `w` object of SPEC §5 (a handle through
 //! which one `check` call reaches the key's [`Window`], key, state and
-//! time), events as Rhai maps (SPEC §4), and conversions between Rhai
-//! values and JSON for persisting `w.state`. It registers these on the
+//! time), events (SPEC §4) answering field names like maps, and
+//! conversions between Rhai values and JSON for persisting `w.state`. It registers these on the
 //! engine; it does not load rules or decide anything.
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -54,6 +54,41 @@ impl WHandle {
     }
 }
 
+/// An event as scripts see it: read-only, answering SPEC §4 field names
+/// like a map does (`e.user_id`, `e["user_id"]`, `"user_id" in e`, missing
+/// values `()`, `e.extra` a map), and `e.to_map()` for a real map. It shares
+/// the window's event instead of copying it: Rhai's size limits count every
+/// entry of every map inside a value, so an array of real maps would make
+/// `w.events()` fail on windows of a few hundred events, and `filter(e)`
+/// would build a map per event per rule.
+#[derive(Clone)]
+pub(crate) struct EventRef(pub Arc<Event>);
+
+fn field_to_dynamic(f: Option<Field<'_>>) -> Dynamic {
+    match f {
+        Some(Field::Str(s)) => Dynamic::from(s.to_string()),
+        Some(Field::Int(i)) => Dynamic::from_int(i as INT),
+        Some(Field::Float(f)) => Dynamic::from_float(f as FLOAT),
+        Some(Field::Bool(b)) => Dynamic::from_bool(b),
+        None => Dynamic::UNIT,
+    }
+}
+
+/// Field `name` of `e` as the event map would hold it.
+fn field_value(e: &Event, name: &str) -> Dynamic {
+    if name == "extra" {
+        Dynamic::from_map(map_from_json(&e.extra))
+    } else if FIELDS.contains(&name) {
+        field_to_dynamic(e.get(name))
+    } else {
+        Dynamic::UNIT
+    }
+}
+
+fn event_dynamic(e: &Arc<Event>) -> Dynamic {
+    Dynamic::from(EventRef(e.clone()))
+}
+
 /// Event names given as one string or an array of strings.
 fn names_arg(v: &Dynamic) -> RhaiResult<Vec<ImmutableString>> {
     if let Some(s) = v.read_lock::<ImmutableString>() {
@@ -85,8 +120,12 @@ fn percentile_arg(p: f64) -> RhaiResult<f64> {
     }
 }
 
-/// Registers the `w` type and its SPEC §5 methods and properties.
+/// Registers the `w` type and its SPEC §5 methods and properties. Numeric
+/// aggregates (`sum avg min max percentile`) are always floats, or `()`
+/// when no event has the field, so a rule's arithmetic does not change
+/// type with the data.
 pub(crate) fn register(engine: &mut Engine) {
+    register_event(engine);
     engine.register_type_with_name::<WHandle>("Window");
     engine
         .register_get("key", |w: &mut WHandle| w.with(|l| l.key.clone()))
@@ -132,45 +171,39 @@ pub(crate) fn register(engine: &mut Engine) {
             w.with(|l| float_or_unit(l.window.percentile(field, p)))
         })
         .register_fn("first", |w: &mut WHandle| {
-            w.with(|l| {
-                l.window
-                    .first()
-                    .map_or(Dynamic::UNIT, |e| event_map(e).into())
-            })
+            w.with(|l| l.window.first().map_or(Dynamic::UNIT, event_dynamic))
         })
         .register_fn("last", |w: &mut WHandle| {
-            w.with(|l| {
-                l.window
-                    .last()
-                    .map_or(Dynamic::UNIT, |e| event_map(e).into())
-            })
+            w.with(|l| l.window.last().map_or(Dynamic::UNIT, event_dynamic))
         })
         .register_fn("events", |w: &mut WHandle| {
-            w.with(|l| {
-                l.window
-                    .events()
-                    .map(|e| Dynamic::from_map(event_map(e)))
-                    .collect::<Array>()
-            })
+            w.with(|l| l.window.events().map(event_dynamic).collect::<Array>())
         });
 }
 
-/// An event as the map rules see (SPEC §4): every field present, missing
-/// values as `()`, unknown body fields under `extra`.
+/// Registers the event type: map-like reads, `to_map`, and JSON text.
+fn register_event(engine: &mut Engine) {
+    let text = |e: &mut EventRef| e.0.to_json().to_string();
+    engine
+        .register_type_with_name::<EventRef>("Event")
+        .register_indexer_get(|e: &mut EventRef, name: ImmutableString| field_value(&e.0, &name))
+        .register_fn("contains", |_: &mut EventRef, name: &str| {
+            name == "extra" || FIELDS.contains(&name)
+        })
+        .register_fn("keys", |_: &mut EventRef| {
+            let names = FIELDS.iter().copied().chain(["extra"]);
+            names.map(Dynamic::from).collect::<Array>()
+        })
+        .register_fn("to_map", |e: &mut EventRef| event_map(&e.0))
+        .register_fn("to_string", text)
+        .register_fn("to_debug", text);
+}
+
+/// An event as a map (SPEC §4): every field present, missing values as
+/// `()`, unknown body fields under `extra`.
 pub fn event_map(e: &Event) -> Map {
-    let mut m = Map::new();
-    for name in FIELDS {
-        let v = match e.get(name) {
-            Some(Field::Str(s)) => Dynamic::from(s.to_string()),
-            Some(Field::Int(i)) => Dynamic::from_int(i as INT),
-            Some(Field::Float(f)) => Dynamic::from_float(f as FLOAT),
-            Some(Field::Bool(b)) => Dynamic::from_bool(b),
-            None => Dynamic::UNIT,
-        };
-        m.insert((*name).into(), v);
-    }
-    m.insert("extra".into(), Dynamic::from_map(map_from_json(&e.extra)));
-    m
+    let names = FIELDS.iter().copied().chain(["extra"]);
+    names.map(|n| (n.into(), field_value(e, n))).collect()
 }
 
 /// A JSON value as a Rhai value (null becomes `()`).
@@ -188,8 +221,9 @@ pub fn json_to_dynamic(v: &Value) -> Dynamic {
     }
 }
 
-/// A Rhai value as JSON, for persisting `w.state`. Values JSON cannot
-/// hold (function pointers, `w` itself, non-finite floats) become null;
+/// A Rhai value as JSON, for persisting `w.state`. Events become their
+/// JSON object (a map once restored). Values JSON cannot hold (function
+/// pointers, `w` itself, non-finite floats) become null;
 /// characters become one-character strings.
 pub fn dynamic_to_json(v: &Dynamic) -> Value {
     if v.is_unit() {
@@ -208,6 +242,8 @@ pub fn dynamic_to_json(v: &Dynamic) -> Value {
         Value::Array(a.iter().map(dynamic_to_json).collect())
     } else if let Some(m) = v.read_lock::<Map>() {
         Value::Object(map_to_json(&m))
+    } else if let Some(e) = v.read_lock::<EventRef>() {
+        e.0.to_json()
     } else {
         Value::Null
     }

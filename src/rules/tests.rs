@@ -52,7 +52,7 @@ fn ev(t: i64, name: &str, user: &str) -> Arc<Event> {
 
 /// Runs `check` on a window of `events` with `state`.
 fn run(rule: &Rule, events: &[Arc<Event>], state: &mut Map) -> Result<CheckOutcome, RunError> {
-    let mut w = rule.new_window(100);
+    let mut w = rule.new_window(10_000);
     for e in events {
         w.push(e.clone());
     }
@@ -365,12 +365,10 @@ fn accepts_events_where_and_filter() {
     assert!(!r.accepts(&ev(1, "start_call", "a")).expect("ok"));
     let mut caller = (*ev(1, "accept_call", "a")).clone();
     caller.role = Some("caller".into());
-    assert!(!r.accepts(&caller).expect("ok"));
+    assert!(!r.accepts(&Arc::new(caller.clone())).expect("ok"));
     caller.role = None;
-    assert!(
-        !r.accepts(&caller).expect("ok"),
-        "a missing field never matches"
-    );
+    let caller = Arc::new(caller);
+    assert!(!r.accepts(&caller).expect("ok"), "missing never matches");
 
     let src = format!("{OK_RULE}\nfn check(w) {{ true }}\nfn filter(e) {{ e.user_id != \"bot\" && e.extra.vip != true && e.total_num == () }}\n");
     let f = load(&src).expect("loads");
@@ -379,7 +377,7 @@ fn accepts_events_where_and_filter() {
     let mut vip = (*ev(1, "accept_call", "a")).clone();
     vip.extra
         .insert("vip".into(), serde_json::Value::Bool(true));
-    assert!(!f.accepts(&vip).expect("ok"));
+    assert!(!f.accepts(&Arc::new(vip)).expect("ok"));
 
     let bad = load(&format!(
         "{OK_RULE}\nfn check(w) {{}}\nfn filter(e) {{ 1 }}\n"
@@ -457,7 +455,7 @@ fn w_errors_are_run_errors() {
 #[test]
 fn w_state_persists_between_calls() {
     let r = rule_with_check(
-        "let s = w.state; w.state.calls = (s.calls ?? 0) + 1; w.state[\"last\"] = w.count(); if w.state.calls >= 2 { `${w.state.calls}` }",
+        "print(`state ${w.state}`); debug(w.count()); let s = w.state; w.state.calls = (s.calls ?? 0) + 1; w.state[\"last\"] = w.count(); if w.state.calls >= 2 { `${w.state.calls}` }",
     );
     let mut state = Map::new();
     let evs = [ev(1, "accept_call", "a")];
@@ -532,4 +530,50 @@ fn check(w) {
         errs[0].starts_with("rules/r.rhai:10:5: RULE.for: bad duration"),
         "{errs:?}"
     );
+}
+#[test]
+fn events_read_like_maps() {
+    let r = rule_with_check(
+        r#"
+        let e = w.last();
+        let m = e.to_map();
+        let n = 0;
+        for x in w.events() { if x.user_id == "a" { n += 1; } }
+        w.state.prev = e;
+        let s = "";
+        for x in [
+            type_of(e), e["user_id"], e.nope, "user_id" in e, "nope" in e, e.keys().len(),
+            type_of(m), m.user_id, m.extra.k, m.total_num, `${e}`.contains("user_id"), n,
+        ] { s += `${x}|`; }
+        s
+        "#,
+    );
+    // Far more events than the map and string size limits would allow
+    // if every event were a real map.
+    let evs: Vec<_> = (0..2000)
+        .map(|t| {
+            let mut e = (*ev(t, "accept_call", "a")).clone();
+            e.extra.insert("k".into(), serde_json::Value::from("v"));
+            Arc::new(e)
+        })
+        .collect();
+    let mut state = Map::new();
+    let out = run(&r, &evs, &mut state).expect("ok");
+    assert_eq!(
+        summary(&out),
+        Some("Event|a||true|false|20|map|a|v||true|2000|")
+    );
+    // An event kept in the state persists as its JSON object.
+    let json = map_to_json(&state);
+    assert_eq!(json["prev"]["user_id"], "a");
+    assert_eq!(json["prev"]["extra"]["k"], "v");
+}
+
+#[test]
+fn rules_can_be_shared_across_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Rule>();
+    shareable::<Window>();
+    shareable::<CheckOutcome>();
+    shareable::<RunError>();
 }

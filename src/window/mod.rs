@@ -96,11 +96,16 @@ impl Window {
                 s.count += 1;
                 s.last = s.last.max(pos);
             }
-            None => self.names.push(NameStat {
-                name: e.event.as_str().into(),
-                count: 1,
-                last: pos,
-            }),
+            None => {
+                // Most windows see one to three names: grow one at a time
+                // rather than by doubling, since a million keys multiply it.
+                self.names.reserve_exact(1);
+                self.names.push(NameStat {
+                    name: e.event.as_str().into(),
+                    count: 1,
+                    last: pos,
+                });
+            }
         }
         for t in &mut self.fields {
             t.add(&e);
