@@ -15,6 +15,7 @@
 //!   Feishu, Discord, Teams and Telegram; `sign`: their HMAC signatures.
 //! - `json`: the generic webhook and Alertmanager bodies.
 //! - `email`: SMTP through lettre; `log`: lines on stdout.
+//! - `rate`: at most N messages a minute per receiver.
 //! - [`route`]: which receivers an alert goes to.
 
 mod chat;
@@ -22,6 +23,7 @@ mod email;
 mod http;
 mod json;
 mod log;
+mod rate;
 pub mod receiver;
 pub mod route;
 mod sign;

@@ -618,6 +618,34 @@ async fn send_resolved_false_leaves_resolved_alerts_out() {
 }
 
 #[tokio::test]
+async fn rate_limit_fails_fast_with_the_wait() {
+    let mut sink = Sink::start(Canned::new(200, OK_ERRCODE)).await;
+    let mut cfg = config(ReceiverKind::Wecom {
+        url: sink.url("/cgi-bin/webhook/send?key=k"),
+    });
+    cfg.rate_limit_per_minute = 2;
+    let rs = build(cfg);
+    let r = rs.get("r").expect("r");
+    r.send(&mixed()).await.expect("first");
+    r.send(&mixed()).await.expect("second");
+    let err = r.send(&mixed()).await.expect_err("third is over the limit");
+    assert!(err.is_retryable());
+    let wait = err.retry_after().expect("a wait");
+    assert!(
+        wait > Duration::from_secs(50) && wait <= Duration::from_secs(60),
+        "{wait:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("rate limit of 2 messages a minute"),
+        "{err}"
+    );
+    sink.next().await;
+    sink.next().await;
+    assert!(sink.try_next().is_none(), "the third message was not sent");
+}
+
+#[tokio::test]
 async fn notify_test_sends_a_marked_notification() {
     let mut sink = Sink::start(Canned::new(200, "")).await;
     let rs = build(config(ReceiverKind::Webhook {
