@@ -4,7 +4,8 @@
 //! flows to a receiver, the [`NotifyError`] that tells the delivery
 //! machinery whether to retry, and the runtime [`Receiver`]s. It does not
 //! persist anything, retry, or decide which alerts go together: the outbox
-//! and the alert engine do that, using [`route`] for the pure decisions.
+//! and the alert engine do that, using [`route`] and [`group`] for the pure
+//! decisions.
 //!
 //! # Layout
 //! - [`receiver`]: the runtime receivers built from config, and `send`.
@@ -16,10 +17,12 @@
 //! - `json`: the generic webhook and Alertmanager bodies.
 //! - `email`: SMTP through lettre; `log`: lines on stdout.
 //! - `rate`: at most N messages a minute per receiver.
-//! - [`route`]: which receivers an alert goes to.
+//! - [`route`]: which receivers an alert goes to; [`group`]: which alerts
+//!   go out together, and when.
 
 mod chat;
 mod email;
+pub mod group;
 mod http;
 mod json;
 mod log;
@@ -36,6 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::alert::{Alert, AlertStatus};
 
+pub use group::{GroupSettings, Grouper};
 pub use log::log_lines;
 pub use receiver::{Receiver, Receivers};
 pub use route::receivers_for;

@@ -219,6 +219,20 @@ impl Receiver {
         }
     }
 
+    /// How often the receiver wants firing groups re-posted regardless of
+    /// news ([`super::Grouper::resend_every`]): Alertmanager resolves an
+    /// alert its client stops posting, so firing alerts go to it every
+    /// minute.
+    pub fn resend_interval(&self) -> Option<Duration> {
+        match &self.target {
+            Target::Http {
+                kind: HttpKind::Alertmanager,
+                ..
+            } => Some(Duration::from_secs(60)),
+            _ => None,
+        }
+    }
+
     /// `type` and destination, safe to log (no secrets, no query strings).
     pub fn describe(&self) -> String {
         match &self.target {

@@ -569,10 +569,13 @@ async fn telegram_sends_message_and_reads_ok_false() {
 #[tokio::test]
 async fn alertmanager_gets_v2_alerts() {
     let mut sink = Sink::start(Canned::new(200, "")).await;
-    let kind = ReceiverKind::Alertmanager {
+    let rs = build(config(ReceiverKind::Alertmanager {
         url: sink.url("/am/"),
-    };
-    send(kind, &mixed()).await.expect("delivered");
+    }));
+    let r = rs.get("r").expect("r");
+    // Alertmanager drops alerts its clients stop re-posting.
+    assert_eq!(r.resend_interval(), Some(Duration::from_secs(60)));
+    r.send(&mixed()).await.expect("delivered");
     let req = sink.next().await;
     assert_eq!(req.path, "/am/api/v2/alerts");
     let body = req.json();
