@@ -9,8 +9,8 @@
 //!
 //! # Layout
 //! - [`receiver`]: the runtime receivers built from config, and `send`.
-//! - `http`: one POST, its timeout-free transport errors and status codes,
-//!   `Retry-After`, URL redaction.
+//! - `http`: one POST and what its reply means (status classes,
+//!   `Retry-After`), URL redaction.
 //! - `text`: titles, per-alert blocks and truncation to a size limit.
 //! - `chat`: the payloads and reply checks of Slack, WeCom, DingTalk,
 //!   Feishu, Discord, Teams and Telegram; `sign`: their HMAC signatures.
