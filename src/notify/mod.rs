@@ -4,27 +4,32 @@
 //! flows to a receiver, the [`NotifyError`] that tells the delivery
 //! machinery whether to retry, and the runtime [`Receiver`]s. It does not
 //! persist anything, retry, or decide which alerts go together: the outbox
-//! and the alert engine do that, using [`route`] for the pure decisions.
+//! and the alert engine do that, using [`route`] and [`group`] for the pure
+//! decisions.
 //!
 //! # Layout
 //! - [`receiver`]: the runtime receivers built from config, and `send`.
-//! - `http`: one POST, its timeout-free transport errors and status codes,
-//!   `Retry-After`, URL redaction.
+//! - `http`: one POST and what its reply means (status classes,
+//!   `Retry-After`), URL redaction.
 //! - `text`: titles, per-alert blocks and truncation to a size limit.
 //! - `chat`: the payloads and reply checks of Slack, WeCom, DingTalk,
 //!   Feishu, Discord, Teams and Telegram; `sign`: their HMAC signatures.
 //! - `json`: the generic webhook and Alertmanager bodies.
 //! - `email`: SMTP through lettre; `log`: lines on stdout.
-//! - [`route`]: which receivers an alert goes to.
+//! - `rate`: at most N messages a minute per receiver.
+//! - [`route`]: which receivers an alert goes to; [`group`]: which alerts
+//!   go out together, and when.
 //! - [`outbox`]: durable queue, per-receiver workers, retries and backoff.
 //! - [`silence`]: silence matching and validation.
 
 mod chat;
 mod email;
+pub mod group;
 mod http;
 mod json;
 mod log;
 pub mod outbox;
+mod rate;
 pub mod receiver;
 pub mod route;
 mod sign;
@@ -38,6 +43,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::alert::{Alert, AlertStatus};
 
+pub use group::{GroupSettings, Grouper};
 pub use log::log_lines;
 pub use receiver::{Receiver, Receivers};
 pub use route::receivers_for;

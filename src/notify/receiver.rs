@@ -5,7 +5,8 @@
 //! persistence belong to the outbox, which acts on the [`NotifyError`].
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::HeaderMap;
 
@@ -15,6 +16,7 @@ use crate::config::{Config, ReceiverConfig, ReceiverKind, SmtpConfig};
 use super::chat::Chat;
 use super::email::{self, Email};
 use super::http::{self, Endpoint};
+use super::rate::{self, RateLimit};
 use super::{json, log, Notification, NotifyError};
 
 /// Every configured receiver, by name, sharing one HTTP client and one SMTP
@@ -75,6 +77,9 @@ pub struct Receiver {
     name: String,
     send_resolved: bool,
     timeout: Duration,
+    /// Messages a minute at most; 0 is unlimited.
+    per_minute: u32,
+    limit: Mutex<RateLimit>,
     target: Target,
 }
 
@@ -182,10 +187,16 @@ impl Receiver {
                 target
             }
         };
+        let per_minute = match cfg.rate_limit_per_minute {
+            0 => rate::service_default(cfg.kind.type_name()),
+            n => n,
+        };
         Ok(Receiver {
             name: cfg.name.clone(),
             send_resolved: cfg.send_resolved,
             timeout: cfg.timeout,
+            per_minute,
+            limit: Mutex::new(RateLimit::new(per_minute)),
             target,
         })
     }
@@ -208,6 +219,20 @@ impl Receiver {
         }
     }
 
+    /// How often the receiver wants firing groups re-posted regardless of
+    /// news ([`super::Grouper::resend_every`]): Alertmanager resolves an
+    /// alert its client stops posting, so firing alerts go to it every
+    /// minute.
+    pub fn resend_interval(&self) -> Option<Duration> {
+        match &self.target {
+            Target::Http {
+                kind: HttpKind::Alertmanager,
+                ..
+            } => Some(Duration::from_secs(60)),
+            _ => None,
+        }
+    }
+
     /// `type` and destination, safe to log (no secrets, no query strings).
     pub fn describe(&self) -> String {
         match &self.target {
@@ -220,6 +245,8 @@ impl Receiver {
     /// One delivery attempt, bounded by the receiver's `timeout`. With
     /// `send_resolved = false`, resolved alerts are left out, and a
     /// notification of nothing but resolved alerts succeeds without sending.
+    /// Past the receiver's rate limit (`rate_limit_per_minute`, else the
+    /// service's documented limit) it fails as retryable, with the wait.
     pub async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
         let firing_only;
         let n = if self.send_resolved || n.test {
@@ -236,6 +263,22 @@ impl Receiver {
             };
             &firing_only
         };
+        // A poisoned lock only means another send panicked; the counts in it
+        // are still good enough to limit by.
+        let admitted = match self.limit.lock() {
+            Ok(mut limit) => limit.admit(Instant::now()),
+            Err(poisoned) => poisoned.into_inner().admit(Instant::now()),
+        };
+        if let Err(wait) = admitted {
+            return Err(NotifyError::Retryable {
+                reason: format!(
+                    "{}: rate limit of {} messages a minute reached",
+                    self.describe(),
+                    self.per_minute
+                ),
+                retry_after: Some(wait),
+            });
+        }
         match tokio::time::timeout(self.timeout, self.deliver(n)).await {
             Ok(result) => result,
             Err(_) => Err(NotifyError::retryable(format!(

@@ -46,3 +46,94 @@ fn dedup<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::alert::AlertStatus;
+
+    fn alert(labels: &[(&str, &str)]) -> Alert {
+        Alert {
+            rule: "r".into(),
+            status: AlertStatus::Firing,
+            severity: "warning".into(),
+            summary: String::new(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            value: serde_json::Value::Null,
+            fingerprint: "f".into(),
+            starts_at: 0,
+            ends_at: None,
+        }
+    }
+
+    fn route(matchers: &[(&str, &str)], receivers: &[&str], continue_: bool) -> RouteConfig {
+        RouteConfig {
+            matchers: matchers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            receivers: receivers.iter().map(|r| r.to_string()).collect(),
+            continue_,
+        }
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn rule_notify_wins_over_routes() {
+        let a = alert(&[("severity", "critical")]);
+        let routes = [route(&[("severity", "critical")], &["pager"], false)];
+        let notify = names(&["oncall", "oncall", "ops"]);
+        assert_eq!(
+            receivers_for(&a, Some(&notify), &routes, &names(&["log"])),
+            ["oncall", "ops"]
+        );
+    }
+
+    #[test]
+    fn first_matching_route_wins_unless_continue() {
+        let a = alert(&[("severity", "critical"), ("team", "mobile")]);
+        let routes = [
+            route(&[("severity", "warning")], &["chat"], false),
+            route(
+                &[("severity", "critical"), ("team", "mobile")],
+                &["pager"],
+                false,
+            ),
+            route(&[("team", "mobile")], &["mobile"], false),
+        ];
+        let default = names(&["log"]);
+        assert_eq!(receivers_for(&a, None, &routes, &default), ["pager"]);
+
+        let routes = [
+            route(&[("severity", "critical")], &["pager", "ops"], true),
+            route(&[("team", "web")], &["web"], false),
+            route(&[("team", "mobile")], &["mobile", "ops"], false),
+            route(&[], &["catch_all"], false),
+        ];
+        assert_eq!(
+            receivers_for(&a, None, &routes, &default),
+            ["pager", "ops", "mobile"]
+        );
+    }
+
+    #[test]
+    fn no_match_falls_back_to_default() {
+        let a = alert(&[("severity", "info")]);
+        let routes = [route(&[("severity", "critical")], &["pager"], false)];
+        assert_eq!(receivers_for(&a, None, &routes, &names(&["log"])), ["log"]);
+        // A label the alert lacks never matches.
+        let routes = [route(&[("team", "")], &["pager"], false)];
+        assert_eq!(receivers_for(&a, None, &routes, &names(&["log"])), ["log"]);
+        // An empty `match` matches everything.
+        let routes = [route(&[], &["all"], false)];
+        assert_eq!(receivers_for(&a, None, &routes, &names(&["log"])), ["all"]);
+    }
+}

@@ -69,23 +69,21 @@ impl Limit {
         if self.len(s) <= max {
             return s.to_string();
         }
-        let budget = max.saturating_sub(self.len("…"));
+        let Some(budget) = max.checked_sub(self.len("…")) else {
+            return String::new();
+        };
         let mut used = 0;
         let mut end = 0;
         for (i, c) in s.char_indices() {
-            let n = match self.unit {
+            used += match self.unit {
                 Unit::Bytes => c.len_utf8(),
                 Unit::Chars => 1,
                 Unit::Utf16 => c.len_utf16(),
             };
-            if used + n > budget {
+            if used > budget {
                 break;
             }
-            used += n;
             end = i + c.len_utf8();
-        }
-        if max < self.len("…") {
-            return String::new();
         }
         format!("{}…", &s[..end])
     }

@@ -569,10 +569,13 @@ async fn telegram_sends_message_and_reads_ok_false() {
 #[tokio::test]
 async fn alertmanager_gets_v2_alerts() {
     let mut sink = Sink::start(Canned::new(200, "")).await;
-    let kind = ReceiverKind::Alertmanager {
+    let rs = build(config(ReceiverKind::Alertmanager {
         url: sink.url("/am/"),
-    };
-    send(kind, &mixed()).await.expect("delivered");
+    }));
+    let r = rs.get("r").expect("r");
+    // Alertmanager drops alerts its clients stop re-posting.
+    assert_eq!(r.resend_interval(), Some(Duration::from_secs(60)));
+    r.send(&mixed()).await.expect("delivered");
     let req = sink.next().await;
     assert_eq!(req.path, "/am/api/v2/alerts");
     let body = req.json();
@@ -615,6 +618,34 @@ async fn send_resolved_false_leaves_resolved_alerts_out() {
         sink.next().await.json()["alerts"][0]["labels"]["user_id"],
         "user000"
     );
+}
+
+#[tokio::test]
+async fn rate_limit_fails_fast_with_the_wait() {
+    let mut sink = Sink::start(Canned::new(200, OK_ERRCODE)).await;
+    let mut cfg = config(ReceiverKind::Wecom {
+        url: sink.url("/cgi-bin/webhook/send?key=k"),
+    });
+    cfg.rate_limit_per_minute = 2;
+    let rs = build(cfg);
+    let r = rs.get("r").expect("r");
+    r.send(&mixed()).await.expect("first");
+    r.send(&mixed()).await.expect("second");
+    let err = r.send(&mixed()).await.expect_err("third is over the limit");
+    assert!(err.is_retryable());
+    let wait = err.retry_after().expect("a wait");
+    assert!(
+        wait > Duration::from_secs(50) && wait <= Duration::from_secs(60),
+        "{wait:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("rate limit of 2 messages a minute"),
+        "{err}"
+    );
+    sink.next().await;
+    sink.next().await;
+    assert!(sink.try_next().is_none(), "the third message was not sent");
 }
 
 #[tokio::test]

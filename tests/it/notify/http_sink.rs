@@ -132,6 +132,11 @@ impl Sink {
         *self.reply.lock().expect("reply lock") = reply;
     }
 
+    /// A request already received, if any.
+    pub fn try_next(&mut self) -> Option<Received> {
+        self.rx.try_recv().ok()
+    }
+
     /// The next request, waiting up to 5 s.
     pub async fn next(&mut self) -> Received {
         tokio::time::timeout(Duration::from_secs(5), self.rx.recv())
