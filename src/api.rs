@@ -61,7 +61,10 @@ fn json_reply(status: StatusCode, v: &serde_json::Value) -> warp::reply::Respons
 }
 
 fn error_reply(status: StatusCode, message: &str) -> warp::reply::Response {
-    json_reply(status, &serde_json::json!({"status": "error", "error": message}))
+    json_reply(
+        status,
+        &serde_json::json!({"status": "error", "error": message}),
+    )
 }
 
 /// Authorisation for `/api/*`: the bearer token when one is set, else only
@@ -140,7 +143,9 @@ impl Admin {
             Ok(list) => json_reply(
                 StatusCode::OK,
                 &serde_json::Value::from(
-                    list.iter().map(|s| silence_json(s, now)).collect::<Vec<_>>(),
+                    list.iter()
+                        .map(|s| silence_json(s, now))
+                        .collect::<Vec<_>>(),
                 ),
             ),
             Err(e) => error_reply(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
@@ -157,14 +162,20 @@ impl Admin {
             None => now,
             Some(Some(t)) => t,
             Some(None) => {
-                return error_reply(StatusCode::BAD_REQUEST, "startsAt: expected an RFC 3339 time")
+                return error_reply(
+                    StatusCode::BAD_REQUEST,
+                    "startsAt: expected an RFC 3339 time",
+                )
             }
         };
         let Some(ends_at) = crate::alert::parse_rfc3339(&post.ends_at) else {
             return error_reply(StatusCode::BAD_REQUEST, "endsAt: expected an RFC 3339 time");
         };
         let s = Silence {
-            id: post.id.filter(|i| !i.is_empty()).unwrap_or_else(new_silence_id),
+            id: post
+                .id
+                .filter(|i| !i.is_empty())
+                .unwrap_or_else(new_silence_id),
             matchers: post.matchers,
             starts_at,
             ends_at,
@@ -239,7 +250,12 @@ pub fn admin_routes(
         .clone()
         .and(warp::path!("rules"))
         .and(warp::get())
-        .map(move || json_reply(StatusCode::OK, &serde_json::json!({"rules": a.snapshot().rules})));
+        .map(move || {
+            json_reply(
+                StatusCode::OK,
+                &serde_json::json!({"rules": a.snapshot().rules}),
+            )
+        });
     let a = admin.clone();
     let list = base
         .clone()

@@ -6,26 +6,30 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use anyhow::Context;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use warp::http::StatusCode;
 use warp::Filter;
 
 use crate::alert::AlertStatus;
+use crate::api::Admin;
 use crate::config::Config;
-use crate::engine::{Engine, RuleStats, Transition};
+use crate::engine::{Engine, RuleStats, Snapshot, Transition};
 use crate::ingest::dedup::Dedup;
 use crate::ingest::{self, Accepted, Ingest, IngestSettings};
 use crate::journal::{self, Journal, Record};
 use crate::metrics::{Metrics, RuleLabels, StateLabels};
+use crate::notify::dispatch::Dispatcher;
+use crate::notify::outbox::Outbox;
+use crate::notify::Receivers;
 use crate::rules::Rule;
+use crate::store::Store;
 
 /// A running daemon.
 pub struct Daemon {
@@ -33,9 +37,13 @@ pub struct Daemon {
     pub addr: SocketAddr,
     pub ingest: Arc<Ingest>,
     pub metrics: Arc<Metrics>,
+    pub store: Arc<Mutex<Store>>,
     ready: Arc<AtomicBool>,
     stop: oneshot::Sender<()>,
     server: JoinHandle<()>,
+    notify_stop: watch::Sender<bool>,
+    dispatcher_task: JoinHandle<()>,
+    outbox_task: JoinHandle<()>,
     engine: std::thread::JoinHandle<()>,
     journal: Arc<Journal>,
     config: Config,
@@ -115,10 +123,44 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         "journal read"
     );
 
+    let store = Arc::new(Mutex::new(
+        Store::open(&config.state.dir).context("opening the store in state.dir")?,
+    ));
+    let receivers = Arc::new(Receivers::from_config(&config).context("building receivers")?);
+    let outbox = Arc::new(Outbox::new(
+        store.clone(),
+        receivers.clone(),
+        metrics.clone(),
+        config.alerting.give_up_after,
+    ));
+    let dispatcher = Arc::new(Dispatcher::new(
+        &config,
+        &receivers,
+        store.clone(),
+        outbox.clone(),
+        metrics.clone(),
+    ));
+    let (notify_stop, notify_stopped) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let outbox_task = tokio::spawn(outbox.run(stopped(notify_stopped.clone())));
+    let dispatcher_task = tokio::spawn(dispatcher.clone().run(stopped(notify_stopped)));
+
     let ready = Arc::new(AtomicBool::new(false));
+    let snapshot = Arc::new(RwLock::new(Snapshot::default()));
+    let admin = Arc::new(Admin {
+        token: config.server.admin_token.clone(),
+        store: store.clone(),
+        snapshot: snapshot.clone(),
+    });
     let routes = ingest
         .routes()
         .or(crate::api::ops_routes(ready.clone(), metrics.clone()))
+        .unify()
+        .or(crate::api::admin_routes(admin))
+        .unify()
+        .recover(crate::api::recover_admin)
         .unify()
         .recover(recover)
         .unify();
@@ -148,19 +190,15 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         let metrics = metrics.clone();
         let ready = ready.clone();
         let tick = config.rules.tick;
-        let config = config.clone();
-        let deliver = move |ts: Vec<Transition>| {
-            // Until the notification dispatcher lands, every alert goes to
-            // the `log` receiver: one JSON line on stdout.
-            let stdout = std::io::stdout();
-            let mut lock = stdout.lock();
-            for t in &ts {
-                let _ = writeln!(lock, "{}", crate::replay::render(t, &config));
-            }
-        };
+        let deliver = move |ts: Vec<Transition>| dispatcher.submit(ts);
+        let snapshot = snapshot.clone();
         std::thread::Builder::new()
             .name("engine".into())
-            .spawn(move || run_engine(engine, history, engine_rx, metrics, deliver, tick, ready))
+            .spawn(move || {
+                run_engine(
+                    engine, history, engine_rx, metrics, deliver, tick, ready, snapshot,
+                )
+            })
             .context("spawning the engine thread")?
     };
     tracing::info!(%addr, "callwatch listening");
@@ -168,9 +206,13 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         addr,
         ingest,
         metrics,
+        store,
         ready,
         stop,
         server,
+        notify_stop,
+        dispatcher_task,
+        outbox_task,
         engine,
         journal,
         config,
@@ -230,7 +272,15 @@ fn run_engine(
     deliver: impl Fn(Vec<Transition>),
     tick: std::time::Duration,
     ready: Arc<AtomicBool>,
+    snapshot: Arc<RwLock<Snapshot>>,
 ) {
+    let publish = |engine: &Engine| {
+        let s = engine.snapshot();
+        match snapshot.write() {
+            Ok(mut w) => *w = s,
+            Err(p) => *p.into_inner() = s,
+        }
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -255,6 +305,7 @@ fn run_engine(
         }
     }
     deliver(engine.evaluate_all(now));
+    publish(&engine);
     tracing::info!(
         events = rebuilt,
         elapsed_ms = t.elapsed().as_millis() as u64,
@@ -262,6 +313,7 @@ fn run_engine(
     );
     ready.store(true, Ordering::Release);
     rt.block_on(async move {
+        let mut last_publish = Instant::now();
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -274,8 +326,12 @@ fn run_engine(
                         for e in accepted.events {
                             out.extend(engine.on_event(e, now, true));
                         }
-                        if !out.is_empty() {
+                        // The API view is refreshed on every alert change
+                        // and at most twice a second otherwise.
+                        if !out.is_empty() || last_publish.elapsed().as_millis() > 500 {
                             deliver(out);
+                            publish(&engine);
+                            last_publish = Instant::now();
                         }
                     }
                     None => break,
@@ -283,10 +339,13 @@ fn run_engine(
                 _ = ticker.tick() => {
                     deliver(engine.on_tick(now_secs()));
                     publish_stats(&engine, &metrics, &mut published);
+                    publish(&engine);
+                    last_publish = Instant::now();
                 }
             }
         }
         publish_stats(&engine, &metrics, &mut published);
+        publish(&engine);
     });
 }
 
@@ -306,6 +365,9 @@ impl Daemon {
             engine,
             journal,
             config,
+            notify_stop,
+            dispatcher_task,
+            outbox_task,
             ..
         } = self;
         let _ = stop.send(());
@@ -325,6 +387,11 @@ impl Daemon {
         if !matches!(joined, Ok(Ok(()))) {
             tracing::error!("engine thread panicked");
         }
+        // Groups still waiting go to the outbox (persisted), then the
+        // delivery workers stop; what is queued is sent on the next start.
+        let _ = notify_stop.send(true);
+        let _ = dispatcher_task.await;
+        let _ = outbox_task.await;
         journal.flush().await.context("flushing journal")?;
         match Arc::try_unwrap(journal) {
             Ok(j) => j.close(),

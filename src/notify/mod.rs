@@ -19,10 +19,12 @@
 //! - `rate`: at most N messages a minute per receiver.
 //! - [`route`]: which receivers an alert goes to; [`group`]: which alerts
 //!   go out together, and when.
+//! - [`dispatch`]: transitions → routes, silences, grouper → outbox.
 //! - [`outbox`]: durable queue, per-receiver workers, retries and backoff.
 //! - [`silence`]: silence matching and validation.
 
 mod chat;
+pub mod dispatch;
 mod email;
 pub mod group;
 mod http;
