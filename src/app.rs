@@ -195,9 +195,16 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         std::thread::Builder::new()
             .name("engine".into())
             .spawn(move || {
-                run_engine(
-                    engine, history, engine_rx, metrics, deliver, tick, ready, snapshot,
-                )
+                let task = EngineTask {
+                    engine,
+                    history,
+                    rx: engine_rx,
+                    metrics,
+                    tick,
+                    ready,
+                    snapshot,
+                };
+                run_engine(task, deliver)
             })
             .context("spawning the engine thread")?
     };
@@ -264,16 +271,27 @@ fn publish_stats(engine: &Engine, metrics: &Metrics, published: &mut HashMap<Str
 
 /// The engine loop, on its own thread so rule CPU never stalls the HTTP
 /// workers. Windows are first rebuilt from the journal's recent records.
-fn run_engine(
-    mut engine: Engine,
+struct EngineTask {
+    engine: Engine,
+    /// Journal records recent enough to matter for some window.
     history: Vec<Record>,
-    mut rx: mpsc::Receiver<Accepted>,
+    rx: mpsc::Receiver<Accepted>,
     metrics: Arc<Metrics>,
-    deliver: impl Fn(Vec<Transition>),
     tick: std::time::Duration,
     ready: Arc<AtomicBool>,
     snapshot: Arc<RwLock<Snapshot>>,
-) {
+}
+
+fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
+    let EngineTask {
+        mut engine,
+        history,
+        mut rx,
+        metrics,
+        tick,
+        ready,
+        snapshot,
+    } = task;
     let publish = |engine: &Engine| {
         let s = engine.snapshot();
         match snapshot.write() {
