@@ -48,6 +48,15 @@ enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Send a clearly marked test notification through one receiver and
+    /// report the outcome.
+    NotifyTest {
+        /// Config file [default: config/callwatch.toml if present, else built-in defaults]
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Name of a `[[receivers]]` entry
+        receiver: String,
+    },
 }
 
 /// How a command failed, which decides the exit code.
@@ -101,6 +110,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Run { config } => {
             let config = Config::load(config.as_deref())?;
             init_logging(&config.log);
+            // Receiver problems (bad URL, bad address) are config errors.
+            callwatch::notify::Receivers::from_config(&config)
+                .map_err(|e| Failure::User(e.to_string()))?;
             let rt = tokio::runtime::Runtime::new().map_err(|e| Failure::Runtime(e.into()))?;
             rt.block_on(callwatch::app::run(config, shutdown_signal()))
                 .map_err(Failure::Runtime)
@@ -161,6 +173,30 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 other => Failure::Runtime(other.into()),
             })?;
             Ok(())
+        }
+        Command::NotifyTest { config, receiver } => {
+            let config = Config::load(config.as_deref())?;
+            init_logging(&config.log);
+            let receivers = callwatch::notify::Receivers::from_config(&config)
+                .map_err(|e| Failure::User(e.to_string()))?;
+            let Some(r) = receivers.get(&receiver) else {
+                let known: Vec<&str> = receivers.iter().map(|r| r.name()).collect();
+                return Err(Failure::User(format!(
+                    "no receiver named {receiver:?} (configured: {})",
+                    known.join(", ")
+                )));
+            };
+            let rt = tokio::runtime::Runtime::new().map_err(|e| Failure::Runtime(e.into()))?;
+            match rt.block_on(callwatch::notify::notify_test(r)) {
+                Ok(()) => {
+                    println!("ok: test notification sent via {}", r.describe());
+                    Ok(())
+                }
+                Err(e) => Err(Failure::Runtime(anyhow::anyhow!(
+                    "test notification via {} failed: {e}",
+                    r.describe()
+                ))),
+            }
         }
     }
 }
