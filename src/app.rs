@@ -42,6 +42,7 @@ pub struct Daemon {
     stop: oneshot::Sender<()>,
     server: JoinHandle<()>,
     notify_stop: watch::Sender<bool>,
+    prune_stop: oneshot::Sender<()>,
     dispatcher_task: JoinHandle<()>,
     outbox_task: JoinHandle<()>,
     engine: std::thread::JoinHandle<()>,
@@ -180,9 +181,15 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
             .run(),
     );
 
+    let (prune_stop, prune_stopped) = oneshot::channel::<()>();
     let engine = {
         let engine = Engine::new(rules, crate::replay::engine_settings(&config));
         let horizon = ingest::now_ms() - (engine.max_window_secs() + 60) * 1000;
+        tokio::spawn(prune_journal(
+            journal.clone(),
+            retention_ms(engine.max_window_secs(), &config),
+            prune_stopped,
+        ));
         let history: Vec<Record> = records
             .into_iter()
             .filter(|r| r.received_at.unwrap_or(0) >= horizon)
@@ -218,12 +225,38 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         stop,
         server,
         notify_stop,
+        prune_stop,
         dispatcher_task,
         outbox_task,
         engine,
         journal,
         config,
     })
+}
+
+/// How long journal records must be kept: the widest rule window (to
+/// rebuild windows on start) or the dedup window (to rebuild the dedup
+/// set), whichever is longer, plus the clock skew allowance and a margin.
+pub fn retention_ms(max_window_secs: i64, config: &Config) -> i64 {
+    let need = max_window_secs.max(config.server.dedup_window.as_secs() as i64)
+        + config.server.max_clock_skew.as_secs() as i64;
+    (need + 600) * 1000
+}
+
+/// Prunes journal segments past retention once a minute until stopped.
+async fn prune_journal(journal: Arc<Journal>, retention_ms: i64, mut stop: oneshot::Receiver<()>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = every.tick() => {}
+        }
+        match journal.prune(ingest::now_ms() - retention_ms).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(segments = n, "pruned journal segments"),
+            Err(e) => tracing::warn!(error = %e, "journal pruning failed"),
+        }
+    }
 }
 
 /// Loads and compiles every rule, reporting all problems at once.
@@ -386,9 +419,14 @@ impl Daemon {
             notify_stop,
             dispatcher_task,
             outbox_task,
+            prune_stop,
             ..
         } = self;
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Stopping]) {
+            tracing::warn!(error = %e, "sd_notify STOPPING failed");
+        }
         let _ = stop.send(());
+        let _ = prune_stop.send(());
         let timeout = config.server.shutdown_timeout;
         let mut server = server;
         if tokio::time::timeout(timeout, &mut server).await.is_err() {
