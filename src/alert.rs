@@ -161,6 +161,15 @@ impl Tracker {
         !matches!(self.phase, Phase::Inactive)
     }
 
+    /// The phase as a name, to tell whether an evaluation changed it.
+    pub fn phase_name(&self) -> &'static str {
+        match self.phase {
+            Phase::Inactive => "inactive",
+            Phase::Pending { .. } => "pending",
+            Phase::Firing { .. } => "firing",
+        }
+    }
+
     pub fn is_firing(&self) -> bool {
         matches!(self.phase, Phase::Firing { .. })
     }

@@ -50,6 +50,7 @@ pub struct Admin {
     pub token: String,
     pub store: Arc<Mutex<Store>>,
     pub snapshot: Arc<RwLock<Snapshot>>,
+    pub reloader: Arc<crate::app::Reloader>,
 }
 
 #[derive(Debug)]
@@ -270,6 +271,26 @@ pub fn admin_routes(
         .and(warp::body::content_length_limit(64 * 1024))
         .and(warp::body::bytes())
         .map(move |body: bytes::Bytes| a.create_silence(&body));
+    let a = admin.clone();
+    let reload = base
+        .clone()
+        .and(warp::path!("reload"))
+        .and(warp::post())
+        .then(move || {
+            let a = a.clone();
+            async move {
+                match a.reloader.reload().await {
+                    Ok(report) => json_reply(
+                        StatusCode::OK,
+                        &serde_json::json!({"status": "ok", "report": report}),
+                    ),
+                    Err(errors) => json_reply(
+                        StatusCode::BAD_REQUEST,
+                        &serde_json::json!({"status": "error", "errors": errors}),
+                    ),
+                }
+            }
+        });
     let a = admin;
     let expire = base
         .and(warp::path!("silences" / String))
@@ -283,6 +304,8 @@ pub fn admin_routes(
         .or(create)
         .unify()
         .or(expire)
+        .unify()
+        .or(reload)
         .unify()
 }
 

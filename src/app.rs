@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
@@ -20,7 +21,8 @@ use warp::Filter;
 use crate::alert::AlertStatus;
 use crate::api::Admin;
 use crate::config::Config;
-use crate::engine::{Engine, RuleStats, Snapshot, Transition};
+use crate::engine::{Engine, KeyRecord, Persist, RuleStats, Snapshot, Transition};
+use crate::event::Event;
 use crate::ingest::dedup::Dedup;
 use crate::ingest::{self, Accepted, Ingest, IngestSettings};
 use crate::journal::{self, Journal, Record};
@@ -38,6 +40,7 @@ pub struct Daemon {
     pub ingest: Arc<Ingest>,
     pub metrics: Arc<Metrics>,
     pub store: Arc<Mutex<Store>>,
+    pub reloader: Arc<Reloader>,
     ready: Arc<AtomicBool>,
     stop: oneshot::Sender<()>,
     server: JoinHandle<()>,
@@ -78,6 +81,12 @@ async fn recover(r: warp::Rejection) -> Result<warp::reply::Response, Infallible
 /// Starts the daemon: opens the journal, rebuilds the dedup set, binds the
 /// listener and spawns the server and engine tasks.
 pub async fn start(config: Config) -> anyhow::Result<Daemon> {
+    start_with(config, ConfigSource::Fixed).await
+}
+
+/// Like [`start`], remembering where the config came from so a reload
+/// re-reads it.
+pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<Daemon> {
     let metrics = Arc::new(Metrics::new());
     let rules = load_rules(&config).map_err(|errs| anyhow::anyhow!(errs.join("\n")))?;
     std::fs::create_dir_all(&config.state.dir)
@@ -97,12 +106,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     );
 
     let (engine_tx, engine_rx) = mpsc::channel::<Accepted>(config.server.queue_capacity);
-    let settings = IngestSettings {
-        callback_path: config.server.callback_path.clone(),
-        max_body_bytes: config.server.max_body_bytes,
-        max_clock_skew_secs: config.server.max_clock_skew.as_secs() as i64,
-        apps: config.apps.clone(),
-    };
+    let settings = ingest_settings(&config);
     let dedup_ms = config.server.dedup_window.as_millis() as i64;
     let ingest = Arc::new(Ingest::new(
         settings,
@@ -150,10 +154,19 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
 
     let ready = Arc::new(AtomicBool::new(false));
     let snapshot = Arc::new(RwLock::new(Snapshot::default()));
+    let (ctl_tx, ctl_rx) = mpsc::channel::<EngineCmd>(4);
+    let reloader = Arc::new(Reloader {
+        source,
+        current: tokio::sync::Mutex::new(config.clone()),
+        ctl: ctl_tx,
+        ingest: ingest.clone(),
+        dispatcher: dispatcher.clone(),
+    });
     let admin = Arc::new(Admin {
         token: config.server.admin_token.clone(),
         store: store.clone(),
         snapshot: snapshot.clone(),
+        reloader: reloader.clone(),
     });
     let routes = ingest
         .routes()
@@ -199,13 +212,18 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         let tick = config.rules.tick;
         let deliver = move |ts: Vec<Transition>| dispatcher.submit(ts);
         let snapshot = snapshot.clone();
+        let engine_store = store.clone();
+        let restored = restore_records(&store);
         std::thread::Builder::new()
             .name("engine".into())
             .spawn(move || {
                 let task = EngineTask {
                     engine,
+                    restored,
                     history,
                     rx: engine_rx,
+                    ctl: ctl_rx,
+                    store: engine_store,
                     metrics,
                     tick,
                     ready,
@@ -221,6 +239,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         ingest,
         metrics,
         store,
+        reloader,
         ready,
         stop,
         server,
@@ -304,11 +323,26 @@ fn publish_stats(engine: &Engine, metrics: &Metrics, published: &mut HashMap<Str
 
 /// The engine loop, on its own thread so rule CPU never stalls the HTTP
 /// workers. Windows are first rebuilt from the journal's recent records.
+/// Commands for the engine thread besides events.
+pub enum EngineCmd {
+    /// Swap in a new rule set; `history` refills windows of new and
+    /// edited rules. Replies once the swap is done.
+    Reload {
+        rules: Vec<Arc<Rule>>,
+        history: Vec<Event>,
+        reply: oneshot::Sender<()>,
+    },
+}
+
 struct EngineTask {
     engine: Engine,
+    /// Alert states and `w.state` saved by the previous run.
+    restored: Vec<KeyRecord>,
     /// Journal records recent enough to matter for some window.
     history: Vec<Record>,
     rx: mpsc::Receiver<Accepted>,
+    ctl: mpsc::Receiver<EngineCmd>,
+    store: Arc<Mutex<Store>>,
     metrics: Arc<Metrics>,
     tick: std::time::Duration,
     ready: Arc<AtomicBool>,
@@ -318,8 +352,11 @@ struct EngineTask {
 fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
     let EngineTask {
         mut engine,
+        restored,
         history,
         mut rx,
+        mut ctl,
+        store,
         metrics,
         tick,
         ready,
@@ -343,6 +380,27 @@ fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
         }
     };
     let mut published = HashMap::new();
+    // Alert states are written before the notification they cause is
+    // handed on, so a crash can lose a notification but never repeat one
+    // for an alert the store already knows is firing.
+    let persist = |engine: &mut Engine| {
+        let changes: Vec<(String, Option<String>)> = engine
+            .take_dirty()
+            .into_iter()
+            .map(|p| match p {
+                Persist::Put(r) => (r.id(), serde_json::to_string(&r).ok()),
+                Persist::Delete(id) => (id, None),
+            })
+            .collect();
+        let store = store.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = store.apply_kv(KEYS_SPACE, &changes) {
+            tracing::error!(error = %e, "cannot persist alert states");
+        }
+    };
+    let restored_count = restored.len();
+    for r in restored {
+        engine.restore(r);
+    }
     let now = now_secs();
     let t = Instant::now();
     let mut rebuilt = 0usize;
@@ -355,10 +413,13 @@ fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
             }
         }
     }
-    deliver(engine.evaluate_all(now));
+    let first = engine.evaluate_all(now);
+    persist(&mut engine);
+    deliver(first);
     publish(&engine);
     tracing::info!(
         events = rebuilt,
+        alert_states = restored_count,
         elapsed_ms = t.elapsed().as_millis() as u64,
         "windows rebuilt from journal"
     );
@@ -380,6 +441,7 @@ fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
                         // The API view is refreshed on every alert change
                         // and at most twice a second otherwise.
                         if !out.is_empty() || last_publish.elapsed().as_millis() > 500 {
+                            persist(&mut engine);
                             deliver(out);
                             publish(&engine);
                             last_publish = Instant::now();
@@ -387,8 +449,20 @@ fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
                     }
                     None => break,
                 },
+                cmd = ctl.recv() => match cmd {
+                    Some(EngineCmd::Reload { rules, history, reply }) => {
+                        let out = engine.reload(rules, &history, now_secs());
+                        persist(&mut engine);
+                        deliver(out);
+                        publish(&engine);
+                        let _ = reply.send(());
+                    }
+                    None => {}
+                },
                 _ = ticker.tick() => {
-                    deliver(engine.on_tick(now_secs()));
+                    let out = engine.on_tick(now_secs());
+                    persist(&mut engine);
+                    deliver(out);
                     publish_stats(&engine, &metrics, &mut published);
                     publish(&engine);
                     last_publish = Instant::now();
@@ -458,10 +532,269 @@ impl Daemon {
     }
 }
 
-/// Runs the daemon until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let daemon = start(config).await?;
+/// Runs the daemon until `shutdown` resolves, reloading on SIGHUP and
+/// when a file in `rules.dir` changes.
+pub async fn run(
+    config: Config,
+    source: ConfigSource,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let rules_dir = config.rules.dir.clone();
+    let daemon = start_with(config, source).await?;
+    let reloader = daemon.reloader.clone();
+    let on_hup = tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reload via the API only");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading");
+            let _ = reloader.reload().await;
+        }
+    });
+    let watcher = tokio::spawn(watch_rules(rules_dir, daemon.reloader.clone()));
     shutdown.await;
+    on_hup.abort();
+    watcher.abort();
     tracing::info!("shutting down");
     daemon.shutdown().await
+}
+
+/// Where the running config came from, for reloads.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// Built in code (tests): a reload re-reads rules only.
+    Fixed,
+    /// `Config::load` with this `-c` argument (None: default lookup).
+    Load(Option<PathBuf>),
+}
+
+/// The store space holding alert states and `w.state` per (rule, key).
+const KEYS_SPACE: &str = "keys";
+
+fn restore_records(store: &Mutex<Store>) -> Vec<KeyRecord> {
+    let rows = store
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .kv(KEYS_SPACE);
+    match rows {
+        Ok(rows) => rows
+            .into_iter()
+            .filter_map(|(id, v)| match serde_json::from_str(&v) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(key = %id, error = %e, "unreadable alert state skipped");
+                    None
+                }
+            })
+            .collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read saved alert states");
+            Vec::new()
+        }
+    }
+}
+
+/// Hot reload of config and rules. A reload with any error changes
+/// nothing and reports every error.
+pub struct Reloader {
+    source: ConfigSource,
+    /// Also serialises reloads.
+    current: tokio::sync::Mutex<Config>,
+    ctl: mpsc::Sender<EngineCmd>,
+    ingest: Arc<Ingest>,
+    dispatcher: Arc<Dispatcher>,
+}
+
+/// What a successful reload did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadReport {
+    pub rules: Vec<String>,
+    /// Rules added or edited (their windows were rebuilt).
+    pub changed: Vec<String>,
+    /// Rules removed (their alerts resolved).
+    pub removed: Vec<String>,
+    /// Settings that only take effect after a restart.
+    pub warnings: Vec<String>,
+}
+
+fn digests(rules: &[Arc<Rule>]) -> Vec<(String, String)> {
+    rules
+        .iter()
+        .map(|r| (r.name().to_string(), r.source_digest().to_string()))
+        .collect()
+}
+
+impl Reloader {
+    /// Re-reads config and rules and swaps them in; on any error the old
+    /// set stays active and every error is returned.
+    pub async fn reload(&self) -> Result<ReloadReport, Vec<String>> {
+        let mut current = self.current.lock().await;
+        let result = self.try_reload(&current).await;
+        match &result {
+            Ok((config, report)) => {
+                tracing::info!(rules = report.rules.len(), changed = ?report.changed, removed = ?report.removed, "reloaded");
+                for w in &report.warnings {
+                    tracing::warn!("{w}");
+                }
+                *current = config.clone();
+            }
+            Err(errors) => {
+                for e in errors {
+                    tracing::error!(error = %e, "reload rejected; previous config and rules stay active");
+                }
+            }
+        }
+        result.map(|(_, r)| r)
+    }
+
+    async fn try_reload(&self, old: &Config) -> Result<(Config, ReloadReport), Vec<String>> {
+        let config = match &self.source {
+            ConfigSource::Fixed => old.clone(),
+            ConfigSource::Load(path) => {
+                Config::load(path.as_deref()).map_err(|e| vec![e.to_string()])?
+            }
+        };
+        let rules = load_rules(&config)?;
+        Receivers::from_config(&config).map_err(|e| vec![e.to_string()])?;
+        let mut warnings = Vec::new();
+        let restart_only = [
+            ("server.listen", old.server.listen != config.server.listen),
+            (
+                "server.callback_path",
+                old.server.callback_path != config.server.callback_path,
+            ),
+            (
+                "state",
+                serde_json::to_value(&old.state).ok() != serde_json::to_value(&config.state).ok(),
+            ),
+            (
+                "receivers",
+                serde_json::to_value(&old.receivers).ok()
+                    != serde_json::to_value(&config.receivers).ok(),
+            ),
+            (
+                "smtp",
+                serde_json::to_value(&old.smtp).ok() != serde_json::to_value(&config.smtp).ok(),
+            ),
+            (
+                "alerting grouping",
+                old.alerting.group_by != config.alerting.group_by
+                    || old.alerting.group_wait != config.alerting.group_wait
+                    || old.alerting.group_interval != config.alerting.group_interval,
+            ),
+            (
+                "log",
+                serde_json::to_value(&old.log).ok() != serde_json::to_value(&config.log).ok(),
+            ),
+        ];
+        for (what, changed) in restart_only {
+            if changed {
+                warnings.push(format!("{what} changed: takes effect after a restart"));
+            }
+        }
+        let state_dir = old.state.dir.clone();
+        let max_window = rules
+            .iter()
+            .map(|r| r.spec().window_secs)
+            .max()
+            .unwrap_or(0);
+        let history = tokio::task::spawn_blocking(move || recent_events(&state_dir, max_window))
+            .await
+            .map_err(|e| vec![format!("reading the journal: {e}")])?
+            .map_err(|e| vec![format!("reading the journal: {e}")])?;
+        let new_digests = digests(&rules);
+        let (reply, done) = oneshot::channel();
+        self.ctl
+            .send(EngineCmd::Reload {
+                rules,
+                history,
+                reply,
+            })
+            .await
+            .map_err(|_| vec!["the engine has stopped".to_string()])?;
+        done.await
+            .map_err(|_| vec!["the engine stopped during reload".to_string()])?;
+        self.ingest.set_settings(ingest_settings(&config));
+        self.dispatcher.set_config(&config);
+        let old_rules: Vec<(String, String)> = match crate::app::load_rules(old) {
+            Ok(r) => digests(&r),
+            Err(_) => Vec::new(),
+        };
+        let report = ReloadReport {
+            rules: new_digests.iter().map(|(n, _)| n.clone()).collect(),
+            changed: new_digests
+                .iter()
+                .filter(|d| !old_rules.contains(d))
+                .map(|(n, _)| n.clone())
+                .collect(),
+            removed: old_rules
+                .iter()
+                .filter(|(n, _)| !new_digests.iter().any(|(m, _)| m == n))
+                .map(|(n, _)| n.clone())
+                .collect(),
+            warnings,
+        };
+        Ok((config, report))
+    }
+}
+
+/// Events from journal records newer than the widest window (oldest
+/// first), for rebuilding windows.
+fn recent_events(state_dir: &std::path::Path, max_window_secs: i64) -> std::io::Result<Vec<Event>> {
+    let horizon = ingest::now_ms() - (max_window_secs + 60) * 1000;
+    let mut out = Vec::new();
+    for r in journal::read_journal(state_dir)? {
+        let received = r.received_at.unwrap_or(0);
+        if received < horizon {
+            continue;
+        }
+        if let Ok(d) = crate::ingest::decode::decode(&r.query, &r.body, received) {
+            out.extend(d.events);
+        }
+    }
+    Ok(out)
+}
+
+/// The callback path's settings from a config.
+fn ingest_settings(config: &Config) -> IngestSettings {
+    IngestSettings {
+        callback_path: config.server.callback_path.clone(),
+        max_body_bytes: config.server.max_body_bytes,
+        max_clock_skew_secs: config.server.max_clock_skew.as_secs() as i64,
+        apps: config.apps.clone(),
+    }
+}
+
+/// Polls `dir` every two seconds and reloads when a rule file is added,
+/// removed or modified. Polling (rather than inotify) works on every
+/// filesystem, including bind mounts and NFS, at negligible cost.
+async fn watch_rules(dir: PathBuf, reloader: Arc<Reloader>) {
+    let fingerprint =
+        |dir: &std::path::Path| -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+            let mut v: Vec<_> = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "rhai"))
+                .filter_map(|e| {
+                    let m = e.metadata().ok()?;
+                    Some((e.path(), m.len(), m.modified().ok()))
+                })
+                .collect();
+            v.sort();
+            v
+        };
+    let mut last = fingerprint(&dir);
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        every.tick().await;
+        let now = fingerprint(&dir);
+        if now != last {
+            last = now;
+            tracing::info!(dir = %dir.display(), "rule files changed: reloading");
+            let _ = reloader.reload().await;
+        }
+    }
 }

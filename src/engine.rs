@@ -4,7 +4,7 @@
 //! engine time is passed in by the caller (wall clock live, event time in
 //! `replay`), and the engine returns alert transitions instead of sending.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::alert::{Alert, Condition, Policy, Tracker};
@@ -44,6 +44,45 @@ struct RuleSlot {
     policy: Policy,
     keys: HashMap<Vec<String>, KeyState>,
     stats: RuleStats,
+    /// Keys whose alert phase or `w.state` changed since the last
+    /// [`Engine::take_dirty`].
+    dirty: HashSet<Vec<String>>,
+}
+
+impl RuleSlot {
+    fn new(rule: Arc<Rule>, settings: &EngineSettings) -> RuleSlot {
+        RuleSlot {
+            policy: policy_of(&rule, settings),
+            rule,
+            keys: HashMap::new(),
+            stats: RuleStats::default(),
+            dirty: HashSet::new(),
+        }
+    }
+}
+
+/// The durable part of one key: its alert state and `w.state`, what a
+/// restart must restore (windows come back from the journal).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KeyRecord {
+    pub rule: String,
+    pub key: Vec<(String, String)>,
+    pub tracker: Tracker,
+    pub state: serde_json::Map<String, serde_json::Value>,
+}
+
+impl KeyRecord {
+    /// The store key: rule and key values, unambiguous.
+    pub fn id(&self) -> String {
+        serde_json::json!([self.rule, self.key]).to_string()
+    }
+}
+
+/// A change to persist: the record, or its id when the key went idle.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Persist {
+    Put(Box<KeyRecord>),
+    Delete(String),
 }
 
 /// What the admin API shows of one rule.
@@ -120,12 +159,7 @@ impl Engine {
     pub fn new(rules: Vec<Arc<Rule>>, settings: EngineSettings) -> Engine {
         let slots = rules
             .into_iter()
-            .map(|rule| RuleSlot {
-                policy: policy_of(&rule, &settings),
-                rule,
-                keys: HashMap::new(),
-                stats: RuleStats::default(),
-            })
+            .map(|rule| RuleSlot::new(rule, &settings))
             .collect();
         Engine {
             slots,
@@ -230,12 +264,190 @@ impl Engine {
             ks.window.push(event.clone());
             ks.window.expire(now);
             if evaluate {
-                if let Some(t) = evaluate_key(&slot.rule, &slot.policy, &mut slot.stats, ks, now) {
+                if let Some(t) = evaluate_key(
+                    &slot.rule,
+                    &slot.policy,
+                    &mut slot.stats,
+                    &mut slot.dirty,
+                    ks,
+                    now,
+                ) {
                     out.push(t);
                 }
             }
         }
         out
+    }
+
+    /// Restores a key's alert state and `w.state` (on start, before the
+    /// windows are rebuilt). Records of rules that no longer exist are
+    /// ignored.
+    pub fn restore(&mut self, record: KeyRecord) {
+        let Some(slot) = self.slots.iter_mut().find(|s| s.rule.name() == record.rule) else {
+            return;
+        };
+        let key = Key(record.key);
+        let values: Vec<String> = key.0.iter().map(|(_, v)| v.clone()).collect();
+        let width = slot.rule.spec().window_secs;
+        let max_events = self.settings.max_events_per_key;
+        slot.keys.insert(
+            values,
+            KeyState {
+                labels: key.labels(),
+                key,
+                window: Window::new(width, max_events),
+                state: crate::rules::map_from_json(&record.state),
+                tracker: record.tracker,
+            },
+        );
+    }
+
+    /// What changed since the last call, to be written to the store.
+    pub fn take_dirty(&mut self) -> Vec<Persist> {
+        let mut out = Vec::new();
+        for slot in &mut self.slots {
+            for values in slot.dirty.drain() {
+                let name = slot.rule.name().to_string();
+                match slot.keys.get(&values) {
+                    Some(ks) if ks.tracker.is_active() || !ks.state.is_empty() => {
+                        out.push(Persist::Put(Box::new(KeyRecord {
+                            rule: name,
+                            key: ks.key.0.clone(),
+                            tracker: ks.tracker.clone(),
+                            state: crate::rules::map_to_json(&ks.state),
+                        })))
+                    }
+                    Some(ks) => out.push(Persist::Delete(
+                        KeyRecord {
+                            rule: name,
+                            key: ks.key.0.clone(),
+                            tracker: Tracker::default(),
+                            state: Default::default(),
+                        }
+                        .id(),
+                    )),
+                    None => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// Swaps in a new rule set. Rules whose source did not change keep
+    /// their windows, alert states and statistics. New and edited rules
+    /// get windows rebuilt from `history` (recent events, oldest first);
+    /// an edited rule keeps its keys' alert states and `w.state`. Alerts of
+    /// removed rules are resolved.
+    pub fn reload(
+        &mut self,
+        rules: Vec<Arc<Rule>>,
+        history: &[Event],
+        now: i64,
+    ) -> Vec<Transition> {
+        let mut old: HashMap<String, RuleSlot> = self
+            .slots
+            .drain(..)
+            .map(|s| (s.rule.name().to_string(), s))
+            .collect();
+        let mut fresh = Vec::new();
+        for rule in rules {
+            match old.remove(rule.name()) {
+                Some(slot) if slot.rule.source_digest() == rule.source_digest() => {
+                    self.slots.push(slot);
+                }
+                previous => {
+                    let mut slot = RuleSlot::new(rule, &self.settings);
+                    if let Some(p) = previous {
+                        // Keys keep their alert state across an edit;
+                        // windows are refilled below.
+                        let width = slot.rule.spec().window_secs;
+                        for (values, ks) in p.keys {
+                            if ks.tracker.is_active() || !ks.state.is_empty() {
+                                slot.keys.insert(
+                                    values,
+                                    KeyState {
+                                        window: Window::new(
+                                            width,
+                                            self.settings.max_events_per_key,
+                                        ),
+                                        ..ks
+                                    },
+                                );
+                            }
+                        }
+                        slot.stats = p.stats;
+                    }
+                    fresh.push(self.slots.len());
+                    self.slots.push(slot);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (_, mut slot) in old {
+            for ks in slot.keys.values_mut() {
+                if let Some(alert) = ks.tracker.observe(&slot.policy, &ks.labels, None, now) {
+                    out.push(Transition {
+                        alert,
+                        notify: Some(slot.rule.spec().notify.clone()).filter(|n| !n.is_empty()),
+                        at: now,
+                    });
+                }
+            }
+        }
+        let max_events = self.settings.max_events_per_key;
+        for &i in &fresh {
+            let slot = &mut self.slots[i];
+            for e in history {
+                let event = Arc::new(e.clone());
+                if !matches!(slot.rule.accepts(&event), Ok(true)) {
+                    continue;
+                }
+                let width = slot.rule.spec().window_secs;
+                if event.event_time <= now - width {
+                    continue;
+                }
+                let key = slot.rule.key_of(&event);
+                let values: Vec<String> = key.0.iter().map(|(_, v)| v.clone()).collect();
+                slot.keys
+                    .entry(values)
+                    .or_insert_with(|| KeyState {
+                        labels: key.labels(),
+                        key,
+                        window: Window::new(width, max_events),
+                        state: rhai::Map::new(),
+                        tracker: Tracker::default(),
+                    })
+                    .window
+                    .push(event);
+            }
+            let RuleSlot {
+                rule,
+                policy,
+                keys,
+                stats,
+                dirty,
+            } = slot;
+            for ks in keys.values_mut() {
+                ks.window.expire(now);
+                if let Some(t) = evaluate_key(rule, policy, stats, dirty, ks, now) {
+                    out.push(t);
+                }
+            }
+        }
+        out
+    }
+
+    /// Rule names and source digests, in order.
+    pub fn rule_digests(&self) -> Vec<(String, String)> {
+        self.slots
+            .iter()
+            .map(|s| {
+                (
+                    s.rule.name().to_string(),
+                    s.rule.source_digest().to_string(),
+                )
+            })
+            .collect()
     }
 
     /// Evaluates every key now (after windows were rebuilt on start).
@@ -247,10 +459,11 @@ impl Engine {
                 policy,
                 keys,
                 stats,
+                dirty,
             } = slot;
             for ks in keys.values_mut() {
                 ks.window.expire(now);
-                if let Some(t) = evaluate_key(rule, policy, stats, ks, now) {
+                if let Some(t) = evaluate_key(rule, policy, stats, dirty, ks, now) {
                     out.push(t);
                 }
             }
@@ -268,11 +481,12 @@ impl Engine {
                 policy,
                 keys,
                 stats,
+                dirty,
             } = slot;
             for ks in keys.values_mut() {
                 let expired = ks.window.expire(now);
                 if expired || ks.tracker.is_active() {
-                    if let Some(t) = evaluate_key(rule, policy, stats, ks, now) {
+                    if let Some(t) = evaluate_key(rule, policy, stats, dirty, ks, now) {
                         out.push(t);
                     }
                 }
@@ -298,6 +512,23 @@ impl RuleSlot {
 }
 
 fn evaluate_key(
+    rule: &Rule,
+    policy: &Policy,
+    stats: &mut RuleStats,
+    dirty: &mut HashSet<Vec<String>>,
+    ks: &mut KeyState,
+    now: i64,
+) -> Option<Transition> {
+    let phase_before = ks.tracker.phase_name();
+    let had_state = !ks.state.is_empty();
+    let t = evaluate_inner(rule, policy, stats, ks, now);
+    if t.is_some() || ks.tracker.phase_name() != phase_before || had_state || !ks.state.is_empty() {
+        dirty.insert(ks.key.0.iter().map(|(_, v)| v.clone()).collect());
+    }
+    t
+}
+
+fn evaluate_inner(
     rule: &Rule,
     policy: &Policy,
     stats: &mut RuleStats,

@@ -108,13 +108,15 @@ async fn shutdown_signal() {
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Run { config } => {
-            let config = Config::load(config.as_deref())?;
+            let path = config;
+            let config = Config::load(path.as_deref())?;
             init_logging(&config.log);
             // Receiver problems (bad URL, bad address) are config errors.
             callwatch::notify::Receivers::from_config(&config)
                 .map_err(|e| Failure::User(e.to_string()))?;
             let rt = tokio::runtime::Runtime::new().map_err(|e| Failure::Runtime(e.into()))?;
-            rt.block_on(callwatch::app::run(config, shutdown_signal()))
+            let source = callwatch::app::ConfigSource::Load(path);
+            rt.block_on(callwatch::app::run(config, source, shutdown_signal()))
                 .map_err(Failure::Runtime)
         }
         Command::Check { config } => {

@@ -267,6 +267,33 @@ impl Store {
         Ok(())
     }
 
+    /// Applies puts (`Some`) and deletes (`None`) to a space in one
+    /// transaction: after a crash either all of them are there or none.
+    pub fn apply_kv(
+        &self,
+        space: &str,
+        changes: &[(String, Option<String>)],
+    ) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.unchecked_transaction().map_err(sql("begin"))?;
+        for (key, value) in changes {
+            match value {
+                Some(v) => tx.execute(
+                    "INSERT OR REPLACE INTO kv (space, key, value) VALUES (?1, ?2, ?3)",
+                    params![space, key, v],
+                ),
+                None => tx.execute(
+                    "DELETE FROM kv WHERE space = ?1 AND key = ?2",
+                    params![space, key],
+                ),
+            }
+            .map_err(sql("apply kv"))?;
+        }
+        tx.commit().map_err(sql("commit"))
+    }
+
     /// Every (key, value) of a space.
     pub fn kv(&self, space: &str) -> Result<Vec<(String, String)>, StoreError> {
         let mut stmt = self

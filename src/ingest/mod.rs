@@ -52,7 +52,8 @@ pub struct IngestSettings {
 
 /// Shared state of the callback endpoint.
 pub struct Ingest {
-    settings: IngestSettings,
+    /// Swapped as a whole on reload (apps and tokens, limits).
+    settings: std::sync::RwLock<Arc<IngestSettings>>,
     journal: Arc<Journal>,
     dedup: Mutex<Dedup>,
     metrics: Arc<Metrics>,
@@ -148,12 +149,29 @@ impl Ingest {
     ) -> Self {
         let (tap, _) = broadcast::channel(4096);
         Ingest {
-            settings,
+            settings: std::sync::RwLock::new(Arc::new(settings)),
             journal,
             dedup: Mutex::new(dedup),
             metrics,
             engine,
             tap,
+        }
+    }
+
+    /// The current settings.
+    pub fn settings(&self) -> Arc<IngestSettings> {
+        match self.settings.read() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the settings (reload); requests in flight finish with the old.
+    pub fn set_settings(&self, settings: IngestSettings) {
+        let new = Arc::new(settings);
+        match self.settings.write() {
+            Ok(mut s) => *s = new,
+            Err(p) => *p.into_inner() = new,
         }
     }
 
@@ -167,7 +185,8 @@ impl Ingest {
         self: &Arc<Self>,
     ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
         let this = self.clone();
-        let path = self.settings.callback_path.clone();
+        // The path is fixed for the life of the listener.
+        let path = self.settings().callback_path.clone();
         // Path first, method second: a GET to another path must be a 404,
         // not a 405 from this route.
         warp::path::full()
@@ -224,7 +243,7 @@ impl Ingest {
         S: Stream<Item = Result<B, warp::Error>> + Unpin,
         B: Buf,
     {
-        let max = self.settings.max_body_bytes;
+        let max = self.settings().max_body_bytes;
         let too_big = || {
             Failure::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -303,11 +322,12 @@ impl Ingest {
         let bytes = self.read_body(len, body).await?;
         let now = now_ms();
         // 2 and 3. app and sign
+        let settings = self.settings();
         let sdkappid = auth::authenticate(
-            &self.settings.apps,
+            &settings.apps,
             query,
             now / 1000,
-            self.settings.max_clock_skew_secs,
+            settings.max_clock_skew_secs,
         )
         .map_err(|e| match e {
             auth::AuthError::App(m) => Failure::new(StatusCode::FORBIDDEN, "forbidden", m),

@@ -19,7 +19,8 @@ use crate::metrics::{Metrics, ReceiverLabels};
 use crate::store::Store;
 
 pub struct Dispatcher {
-    config: Config,
+    /// Routes and default receivers; swapped on reload.
+    config: std::sync::RwLock<Arc<Config>>,
     store: Arc<Mutex<Store>>,
     grouper: Mutex<Grouper>,
     outbox: Arc<Outbox>,
@@ -48,12 +49,28 @@ impl Dispatcher {
             }
         }
         Dispatcher {
-            config: config.clone(),
+            config: std::sync::RwLock::new(Arc::new(config.clone())),
             store,
             grouper: Mutex::new(grouper),
             outbox,
             metrics,
             wake: Notify::new(),
+        }
+    }
+
+    /// Uses `config`'s routes and default receivers from now on.
+    pub fn set_config(&self, config: &Config) {
+        let new = Arc::new(config.clone());
+        match self.config.write() {
+            Ok(mut c) => *c = new,
+            Err(p) => *p.into_inner() = new,
+        }
+    }
+
+    fn config(&self) -> Arc<Config> {
+        match self.config.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
         }
     }
 
@@ -81,13 +98,14 @@ impl Dispatcher {
                 Vec::new()
             }
         };
+        let config = self.config();
         let mut grouper = self.grouper();
         for t in transitions {
             let receivers = receivers_for(
                 &t.alert,
                 t.notify.as_deref(),
-                &self.config.routes,
-                &self.config.alerting.default_receivers,
+                &config.routes,
+                &config.alerting.default_receivers,
             );
             let silenced_by = silences
                 .iter()

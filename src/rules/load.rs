@@ -154,6 +154,7 @@ fn load_with(
             engine: engine.clone(),
             ast: ast.clone_functions_only(),
             has_filter: !filter.is_empty(),
+            source_digest: digest(source),
         }),
         _ => Err(errors),
     }
@@ -214,4 +215,11 @@ fn restore_for_key(rule: &Map, renamed: bool) -> Cow<'_, Map> {
         }
         _ => Cow::Borrowed(rule),
     }
+}
+
+/// SHA-256 of a rule's source: a reload keeps the windows and alert states
+/// of rules whose digest did not change.
+fn digest(source: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(source.as_bytes()))
 }

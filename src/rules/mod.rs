@@ -107,6 +107,8 @@ pub struct Rule {
     /// The script's functions only: top-level code ran once, at load.
     ast: AST,
     has_filter: bool,
+    /// Digest of the source text, to tell an edited rule on reload.
+    source_digest: String,
 }
 
 impl fmt::Debug for Rule {
@@ -127,6 +129,11 @@ impl Rule {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// SHA-256 of the rule's source text.
+    pub fn source_digest(&self) -> &str {
+        &self.source_digest
     }
 
     pub fn spec(&self) -> &RuleSpec {
