@@ -25,7 +25,7 @@ use crate::engine::{Engine, KeyRecord, Persist, RuleStats, Snapshot, Transition}
 use crate::event::Event;
 use crate::ingest::dedup::Dedup;
 use crate::ingest::{self, Accepted, Ingest, IngestSettings};
-use crate::journal::{self, Journal, Record};
+use crate::journal::{self, Journal};
 use crate::metrics::{Metrics, RuleLabels, StateLabels};
 use crate::notify::dispatch::Dispatcher;
 use crate::notify::outbox::Outbox;
@@ -92,9 +92,6 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
     std::fs::create_dir_all(&config.state.dir)
         .with_context(|| format!("creating state.dir {}", config.state.dir.display()))?;
 
-    let t = Instant::now();
-    let records = journal::read_journal(&config.state.dir)
-        .with_context(|| format!("reading journal in {}", config.state.dir.display()))?;
     let journal = Arc::new(
         Journal::open(
             &config.state.dir,
@@ -115,18 +112,6 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         metrics.clone(),
         engine_tx,
     ));
-    let cutoff = ingest::now_ms() - dedup_ms;
-    for r in records
-        .iter()
-        .filter(|r| r.received_at.unwrap_or(0) >= cutoff)
-    {
-        ingest.remember(r);
-    }
-    tracing::info!(
-        records = records.len(),
-        elapsed_ms = t.elapsed().as_millis() as u64,
-        "journal read"
-    );
 
     let store = Arc::new(Mutex::new(
         Store::open(&config.state.dir).context("opening the store in state.dir")?,
@@ -197,16 +182,34 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
     let (prune_stop, prune_stopped) = oneshot::channel::<()>();
     let engine = {
         let engine = Engine::new(rules, crate::replay::engine_settings(&config));
-        let horizon = ingest::now_ms() - (engine.max_window_secs() + 60) * 1000;
         tokio::spawn(prune_journal(
             journal.clone(),
             retention_ms(engine.max_window_secs(), &config),
             prune_stopped,
         ));
-        let history: Vec<Record> = records
-            .into_iter()
-            .filter(|r| r.received_at.unwrap_or(0) >= horizon)
-            .collect();
+        // The server already answers (/readyz 503, /callback 503) while
+        // the journal is read back; callbacks are accepted once the dedup
+        // set is whole, and the engine catches up from the queue.
+        let t = Instant::now();
+        let (records, history) = {
+            let ingest = ingest.clone();
+            let state_dir = config.state.dir.clone();
+            let horizon = ingest::now_ms() - (engine.max_window_secs() + 60) * 1000;
+            let dedup_cutoff = ingest::now_ms() - dedup_ms;
+            tokio::task::spawn_blocking(move || {
+                recover_journal(&state_dir, &ingest, dedup_cutoff, horizon)
+            })
+            .await
+            .context("journal recovery task")?
+            .with_context(|| format!("reading journal in {}", config.state.dir.display()))?
+        };
+        ingest.set_accepting();
+        tracing::info!(
+            records,
+            recent_events = history.len(),
+            elapsed_ms = t.elapsed().as_millis() as u64,
+            "journal read"
+        );
         let metrics = metrics.clone();
         let ready = ready.clone();
         let tick = config.rules.tick;
@@ -338,8 +341,8 @@ struct EngineTask {
     engine: Engine,
     /// Alert states and `w.state` saved by the previous run.
     restored: Vec<KeyRecord>,
-    /// Journal records recent enough to matter for some window.
-    history: Vec<Record>,
+    /// Journaled events recent enough to matter for some window.
+    history: Vec<Event>,
     rx: mpsc::Receiver<Accepted>,
     ctl: mpsc::Receiver<EngineCmd>,
     store: Arc<Mutex<Store>>,
@@ -404,14 +407,9 @@ fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
     let now = now_secs();
     let t = Instant::now();
     let mut rebuilt = 0usize;
-    for r in history {
-        let received = r.received_at.unwrap_or(0);
-        if let Ok(d) = crate::ingest::decode::decode(&r.query, &r.body, received) {
-            for e in d.events {
-                engine.on_event(e, now, false);
-                rebuilt += 1;
-            }
-        }
+    for e in history {
+        engine.on_event(e, now, false);
+        rebuilt += 1;
     }
     let first = engine.evaluate_all(now);
     persist(&mut engine);
@@ -559,6 +557,34 @@ pub async fn run(
     watcher.abort();
     tracing::info!("shutting down");
     daemon.shutdown().await
+}
+
+/// Reads the journal once on start: deliveries within the dedup window
+/// refill the dedup set, and events newer than `horizon_ms` are returned
+/// to refill the windows. Returns (records read, recent events).
+fn recover_journal(
+    state_dir: &std::path::Path,
+    ingest: &Ingest,
+    dedup_cutoff_ms: i64,
+    horizon_ms: i64,
+) -> std::io::Result<(u64, Vec<Event>)> {
+    let mut events = Vec::new();
+    let n = journal::for_each_record(state_dir, |r| {
+        let received = r.received_at.unwrap_or(0);
+        if received < dedup_cutoff_ms && received < horizon_ms {
+            return;
+        }
+        let Ok(d) = crate::ingest::decode::decode(&r.query, &r.body, received) else {
+            return;
+        };
+        if received >= dedup_cutoff_ms {
+            ingest.remember(&d, &r.query, received);
+        }
+        if received >= horizon_ms {
+            events.extend(d.events);
+        }
+    })?;
+    Ok((n, events))
 }
 
 /// Where the running config came from, for reloads.

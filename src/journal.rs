@@ -445,21 +445,34 @@ pub fn read_records<R: BufRead + 'static>(
         })
 }
 
-/// Reads every record of the journal under `state_dir`, oldest segment
-/// first. Unreadable lines (a torn tail after a power cut) are logged and
-/// skipped: they were never acknowledged.
-pub fn read_journal(state_dir: &Path) -> io::Result<Vec<Record>> {
-    let mut out = Vec::new();
+/// Streams every record of the journal under `state_dir` to `f`, oldest
+/// segment first, without holding them all in memory. Unreadable lines (a
+/// torn tail after a power cut) are logged and skipped: they were never
+/// acknowledged. Returns how many records were read.
+pub fn for_each_record(state_dir: &Path, mut f: impl FnMut(Record)) -> io::Result<u64> {
+    let mut n = 0;
     for seg in segments(&journal_dir(state_dir))? {
         let name = seg.display().to_string();
         let reader = BufReader::with_capacity(1 << 20, File::open(&seg)?);
         for r in read_records(&name, reader) {
             match r {
-                Ok((_, rec)) => out.push(rec),
+                Ok((_, rec)) => {
+                    n += 1;
+                    f(rec);
+                }
                 Err(e) => tracing::warn!(error = %e, "skipping unreadable journal line"),
             }
         }
     }
+    Ok(n)
+}
+
+/// Reads every record of the journal under `state_dir`, oldest segment
+/// first. Unreadable lines (a torn tail after a power cut) are logged and
+/// skipped: they were never acknowledged.
+pub fn read_journal(state_dir: &Path) -> io::Result<Vec<Record>> {
+    let mut out = Vec::new();
+    for_each_record(state_dir, |r| out.push(r))?;
     Ok(out)
 }
 

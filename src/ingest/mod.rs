@@ -59,6 +59,9 @@ pub struct Ingest {
     metrics: Arc<Metrics>,
     engine: mpsc::Sender<Accepted>,
     tap: broadcast::Sender<Event>,
+    /// False until the dedup set is rebuilt from the journal on start:
+    /// accepting earlier could process a retried delivery twice.
+    accepting: std::sync::atomic::AtomicBool,
 }
 
 /// Current wall-clock time in Unix milliseconds.
@@ -155,7 +158,14 @@ impl Ingest {
             metrics,
             engine,
             tap,
+            accepting: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Starts accepting callbacks (after recovery of the dedup set).
+    pub fn set_accepting(&self) {
+        self.accepting
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// The current settings.
@@ -318,6 +328,13 @@ impl Ingest {
         S: Stream<Item = Result<B, warp::Error>> + Unpin,
         B: Buf,
     {
+        if !self.accepting.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Failure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "recovering",
+                "recovering state from the journal, retry shortly",
+            ));
+        }
         // 1. size
         let bytes = self.read_body(len, body).await?;
         let now = now_ms();
@@ -394,16 +411,12 @@ impl Ingest {
         Ok((decoded, "accepted"))
     }
 
-    /// Rebuilds the dedup set from journaled records (on start).
-    pub fn remember(&self, record: &Record) {
-        let Some(at) = record.received_at else { return };
-        let Ok(d) = decode::decode(&record.query, &record.body, at) else {
-            return;
-        };
-        let sdkappid = decode::sdkappid(&record.query).unwrap_or(0);
+    /// Rebuilds the dedup set from a journaled callback (on start).
+    pub fn remember(&self, decoded: &Decoded, query: &Query, received_at: i64) {
+        let sdkappid = decode::sdkappid(query).unwrap_or(0);
         if let Ok(mut dedup) = self.dedup.lock() {
-            let key = dedup.key(identity(&d, sdkappid));
-            dedup.insert(key, at);
+            let key = dedup.key(identity(decoded, sdkappid));
+            dedup.insert(key, received_at);
         }
     }
 }
