@@ -31,6 +31,8 @@ pub struct Daemon {
     ready: Arc<AtomicBool>,
     stop: oneshot::Sender<()>,
     server: JoinHandle<()>,
+    /// Tells the engine to take no more callbacks and drain its queue.
+    close_engine: oneshot::Sender<()>,
     engine: JoinHandle<()>,
     journal: Arc<Journal>,
     config: Config,
@@ -133,7 +135,8 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     );
 
     let engine_metrics = metrics.clone();
-    let engine = tokio::spawn(run_engine(engine_rx, engine_metrics));
+    let (close_engine, engine_closed) = oneshot::channel::<()>();
+    let engine = tokio::spawn(run_engine(engine_rx, engine_closed, engine_metrics));
     ready.store(true, Ordering::Release);
     tracing::info!(%addr, "callwatch listening");
     Ok(Daemon {
@@ -143,15 +146,35 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         ready,
         stop,
         server,
+        close_engine,
         engine,
         journal,
         config,
     })
 }
 
-async fn run_engine(mut rx: mpsc::Receiver<Accepted>, metrics: Arc<Metrics>) {
-    while let Some(_accepted) = rx.recv().await {
-        metrics.queue_depth.dec();
+async fn run_engine(
+    mut rx: mpsc::Receiver<Accepted>,
+    closed: oneshot::Receiver<()>,
+    metrics: Arc<Metrics>,
+) {
+    let mut closed = std::pin::pin!(closed);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            accepted = rx.recv() => match accepted {
+                Some(_accepted) => {
+                    metrics.queue_depth.dec();
+                }
+                None => break,
+            },
+            // Closing the receiver refuses new callbacks (they get a 503)
+            // but still yields everything already queued, then `None`.
+            _ = &mut closed, if !closing => {
+                closing = true;
+                rx.close();
+            }
+        }
     }
 }
 
@@ -168,6 +191,7 @@ impl Daemon {
             ingest,
             stop,
             server,
+            close_engine,
             engine,
             journal,
             config,
@@ -183,9 +207,12 @@ impl Daemon {
             );
             server.abort();
         }
-        // The server's filters held clones of the ingest handle; once the
-        // last one goes the engine channel closes and the engine drains.
+        // Connections the server gave up on live on in their own tasks and
+        // keep the ingest handle (and so the engine's sender) alive, so the
+        // engine cannot wait for every sender to go: it is told to close,
+        // and drains what was accepted before.
         drop(ingest);
+        let _ = close_engine.send(());
         if let Err(e) = engine.await {
             tracing::error!(error = %e, "engine task failed");
         }
