@@ -562,6 +562,12 @@ async fn oversize_bodies_are_413_with_or_without_content_length() {
             .await
             .assert_fail(413, &["max_body_bytes", "1024"]);
     }
+    // A body far larger than the socket buffers still gets its 413 (the
+    // server must not reset the connection before the client reads it).
+    let huge = format!("{{\"Pad\":\"{}\"}}", "x".repeat(4 << 20));
+    d.post(&a_query("caller_start_call"), &huge)
+        .await
+        .assert_fail(413, &["max_body_bytes"]);
     // Exactly at the limit is fine.
     let pad = 1024 - r#"{"UserId":"u","Pad":""}"#.len();
     let exact = format!("{{\"UserId\":\"u\",\"Pad\":\"{}\"}}", "x".repeat(pad));
@@ -585,7 +591,7 @@ async fn oversize_bodies_are_413_with_or_without_content_length() {
     assert_eq!(status, 200);
 
     let m = d.metrics().await;
-    assert_eq!(callbacks(&m, &[("outcome", "too_large")]), 3.0);
+    assert_eq!(callbacks(&m, &[("outcome", "too_large")]), 4.0);
     d.stop().await;
 }
 
