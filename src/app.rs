@@ -46,6 +46,8 @@ pub struct Daemon {
     server: JoinHandle<()>,
     notify_stop: watch::Sender<bool>,
     prune_stop: oneshot::Sender<()>,
+    /// Tells the engine to take no more callbacks and drain its queue.
+    close_engine: oneshot::Sender<()>,
     dispatcher_task: JoinHandle<()>,
     outbox_task: JoinHandle<()>,
     engine: std::thread::JoinHandle<()>,
@@ -180,6 +182,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
     );
 
     let (prune_stop, prune_stopped) = oneshot::channel::<()>();
+    let (close_engine, engine_closed) = oneshot::channel::<()>();
     let engine = {
         let engine = Engine::new(rules, crate::replay::engine_settings(&config));
         tokio::spawn(prune_journal(
@@ -225,6 +228,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
                     restored,
                     history,
                     rx: engine_rx,
+                    close: engine_closed,
                     ctl: ctl_rx,
                     store: engine_store,
                     metrics,
@@ -248,6 +252,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         server,
         notify_stop,
         prune_stop,
+        close_engine,
         dispatcher_task,
         outbox_task,
         engine,
@@ -344,6 +349,8 @@ struct EngineTask {
     /// Journaled events recent enough to matter for some window.
     history: Vec<Event>,
     rx: mpsc::Receiver<Accepted>,
+    /// Shutdown: close the queue (new callbacks get a 503), drain it, stop.
+    close: oneshot::Receiver<()>,
     ctl: mpsc::Receiver<EngineCmd>,
     store: Arc<Mutex<Store>>,
     metrics: Arc<Metrics>,
@@ -358,6 +365,7 @@ fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
         restored,
         history,
         mut rx,
+        close,
         mut ctl,
         store,
         metrics,
@@ -424,6 +432,8 @@ fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
     ready.store(true, Ordering::Release);
     rt.block_on(async move {
         let mut last_publish = Instant::now();
+        let mut close = std::pin::pin!(close);
+        let mut closing = false;
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -447,6 +457,13 @@ fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
                     }
                     None => break,
                 },
+                // Connections warp gave up on at shutdown may still hold a
+                // sender, so the queue is closed explicitly rather than by
+                // waiting for every sender to drop.
+                _ = &mut close, if !closing => {
+                    closing = true;
+                    rx.close();
+                }
                 cmd = ctl.recv() => match cmd {
                     Some(EngineCmd::Reload { rules, history, reply }) => {
                         let out = engine.reload(rules, &history, now_secs());
@@ -492,6 +509,7 @@ impl Daemon {
             dispatcher_task,
             outbox_task,
             prune_stop,
+            close_engine,
             ..
         } = self;
         if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Stopping]) {
@@ -508,8 +526,9 @@ impl Daemon {
             );
             server.abort();
         }
-        // The server's filters held clones of the ingest handle; once the
-        // last one goes the engine channel closes and the engine drains.
+        // Callbacks already acknowledged are in the queue; the engine
+        // processes them all before it stops.
+        let _ = close_engine.send(());
         drop(ingest);
         let joined = tokio::task::spawn_blocking(move || engine.join()).await;
         if !matches!(joined, Ok(Ok(()))) {

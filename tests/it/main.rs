@@ -1,4 +1,9 @@
 //! The one integration-test binary: each module drives callwatch through
-//! real parts (HTTP servers, an SMTP server, the disk).
+//! real parts (HTTP servers, an SMTP server, the disk, the real binary).
 
+mod support;
+
+mod ingest;
 mod notify;
+mod props;
+mod shutdown;
