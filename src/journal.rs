@@ -369,11 +369,17 @@ impl Journal {
 
     /// Appends a record; returns once it is written per the fsync policy.
     pub async fn append(&self, record: &Record) -> Result<(), JournalError> {
+        self.append_line(record.to_line(), record.received_at.unwrap_or(0))
+            .await
+    }
+
+    /// Appends a ready-made journal line (one SPEC §3 record, no newline).
+    pub async fn append_line(&self, line: Vec<u8>, received_at: i64) -> Result<(), JournalError> {
         let (ack, done) = oneshot::channel();
         self.tx
             .send(Cmd::Append {
-                line: record.to_line(),
-                received_at: record.received_at.unwrap_or(0),
+                line,
+                received_at,
                 ack,
             })
             .await

@@ -25,7 +25,7 @@ use warp::Filter;
 
 use crate::config::AppConfig;
 use crate::event::Event;
-use crate::journal::{Journal, Record};
+use crate::journal::Journal;
 use crate::metrics::Metrics;
 use decode::{Decoded, Family, Query};
 use dedup::{Dedup, Seen};
@@ -124,6 +124,27 @@ pub fn parse_query(raw: &str) -> Query {
     form_urlencoded::parse(raw.as_bytes())
         .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
         .collect::<Map<String, Value>>()
+}
+
+/// The SPEC §3 journal line for an accepted callback. The body is copied
+/// as received when it is already one line (it parsed as JSON, so the line
+/// stays valid JSON and replays to the same value); otherwise it is
+/// re-serialised compactly so one record stays one line.
+fn journal_line(received_at: i64, query: &Query, raw: &[u8], body: &Value) -> Vec<u8> {
+    let mut line = Vec::with_capacity(raw.len() + 256);
+    line.extend_from_slice(b"{\"received_at\":");
+    line.extend_from_slice(received_at.to_string().as_bytes());
+    line.extend_from_slice(b",\"query\":");
+    // Serialising a map of strings cannot fail.
+    let _ = serde_json::to_writer(&mut line, query);
+    line.extend_from_slice(b",\"body\":");
+    if raw.iter().any(|b| *b == b'\n' || *b == b'\r') {
+        let _ = serde_json::to_writer(&mut line, body);
+    } else {
+        line.extend_from_slice(raw);
+    }
+    line.push(b'}');
+    line
 }
 
 /// The identity Tencent keeps across retries of one delivery (SPEC §2).
@@ -383,12 +404,9 @@ impl Ingest {
             }
         };
 
-        let record = Record {
-            received_at: Some(now),
-            query: query.clone(),
-            body,
-        };
-        if let Err(e) = self.journal.append(&record).await {
+        let line = journal_line(now, query, &bytes, &body);
+        drop(body);
+        if let Err(e) = self.journal.append_line(line, now).await {
             tracing::error!(error = %e, "journal append failed; callback refused");
             if let Ok(mut d) = self.dedup.lock() {
                 d.release(key);
@@ -400,15 +418,31 @@ impl Ingest {
             ));
         }
         self.metrics.events.inc_by(decoded.events.len() as u64);
-        for e in &decoded.events {
-            let _ = self.tap.send(e.clone());
+        if self.tap.receiver_count() > 0 {
+            for e in &decoded.events {
+                let _ = self.tap.send(e.clone());
+            }
         }
         self.metrics.queue_depth.inc();
+        let Decoded {
+            family,
+            command,
+            known_command,
+            events,
+        } = decoded;
         permit.send(Accepted {
             received_at: now,
-            events: decoded.events.clone(),
+            events,
         });
-        Ok((decoded, "accepted"))
+        Ok((
+            Decoded {
+                family,
+                command,
+                known_command,
+                events: Vec::new(),
+            },
+            "accepted",
+        ))
     }
 
     /// Rebuilds the dedup set from a journaled callback (on start).
