@@ -12,6 +12,7 @@ pub mod auth;
 pub mod decode;
 pub mod dedup;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -62,6 +63,8 @@ pub struct Ingest {
     /// False until the dedup set is rebuilt from the journal on start:
     /// accepting earlier could process a retried delivery twice.
     accepting: std::sync::atomic::AtomicBool,
+    /// Deliveries whose journal write is in progress, by dedup key.
+    in_flight: Mutex<HashMap<u64, tokio::sync::watch::Sender<Option<bool>>>>,
 }
 
 /// Current wall-clock time in Unix milliseconds.
@@ -180,6 +183,7 @@ impl Ingest {
             engine,
             tap,
             accepting: std::sync::atomic::AtomicBool::new(false),
+            in_flight: Mutex::new(HashMap::new()),
         }
     }
 
@@ -187,6 +191,12 @@ impl Ingest {
     pub fn set_accepting(&self) {
         self.accepting
             .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn lock_in_flight(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, tokio::sync::watch::Sender<Option<bool>>>> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The current settings.
@@ -243,7 +253,7 @@ impl Ingest {
     }
 
     async fn handle<S, B>(
-        &self,
+        self: &Arc<Self>,
         raw_query: &str,
         len: Option<u64>,
         body: S,
@@ -307,7 +317,12 @@ impl Ingest {
         Ok(Bytes::from(buf))
     }
 
-    async fn accept<S, B>(&self, raw_query: &str, len: Option<u64>, body: S) -> Result<(), Failure>
+    async fn accept<S, B>(
+        self: &Arc<Self>,
+        raw_query: &str,
+        len: Option<u64>,
+        body: S,
+    ) -> Result<(), Failure>
     where
         S: Stream<Item = Result<B, warp::Error>> + Unpin,
         B: Buf,
@@ -340,7 +355,7 @@ impl Ingest {
     }
 
     async fn accept_inner<S, B>(
-        &self,
+        self: &Arc<Self>,
         query: &Query,
         len: Option<u64>,
         body: S,
@@ -377,7 +392,7 @@ impl Ingest {
 
         // Overload: refuse before anything is made durable, so every 200
         // is also guaranteed a place in the engine queue.
-        let permit = self.engine.try_reserve().map_err(|_| {
+        let permit = self.engine.clone().try_reserve_owned().map_err(|_| {
             self.metrics.queue_rejections.inc();
             Failure::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -386,7 +401,12 @@ impl Ingest {
             )
         })?;
 
-        let key = {
+        // Decided under the lock, awaited outside it.
+        enum Reserved {
+            New(u64, tokio::sync::watch::Sender<Option<bool>>),
+            Duplicate(Option<tokio::sync::watch::Receiver<Option<bool>>>),
+        }
+        let reserved = {
             let mut dedup = self.dedup.lock().map_err(|_| {
                 Failure::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -397,43 +417,82 @@ impl Ingest {
             let key = dedup.key(identity(&decoded, sdkappid));
             match dedup.reserve(key, now) {
                 Seen::Duplicate => {
-                    self.metrics.dedup_hits.inc();
-                    return Ok((decoded, "duplicate"));
+                    Reserved::Duplicate(self.lock_in_flight().get(&key).map(|tx| tx.subscribe()))
                 }
-                Seen::New(k) => k,
+                Seen::New(k) => {
+                    let (tx, _) = tokio::sync::watch::channel(None);
+                    self.lock_in_flight().insert(k, tx.clone());
+                    Reserved::New(k, tx)
+                }
+            }
+        };
+        let (key, in_flight) = match reserved {
+            Reserved::New(k, tx) => (k, tx),
+            Reserved::Duplicate(waiting) => {
+                // A retry of a delivery whose journal write is still in
+                // progress must not be acknowledged before that write is
+                // durable: wait for its outcome.
+                if let Some(mut rx) = waiting {
+                    let stored = rx.wait_for(Option::is_some).await.ok().and_then(|v| *v);
+                    if stored != Some(true) {
+                        return Err(Failure::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "retry",
+                            "an identical delivery is being stored, retry shortly",
+                        ));
+                    }
+                }
+                self.metrics.dedup_hits.inc();
+                return Ok((decoded, "duplicate"));
             }
         };
 
         let line = journal_line(now, query, &bytes, &body);
         drop(body);
-        if let Err(e) = self.journal.append_line(line, now).await {
-            tracing::error!(error = %e, "journal append failed; callback refused");
-            if let Ok(mut d) = self.dedup.lock() {
-                d.release(key);
-            }
-            return Err(Failure::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "journal_error",
-                format!("callback not stored: {e}"),
-            ));
-        }
-        self.metrics.events.inc_by(decoded.events.len() as u64);
-        if self.tap.receiver_count() > 0 {
-            for e in &decoded.events {
-                let _ = self.tap.send(e.clone());
-            }
-        }
-        self.metrics.queue_depth.inc();
         let Decoded {
             family,
             command,
             known_command,
             events,
         } = decoded;
-        permit.send(Accepted {
-            received_at: now,
-            events,
-        });
+        // The durable part runs in its own task: if Tencent gives up on
+        // the request (2 s timeout) and hyper drops this future, the
+        // callback is still journaled, handed to the engine and released
+        // to waiting retries — never journaled but left unprocessed.
+        let this = self.clone();
+        let stored = tokio::spawn(async move {
+            let stored = this.journal.append_line(line, now).await;
+            this.lock_in_flight().remove(&key);
+            let _ = in_flight.send(Some(stored.is_ok()));
+            if let Err(e) = stored {
+                tracing::error!(error = %e, "journal append failed; callback refused");
+                if let Ok(mut d) = this.dedup.lock() {
+                    d.release(key);
+                }
+                return Err(e.to_string());
+            }
+            this.metrics.events.inc_by(events.len() as u64);
+            if this.tap.receiver_count() > 0 {
+                for e in &events {
+                    let _ = this.tap.send(e.clone());
+                }
+            }
+            this.metrics.queue_depth.inc();
+            permit.send(Accepted {
+                received_at: now,
+                events,
+            });
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("store task failed: {e}")));
+        if let Err(e) = stored {
+            return Err(Failure::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "journal_error",
+                format!("callback not stored: {e}"),
+            ));
+        }
         Ok((
             Decoded {
                 family,
