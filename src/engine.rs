@@ -49,7 +49,72 @@ struct RuleSlot {
     dirty: HashSet<Vec<String>>,
 }
 
+impl KeyState {
+    fn new(key: Key, width_secs: i64, max_events: usize) -> KeyState {
+        KeyState {
+            labels: key.labels(),
+            key,
+            window: Window::new(width_secs, max_events),
+            state: rhai::Map::new(),
+            tracker: Tracker::default(),
+        }
+    }
+}
+
 impl RuleSlot {
+    /// Puts `event` into its key's window if the rule accepts it and it is
+    /// not older than the window; returns the key's state. Takes the slot's
+    /// parts so the caller can go on to evaluate with the others.
+    fn admit<'a>(
+        rule: &Rule,
+        stats: &mut RuleStats,
+        keys: &'a mut HashMap<Vec<String>, KeyState>,
+        event: &Arc<Event>,
+        now: i64,
+        max_events: usize,
+    ) -> Option<&'a mut KeyState> {
+        match rule.accepts(event) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                let message = format!("filter: {e}");
+                tracing::warn!(rule = %rule.name(), error = %message, "rule error");
+                stats.errors += 1;
+                stats.last_error = Some(message);
+                return None;
+            }
+        }
+        let width = rule.spec().window_secs;
+        if event.event_time <= now - width {
+            stats.late_events += 1;
+            return None;
+        }
+        let key = rule.key_of(event);
+        let values: Vec<String> = key.0.iter().map(|(_, v)| v.clone()).collect();
+        let ks = keys
+            .entry(values)
+            .or_insert_with(|| KeyState::new(key, width, max_events));
+        ks.window.push(event.clone());
+        Some(ks)
+    }
+
+    /// Evaluates every key of the rule now.
+    fn evaluate_all(&mut self, now: i64, out: &mut Vec<Transition>) {
+        let RuleSlot {
+            rule,
+            policy,
+            keys,
+            stats,
+            dirty,
+        } = self;
+        for ks in keys.values_mut() {
+            ks.window.expire(now);
+            if let Some(t) = evaluate_key(rule, policy, stats, dirty, ks, now) {
+                out.push(t);
+            }
+        }
+    }
+
     fn new(rule: Arc<Rule>, settings: &EngineSettings) -> RuleSlot {
         RuleSlot {
             policy: policy_of(&rule, settings),
@@ -239,39 +304,19 @@ impl Engine {
         let mut out = Vec::new();
         let max_events = self.settings.max_events_per_key;
         for slot in &mut self.slots {
-            match slot.rule.accepts(&event) {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(e) => {
-                    slot.note_error(&format!("filter: {e}"), None);
-                    continue;
-                }
-            }
-            let width = slot.rule.spec().window_secs;
-            if event.event_time <= now - width {
-                slot.stats.late_events += 1;
+            let RuleSlot {
+                rule,
+                policy,
+                keys,
+                stats,
+                dirty,
+            } = slot;
+            let Some(ks) = RuleSlot::admit(rule, stats, keys, &event, now, max_events) else {
                 continue;
-            }
-            let key = slot.rule.key_of(&event);
-            let values: Vec<String> = key.0.iter().map(|(_, v)| v.clone()).collect();
-            let ks = slot.keys.entry(values).or_insert_with(|| KeyState {
-                labels: key.labels(),
-                key,
-                window: Window::new(width, max_events),
-                state: rhai::Map::new(),
-                tracker: Tracker::default(),
-            });
-            ks.window.push(event.clone());
+            };
             ks.window.expire(now);
             if evaluate {
-                if let Some(t) = evaluate_key(
-                    &slot.rule,
-                    &slot.policy,
-                    &mut slot.stats,
-                    &mut slot.dirty,
-                    ks,
-                    now,
-                ) {
+                if let Some(t) = evaluate_key(rule, policy, stats, dirty, ks, now) {
                     out.push(t);
                 }
             }
@@ -293,11 +338,9 @@ impl Engine {
         slot.keys.insert(
             values,
             KeyState {
-                labels: key.labels(),
-                key,
-                window: Window::new(width, max_events),
                 state: crate::rules::map_from_json(&record.state),
                 tracker: record.tracker,
+                ..KeyState::new(key, width, max_events)
             },
         );
     }
@@ -399,74 +442,25 @@ impl Engine {
             let slot = &mut self.slots[i];
             for e in history {
                 let event = Arc::new(e.clone());
-                if !matches!(slot.rule.accepts(&event), Ok(true)) {
-                    continue;
-                }
-                let width = slot.rule.spec().window_secs;
-                if event.event_time <= now - width {
-                    continue;
-                }
-                let key = slot.rule.key_of(&event);
-                let values: Vec<String> = key.0.iter().map(|(_, v)| v.clone()).collect();
-                slot.keys
-                    .entry(values)
-                    .or_insert_with(|| KeyState {
-                        labels: key.labels(),
-                        key,
-                        window: Window::new(width, max_events),
-                        state: rhai::Map::new(),
-                        tracker: Tracker::default(),
-                    })
-                    .window
-                    .push(event);
+                RuleSlot::admit(
+                    &slot.rule,
+                    &mut slot.stats,
+                    &mut slot.keys,
+                    &event,
+                    now,
+                    max_events,
+                );
             }
-            let RuleSlot {
-                rule,
-                policy,
-                keys,
-                stats,
-                dirty,
-            } = slot;
-            for ks in keys.values_mut() {
-                ks.window.expire(now);
-                if let Some(t) = evaluate_key(rule, policy, stats, dirty, ks, now) {
-                    out.push(t);
-                }
-            }
+            slot.evaluate_all(now, &mut out);
         }
         out
-    }
-
-    /// Rule names and source digests, in order.
-    pub fn rule_digests(&self) -> Vec<(String, String)> {
-        self.slots
-            .iter()
-            .map(|s| {
-                (
-                    s.rule.name().to_string(),
-                    s.rule.source_digest().to_string(),
-                )
-            })
-            .collect()
     }
 
     /// Evaluates every key now (after windows were rebuilt on start).
     pub fn evaluate_all(&mut self, now: i64) -> Vec<Transition> {
         let mut out = Vec::new();
         for slot in &mut self.slots {
-            let RuleSlot {
-                rule,
-                policy,
-                keys,
-                stats,
-                dirty,
-            } = slot;
-            for ks in keys.values_mut() {
-                ks.window.expire(now);
-                if let Some(t) = evaluate_key(rule, policy, stats, dirty, ks, now) {
-                    out.push(t);
-                }
-            }
+            slot.evaluate_all(now, &mut out);
         }
         out
     }
@@ -500,14 +494,6 @@ impl Engine {
             (&a.alert.rule, &a.alert.fingerprint).cmp(&(&b.alert.rule, &b.alert.fingerprint))
         });
         out
-    }
-}
-
-impl RuleSlot {
-    fn note_error(&mut self, message: &str, key: Option<&BTreeMap<String, String>>) {
-        self.stats.errors += 1;
-        self.stats.last_error = Some(message.to_string());
-        tracing::warn!(rule = %self.rule.name(), key = ?key, error = %message, "rule error");
     }
 }
 
