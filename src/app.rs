@@ -298,7 +298,19 @@ fn now_secs() -> i64 {
 }
 
 /// Mirrors the engine's counters into the metrics registry.
-fn publish_stats(engine: &Engine, metrics: &Metrics, published: &mut HashMap<String, RuleStats>) {
+fn publish_stats(
+    engine: &mut Engine,
+    metrics: &Metrics,
+    published: &mut HashMap<String, RuleStats>,
+) {
+    for (rule, durations) in engine.take_durations() {
+        let h = metrics
+            .rule_eval_seconds
+            .get_or_create(&RuleLabels { rule });
+        for d in durations {
+            h.observe(d);
+        }
+    }
     for (rule, keys, stats) in engine.stats() {
         let labels = RuleLabels { rule: rule.clone() };
         let before = published.entry(rule).or_default();
@@ -478,13 +490,13 @@ fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
                     let out = engine.on_tick(now_secs());
                     persist(&mut engine);
                     deliver(out);
-                    publish_stats(&engine, &metrics, &mut published);
+                    publish_stats(&mut engine, &metrics, &mut published);
                     publish(&engine);
                     last_publish = Instant::now();
                 }
             }
         }
-        publish_stats(&engine, &metrics, &mut published);
+        publish_stats(&mut engine, &metrics, &mut published);
         publish(&engine);
     });
 }

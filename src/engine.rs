@@ -19,7 +19,13 @@ pub struct RuleStats {
     pub errors: u64,
     pub late_events: u64,
     pub last_error: Option<String>,
+    /// Seconds per `check` call since the last [`Engine::take_durations`]
+    /// (bounded; only for the duration histogram, never for decisions).
+    pub durations: Vec<f64>,
 }
+
+/// Most `check` durations kept between two metric publications.
+const MAX_DURATIONS: usize = 4096;
 
 /// An alert that must be notified, with where the rule wants it to go.
 #[derive(Debug, Clone, PartialEq)]
@@ -246,6 +252,19 @@ impl Engine {
     /// Events whose time was clamped to now.
     pub fn future_events(&self) -> u64 {
         self.future_events
+    }
+
+    /// Drains the recorded `check` durations per rule.
+    pub fn take_durations(&mut self) -> Vec<(String, Vec<f64>)> {
+        self.slots
+            .iter_mut()
+            .map(|s| {
+                (
+                    s.rule.name().to_string(),
+                    std::mem::take(&mut s.stats.durations),
+                )
+            })
+            .collect()
     }
 
     /// Per-rule counters and keys tracked, in rule order.
@@ -522,12 +541,18 @@ fn evaluate_inner(
     now: i64,
 ) -> Option<Transition> {
     stats.evaluations += 1;
+    // The monotonic clock only feeds the duration metric; engine time
+    // (`now`) alone drives decisions, so replay stays deterministic.
+    let started = std::time::Instant::now();
     let outcome = rule.check(CheckCtx {
         window: &mut ks.window,
         key: &ks.key,
         state: &mut ks.state,
         now,
     });
+    if stats.durations.len() < MAX_DURATIONS {
+        stats.durations.push(started.elapsed().as_secs_f64());
+    }
     let condition = match outcome {
         Ok(CheckOutcome::NotFiring) => None,
         Ok(CheckOutcome::Firing {
