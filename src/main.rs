@@ -125,12 +125,23 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 println!("{e}");
                 Failure::User(String::from("config has errors"))
             })?;
-            let rules = callwatch::app::load_rules(&config).map_err(|errs| {
-                for e in &errs {
-                    println!("{e}");
+            let mut problems: Vec<String> = Vec::new();
+            if let Err(e) = callwatch::notify::Receivers::from_config(&config) {
+                problems.push(format!("config: {e}"));
+            }
+            let rules = match callwatch::app::load_rules(&config) {
+                Ok(r) => r,
+                Err(errs) => {
+                    problems.extend(errs);
+                    Vec::new()
                 }
-                Failure::User(format!("{} problem(s) in rules", errs.len()))
-            })?;
+            };
+            if !problems.is_empty() {
+                for p in &problems {
+                    println!("{p}");
+                }
+                return Err(Failure::User(format!("{} problem(s) found", problems.len())));
+            }
             println!(
                 "ok: {} rule(s), {} receiver(s), {} route(s), {} app(s)",
                 rules.len(),
