@@ -329,6 +329,12 @@ fn publish_stats(
         metrics.rule_keys.get_or_create(&labels).set(keys as i64);
         *before = stats;
     }
+    // Counters are mirrored as deltas since the last publication.
+    let future = engine.future_events();
+    let seen = metrics.future_events.get();
+    if future > seen {
+        metrics.future_events.inc_by(future - seen);
+    }
     let active = engine.active_alerts();
     for state in [AlertStatus::Pending, AlertStatus::Firing] {
         let n = active.iter().filter(|a| a.status == state).count();
