@@ -132,6 +132,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         receivers.clone(),
         metrics.clone(),
         config.alerting.give_up_after,
+        config.alerting.max_retry_interval,
     ));
     let dispatcher = Arc::new(Dispatcher::new(
         &config,

@@ -1,4 +1,5 @@
 //! The one integration-test binary: each module drives callwatch through
 //! real parts (HTTP servers, an SMTP server, the disk).
 
+mod delivery;
 mod notify;
