@@ -182,7 +182,13 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     );
 
     let engine = {
-        let engine = Engine::new(rules, crate::replay::engine_settings(&config));
+        let mut engine = Engine::new(rules, crate::replay::engine_settings(&config));
+        let saved =
+            crate::notify::dispatch::saved_alerts(&store.lock().unwrap_or_else(|p| p.into_inner()));
+        // Outside the macro: tracing skips its arguments when no
+        // subscriber listens.
+        let restored = engine.restore(saved);
+        tracing::info!(alerts = restored, "alert states restored");
         let horizon = ingest::now_ms() - (engine.max_window_secs() + 60) * 1000;
         let history: Vec<Record> = records
             .into_iter()

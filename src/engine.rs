@@ -29,6 +29,19 @@ pub struct Transition {
     pub notify: Option<Vec<String>>,
     /// Engine time of the transition.
     pub at: i64,
+    /// The key's alert state after this transition, for the caller to
+    /// persist so a restart neither re-notifies nor forgets a resolve.
+    pub saved: SavedAlert,
+}
+
+/// One key's alert state as kept across restarts: the rule, the key and
+/// its state machine. Put back with [`Engine::restore`] before the windows
+/// are rebuilt.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedAlert {
+    pub rule: String,
+    pub key: Vec<(String, String)>,
+    pub tracker: Tracker,
 }
 
 struct KeyState {
@@ -191,6 +204,38 @@ impl Engine {
         out
     }
 
+    /// Puts back alert states saved before a restart (see
+    /// [`Transition::saved`]); call before the windows are rebuilt. States
+    /// of rules that are gone, or whose `group_by` changed, are skipped.
+    /// Returns how many were restored.
+    pub fn restore(&mut self, saved: Vec<SavedAlert>) -> usize {
+        let max_events = self.settings.max_events_per_key;
+        let mut restored = 0;
+        for s in saved {
+            let Some(slot) = self.slots.iter_mut().find(|sl| sl.rule.name() == s.rule) else {
+                continue;
+            };
+            let spec = slot.rule.spec();
+            if !s.key.iter().map(|(f, _)| f).eq(spec.group_by.iter()) {
+                continue;
+            }
+            let key = Key(s.key);
+            let values = key.0.iter().map(|(_, v)| v.clone()).collect();
+            slot.keys.insert(
+                values,
+                KeyState {
+                    labels: key.labels(),
+                    key,
+                    window: Window::new(spec.window_secs, max_events),
+                    state: rhai::Map::new(),
+                    tracker: s.tracker,
+                },
+            );
+            restored += 1;
+        }
+        restored
+    }
+
     /// Feeds one event at engine time `now`. With `evaluate = false` the
     /// windows are filled but no rule runs (rebuilding after a restart).
     pub fn on_event(&mut self, event: Event, now: i64, evaluate: bool) -> Vec<Transition> {
@@ -339,5 +384,10 @@ fn evaluate_key(
             alert,
             notify: Some(rule.spec().notify.clone()).filter(|n| !n.is_empty()),
             at: now,
+            saved: SavedAlert {
+                rule: rule.name().to_string(),
+                key: ks.key.0.clone(),
+                tracker: ks.tracker.clone(),
+            },
         })
 }

@@ -253,18 +253,31 @@ impl Store {
 
     /// Stores a value under (space, key); `None` deletes it.
     pub fn put_kv(&self, space: &str, key: &str, value: Option<&str>) -> Result<(), StoreError> {
-        match value {
-            Some(v) => self.conn.execute(
-                "INSERT OR REPLACE INTO kv (space, key, value) VALUES (?1, ?2, ?3)",
-                params![space, key, v],
-            ),
-            None => self.conn.execute(
-                "DELETE FROM kv WHERE space = ?1 AND key = ?2",
-                params![space, key],
-            ),
+        self.put_kv_all(space, &[(key.to_string(), value.map(str::to_string))])
+    }
+
+    /// Several [`Store::put_kv`] writes in one transaction (one disk sync).
+    pub fn put_kv_all(
+        &self,
+        space: &str,
+        entries: &[(String, Option<String>)],
+    ) -> Result<(), StoreError> {
+        // `unchecked`: the store is used behind a mutex, never re-entered.
+        let tx = self.conn.unchecked_transaction().map_err(sql("put kv"))?;
+        for (key, value) in entries {
+            match value {
+                Some(v) => tx.execute(
+                    "INSERT OR REPLACE INTO kv (space, key, value) VALUES (?1, ?2, ?3)",
+                    params![space, key, v],
+                ),
+                None => tx.execute(
+                    "DELETE FROM kv WHERE space = ?1 AND key = ?2",
+                    params![space, key],
+                ),
+            }
+            .map_err(sql("put kv"))?;
         }
-        .map_err(sql("put kv"))?;
-        Ok(())
+        tx.commit().map_err(sql("put kv"))
     }
 
     /// Every (key, value) of a space.
@@ -330,5 +343,16 @@ mod tests {
         assert_eq!(s.kv("state").expect("kv"), vec![("k".into(), "v".into())]);
         s.put_kv("state", "k", None).expect("delete");
         assert!(s.kv("state").expect("kv").is_empty());
+        s.put_kv_all(
+            "alerts",
+            &[
+                ("a".into(), Some("1".into())),
+                ("b".into(), Some("2".into())),
+            ],
+        )
+        .expect("put all");
+        s.put_kv_all("alerts", &[("a".into(), None)])
+            .expect("delete all");
+        assert_eq!(s.kv("alerts").expect("kv"), vec![("b".into(), "2".into())]);
     }
 }

@@ -1,7 +1,9 @@
 //! The dispatcher: the step between the engine's alert transitions and the
-//! outbox. For each transition it picks the receivers (rule `notify`,
-//! routes, default), drops silenced alerts, and feeds the grouper; groups
-//! that are due become notifications persisted in the outbox.
+//! outbox. It first persists the alert states the transitions carry (so a
+//! restart neither re-notifies a firing alert nor forgets a resolve), then
+//! for each transition picks the receivers (rule `notify`, routes,
+//! default), drops silenced alerts, and feeds the grouper; groups that are
+//! due become notifications persisted in the outbox.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -14,7 +16,7 @@ use super::outbox::Outbox;
 use super::silence;
 use super::{receivers_for, Receivers};
 use crate::config::Config;
-use crate::engine::Transition;
+use crate::engine::{SavedAlert, Transition};
 use crate::metrics::{Metrics, ReceiverLabels};
 use crate::store::Store;
 
@@ -25,6 +27,29 @@ pub struct Dispatcher {
     outbox: Arc<Outbox>,
     metrics: Arc<Metrics>,
     wake: Notify,
+}
+
+/// Store space of alert states, by fingerprint.
+const ALERTS: &str = "alerts";
+
+/// The alert states saved by earlier runs, for [`crate::engine::Engine::restore`].
+pub fn saved_alerts(store: &Store) -> Vec<SavedAlert> {
+    let rows = match store.kv(ALERTS) {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read saved alert states; firing alerts may notify again");
+            return Vec::new();
+        }
+    };
+    rows.into_iter()
+        .filter_map(|(fingerprint, json)| match serde_json::from_str(&json) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(%fingerprint, error = %e, "unreadable saved alert state skipped");
+                None
+            }
+        })
+        .collect()
 }
 
 fn unix(t: SystemTime) -> i64 {
@@ -61,19 +86,37 @@ impl Dispatcher {
         self.grouper.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Routes alert transitions into the grouper (silenced ones are only
-    /// counted).
+    /// Saves the keys' alert states, active ones by value and inactive
+    /// ones deleted, in one transaction.
+    fn save_states(&self, store: &Store, transitions: &[Transition]) {
+        let entries: Vec<(String, Option<String>)> = transitions
+            .iter()
+            .filter_map(|t| {
+                let value = if t.saved.tracker.is_active() {
+                    Some(serde_json::to_string(&t.saved).ok()?)
+                } else {
+                    None
+                };
+                Some((t.alert.fingerprint.clone(), value))
+            })
+            .collect();
+        if let Err(e) = store.put_kv_all(ALERTS, &entries) {
+            tracing::error!(error = %e, "cannot save alert states; a restart may notify again");
+        }
+    }
+
+    /// Saves the alert states, then routes the transitions into the grouper
+    /// (silenced ones are only counted).
     pub fn submit(&self, transitions: Vec<Transition>) {
         if transitions.is_empty() {
             return;
         }
         let now = SystemTime::now();
-        let silences = match self
-            .store
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .silences()
-        {
+        let store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        self.save_states(&store, &transitions);
+        let silences = store.silences();
+        drop(store);
+        let silences = match silences {
             Ok(s) => s,
             Err(e) => {
                 // Better a notification too many than a lost one.

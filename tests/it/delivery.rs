@@ -6,12 +6,13 @@
 mod harness;
 mod trace;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use callwatch::config::{ReceiverKind, SmtpConfig};
+use callwatch::config::{Config, ReceiverKind, SmtpConfig};
 
 use crate::notify::http_sink::{Canned, Sink};
 use crate::notify::smtp_sink::SmtpSink;
@@ -124,13 +125,32 @@ async fn a_trace_anomaly_fires_and_resolves_by_email_and_webhook() {
     d.stop().await;
 }
 
-#[tokio::test]
-async fn a_webhook_down_for_30s_gets_the_alert_exactly_once() {
+/// A config whose only receiver, `ops`, is a webhook on a port where
+/// nothing listens yet, and the address to bring it up on.
+fn webhook_down(dirs: &Dirs) -> (Config, SocketAddr) {
     let addr = free_port();
-    let dirs = Dirs::with_rules(&[("first_call", FIRST_CALL_RULE)]);
     let mut config = dirs.config();
     config.alerting.group_wait = Duration::ZERO;
     add_receiver(&mut config, "ops", webhook(format!("http://{addr}/hook")));
+    (config, addr)
+}
+
+/// Brings the webhook up on `addr` and expects alice's firing alert there
+/// once, and nothing else.
+async fn expect_alice_once(d: &Running, addr: SocketAddr) {
+    let mut hook = Sink::start_on(addr, Canned::new(200, "")).await;
+    // With max_retry_interval = 1s the next attempt comes within ~1 s.
+    let got = hook.next_within(Duration::from_secs(10)).await.json();
+    assert_eq!(got["status"], "firing");
+    assert_eq!(users(&got), [("alice".to_string(), "firing".to_string())]);
+    assert_quiet(&mut hook, Duration::from_secs(3)).await;
+    assert_eq!(d.notifications("ops", "sent").await, 1);
+}
+
+#[tokio::test]
+async fn a_webhook_down_for_30s_gets_the_alert_exactly_once() {
+    let dirs = Dirs::with_rules(&[("first_call", FIRST_CALL_RULE)]);
+    let (config, addr) = webhook_down(&dirs);
     let d = Running::start(config).await;
 
     let t0 = Instant::now();
@@ -139,14 +159,25 @@ async fn a_webhook_down_for_30s_gets_the_alert_exactly_once() {
     d.wait_notifications("ops", "failed", 2, Duration::from_secs(10))
         .await;
     tokio::time::sleep(Duration::from_secs(30).saturating_sub(t0.elapsed())).await;
-    let mut hook = Sink::start_on(addr, Canned::new(200, "")).await;
+    expect_alice_once(&d, addr).await;
+    d.stop().await;
+}
 
-    // With max_retry_interval = 1s the next attempt comes within ~1 s.
-    let got = hook.next_within(Duration::from_secs(10)).await.json();
-    assert_eq!(got["status"], "firing");
-    assert_eq!(users(&got), [("alice".to_string(), "firing".to_string())]);
-    assert_quiet(&mut hook, Duration::from_secs(3)).await;
-    assert_eq!(d.notifications("ops", "sent").await, 1);
+#[tokio::test]
+async fn a_restart_while_retrying_still_delivers_exactly_once() {
+    let dirs = Dirs::with_rules(&[("first_call", FIRST_CALL_RULE)]);
+    let (config, addr) = webhook_down(&dirs);
+    let d = Running::start(config.clone()).await;
+    d.start_call("alice", "iOS", "c1").await;
+    d.wait_notifications("ops", "failed", 1, Duration::from_secs(10))
+        .await;
+    d.stop().await;
+
+    // Same state dir: the queued notification and the alert's state
+    // (firing, already notified) come back. The rebuilt window still
+    // fires; that must not notify again.
+    let d = Running::start(config).await;
+    expect_alice_once(&d, addr).await;
     d.stop().await;
 }
 
