@@ -205,3 +205,205 @@ async fn the_admin_api_wants_the_bearer_token_when_one_is_set() {
     assert!(metrics.contains("callwatch_"), "{metrics}");
     d.stop().await;
 }
+
+/// Asserts `/metrics` has the notifications counter with `labels_value`.
+async fn assert_in_metrics(d: &Running, labels_value: &str) {
+    let metrics = d.metrics().await;
+    let line = format!("callwatch_notifications_total{labels_value}");
+    assert!(metrics.contains(&line), "{line} not in {metrics}");
+}
+
+#[tokio::test]
+async fn a_chat_error_inside_a_200_is_a_failure_and_is_retried() {
+    let sign_error = r#"{"errcode":310000,"errmsg":"sign not match"}"#;
+    let mut robot = Sink::start(Canned::new(200, sign_error)).await;
+    let dirs = Dirs::with_rules(&[("first_call", FIRST_CALL_RULE)]);
+    let mut config = dirs.config();
+    config.alerting.group_wait = Duration::ZERO;
+    let kind = ReceiverKind::Dingtalk {
+        url: robot.url("/robot/send?access_token=t0ken"),
+        secret: String::new(),
+    };
+    add_receiver(&mut config, "robot", kind);
+    let d = Running::start(config).await;
+
+    d.start_call("alice", "iOS", "c1").await;
+    let first = robot.next().await.json();
+    assert_eq!(first["msgtype"], "markdown");
+    d.wait_notifications("robot", "failed", 1, Duration::from_secs(10))
+        .await;
+    assert_in_metrics(&d, r#"{receiver="robot",outcome="failed"}"#).await;
+    assert_eq!(d.notifications("robot", "sent").await, 0);
+
+    robot.reply(Canned::new(200, r#"{"errcode":0,"errmsg":"ok"}"#));
+    d.wait_notifications("robot", "sent", 1, Duration::from_secs(10))
+        .await;
+    assert_in_metrics(&d, r#"{receiver="robot",outcome="sent"} 1"#).await;
+    // Every attempt carried the same message; nothing more once it went.
+    let mut last = first.clone();
+    while let Some(r) = robot.try_next() {
+        last = r.json();
+    }
+    assert_eq!(last, first);
+    assert_quiet(&mut robot, Duration::from_secs(2)).await;
+    assert_eq!(d.notifications("robot", "sent").await, 1);
+    d.stop().await;
+}
+
+/// Posts a silence for `platform` ending in an hour; returns its id.
+async fn silence_platform(d: &Running, platform: &str) -> String {
+    let ends_at = callwatch::alert::format_rfc3339(now_secs() + 3600);
+    let body = json!({
+        "matchers": [{"name": "platform", "value": platform, "isRegex": false}],
+        "endsAt": ends_at,
+        "comment": "release rollout",
+        "createdBy": "ops",
+    });
+    let (status, reply) = d
+        .api(Method::POST, "/api/v1/silences", None, Some(&body))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    reply["silenceID"]
+        .as_str()
+        .expect("silenceID in reply")
+        .to_string()
+}
+
+/// The silences listed by the API, as (id, state) pairs.
+async fn silences(d: &Running) -> Vec<(String, String)> {
+    let (status, list) = d.api(Method::GET, "/api/v1/silences", None, None).await;
+    assert_eq!(status, 200, "{list}");
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .map(|s| {
+            assert_eq!(s["comment"], "release rollout");
+            assert_eq!(s["createdBy"], "ops");
+            assert_eq!(s["matchers"][0]["value"], "Android");
+            (
+                s["id"].as_str().unwrap_or("").to_string(),
+                s["status"]["state"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Starts a call by `user` on `platform` and expects `user`'s alert alone
+/// at `hook` (`sent`), or nothing at all (silenced).
+async fn call_and_expect(d: &Running, hook: &mut Sink, user: &str, platform: &str, sent: bool) {
+    d.start_call(user, platform, &format!("call-{user}")).await;
+    if sent {
+        let got = hook.next_within(Duration::from_secs(10)).await.json();
+        assert_eq!(users(&got), [(user.to_string(), "firing".to_string())]);
+    } else {
+        assert_quiet(hook, Duration::from_secs(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn silences_stop_matching_alerts_survive_restarts_and_expire() {
+    let mut hook = Sink::start(Canned::new(200, "")).await;
+    let dirs = Dirs::with_rules(&[("first_call", FIRST_CALL_RULE)]);
+    let mut config = dirs.config();
+    config.alerting.group_wait = Duration::ZERO;
+    // One notification per user, so each shows exactly who got through.
+    config.alerting.group_by = vec!["rule".into(), "user_id".into()];
+    add_receiver(&mut config, "ops", webhook(hook.url("/hook")));
+    let d = Running::start(config.clone()).await;
+
+    let id = silence_platform(&d, "Android").await;
+    assert_eq!(silences(&d).await, [(id.clone(), "active".to_string())]);
+    call_and_expect(&d, &mut hook, "alice", "Android", false).await;
+    call_and_expect(&d, &mut hook, "bob", "iOS", true).await;
+    assert_eq!(d.notifications("ops", "silenced").await, 1);
+    // A silenced alert is still tracked.
+    let (_, alerts) = d.api(Method::GET, "/api/v1/alerts", None, None).await;
+    assert_eq!(
+        alerts["alerts"].as_array().map(Vec::len),
+        Some(2),
+        "{alerts}"
+    );
+    d.stop().await;
+
+    let d = Running::start(config).await;
+    assert_eq!(silences(&d).await, [(id.clone(), "active".to_string())]);
+    call_and_expect(&d, &mut hook, "carol", "Android", false).await;
+    call_and_expect(&d, &mut hook, "dave", "iOS", true).await;
+
+    let path = format!("/api/v1/silences/{id}");
+    let (status, expired) = d.api(Method::DELETE, &path, None, None).await;
+    assert_eq!(status, 200, "{expired}");
+    assert_eq!(silences(&d).await, [(id.clone(), "expired".to_string())]);
+    call_and_expect(&d, &mut hook, "erin", "Android", true).await;
+    let (status, _) = d
+        .api(Method::DELETE, "/api/v1/silences/nope", None, None)
+        .await;
+    assert_eq!(status, 404);
+    d.stop().await;
+}
+
+/// Runs `callwatch notify-test -c config receiver`: (exit code, stdout, stderr).
+async fn notify_test_cli(config: &std::path::Path, receiver: &str) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_callwatch"))
+        .arg("notify-test")
+        .arg("-c")
+        .arg(config)
+        .arg(receiver)
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .expect("run callwatch");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn notify_test_reports_success_and_the_services_error() {
+    let mut hook = Sink::start(Canned::new(200, "")).await;
+    let sign_error = r#"{"errcode":310000,"errmsg":"sign not match"}"#;
+    let mut robot = Sink::start(Canned::new(200, sign_error)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("callwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[receivers]]
+name = "ops"
+type = "webhook"
+url = "{}"
+
+[[receivers]]
+name = "robot"
+type = "dingtalk"
+url = "{}"
+secret = "SECtest"
+"#,
+            hook.url("/hook"),
+            robot.url("/robot/send?access_token=t0ken"),
+        ),
+    )
+    .expect("write config");
+
+    let (code, stdout, stderr) = notify_test_cli(&config, "ops").await;
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.starts_with("ok: "), "{stdout}");
+    assert!(stdout.contains("webhook"), "{stdout}");
+    let got = hook.next().await.json();
+    assert_eq!(got["alerts"][0]["rule"], "callwatch_test");
+
+    let (code, stdout, stderr) = notify_test_cli(&config, "robot").await;
+    assert_ne!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stderr.contains("errcode 310000"), "{stderr}");
+    assert!(stderr.contains("sign not match"), "{stderr}");
+    // The robot URL's token stays out of the message.
+    assert!(!stderr.contains("t0ken"), "{stderr}");
+    robot.next().await;
+
+    let (code, _, stderr) = notify_test_cli(&config, "nobody").await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("nobody"), "{stderr}");
+}
