@@ -407,3 +407,34 @@ secret = "SECtest"
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("nobody"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_resolve_that_happened_while_down_is_sent_after_the_restart() {
+    let mut hook = Sink::start(Canned::new(200, "")).await;
+    let short = FIRST_CALL_RULE.replace(r#"window: "10m""#, r#"window: "3s""#);
+    let dirs = Dirs::with_rules(&[("first_call", &short)]);
+    let mut config = dirs.config();
+    config.alerting.group_wait = Duration::ZERO;
+    add_receiver(&mut config, "ops", webhook(hook.url("/hook")));
+
+    let d = Running::start(config.clone()).await;
+    d.start_call("alice", "iOS", "c1").await;
+    let fired = hook.next().await.json();
+    assert_eq!(users(&fired), [("alice".to_string(), "firing".to_string())]);
+    d.stop().await;
+
+    // The window empties while the daemon is down.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let d = Running::start(config).await;
+    let resolved = hook.next().await.json();
+    assert_eq!(
+        users(&resolved),
+        [("alice".to_string(), "resolved".to_string())]
+    );
+    assert_eq!(
+        resolved["alerts"][0]["starts_at"],
+        fired["alerts"][0]["starts_at"]
+    );
+    assert_quiet(&mut hook, Duration::from_secs(2)).await;
+    d.stop().await;
+}
