@@ -108,6 +108,12 @@ impl Outbox {
 
     async fn worker(self: Arc<Self>, name: String) {
         loop {
+            // Listen before reading the queue: `notify_waiters` keeps no
+            // permit, so an enqueue between the read and the wait would
+            // otherwise leave the new item for the 1 s fallback poll.
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
             let now = now_ms();
             let due = lock(&self.store).due(&name, now, 16);
             let due = match due {
@@ -123,7 +129,7 @@ impl Outbox {
                 let wait = next.map_or(1000, |t| (t - now).clamp(1, 1000)) as u64;
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
-                    _ = self.wake.notified() => {}
+                    _ = woken => {}
                 }
                 continue;
             }
