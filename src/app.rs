@@ -124,6 +124,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         receivers.clone(),
         metrics.clone(),
         config.alerting.give_up_after,
+        config.alerting.max_retry_interval,
     ));
     let dispatcher = Arc::new(Dispatcher::new(
         &config,

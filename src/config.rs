@@ -222,6 +222,10 @@ pub struct AlertingConfig {
     /// Stop retrying a notification after this long.
     #[serde(with = "humantime_serde")]
     pub give_up_after: Duration,
+    /// Longest wait between two attempts of a failing notification (the
+    /// backoff doubles from 1 s up to this; a `Retry-After` may ask more).
+    #[serde(with = "humantime_serde")]
+    pub max_retry_interval: Duration,
     /// Receivers for alerts no rule `notify` or route claims.
     pub default_receivers: Vec<String>,
 }
@@ -234,6 +238,7 @@ impl Default for AlertingConfig {
             group_wait: Duration::from_secs(30),
             group_interval: Duration::from_secs(300),
             give_up_after: Duration::from_secs(24 * 3600),
+            max_retry_interval: Duration::from_secs(300),
             default_receivers: vec!["log".into()],
         }
     }
@@ -554,6 +559,12 @@ impl Config {
         }
         if self.server.queue_capacity == 0 {
             return Err(invalid("server.queue_capacity", "must be greater than 0"));
+        }
+        if self.alerting.max_retry_interval.is_zero() {
+            return Err(invalid(
+                "alerting.max_retry_interval",
+                "must be greater than 0",
+            ));
         }
         if self.rules.tick.is_zero() {
             return Err(invalid("rules.tick", "must be greater than 0"));

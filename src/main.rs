@@ -140,7 +140,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 for p in &problems {
                     println!("{p}");
                 }
-                return Err(Failure::User(format!("{} problem(s) found", problems.len())));
+                return Err(Failure::User(format!(
+                    "{} problem(s) found",
+                    problems.len()
+                )));
             }
             println!(
                 "ok: {} rule(s), {} receiver(s), {} route(s), {} app(s)",

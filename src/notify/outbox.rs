@@ -22,17 +22,18 @@ pub struct Outbox {
     receivers: Arc<Receivers>,
     metrics: Arc<Metrics>,
     give_up_after_ms: i64,
+    max_retry: Duration,
     wake: Notify,
 }
 
-/// Delay before retry number `attempts + 1`: 1 s doubling to at most
-/// 5 minutes, ±20 % jitter so a fleet of failures does not retry in step.
-pub fn backoff(attempts: u32) -> Duration {
-    let base = 1000u64
-        .saturating_mul(1u64 << attempts.min(20))
-        .min(300_000);
+/// Delay before retry number `attempts + 1`: 1 s doubling, ±20 % jitter so
+/// a fleet of failures does not retry in step, never more than `max`
+/// (`alerting.max_retry_interval`).
+pub fn backoff(attempts: u32, max: Duration) -> Duration {
+    let max_ms = max.as_millis() as u64;
+    let base = 1000u64.saturating_mul(1u64 << attempts.min(20)).min(max_ms);
     let jitter = rand::rng().random_range(0.8..1.2);
-    Duration::from_millis((base as f64 * jitter) as u64)
+    Duration::from_millis(((base as f64 * jitter) as u64).min(max_ms))
 }
 
 fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
@@ -47,12 +48,14 @@ impl Outbox {
         receivers: Arc<Receivers>,
         metrics: Arc<Metrics>,
         give_up_after: Duration,
+        max_retry: Duration,
     ) -> Outbox {
         Outbox {
             store,
             receivers,
             metrics,
             give_up_after_ms: give_up_after.as_millis() as i64,
+            max_retry,
             wake: Notify::new(),
         }
     }
@@ -105,6 +108,12 @@ impl Outbox {
 
     async fn worker(self: Arc<Self>, name: String) {
         loop {
+            // Listen before reading the queue: `notify_waiters` keeps no
+            // permit, so an enqueue between the read and the wait would
+            // otherwise leave the new item for the 1 s fallback poll.
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
             let now = now_ms();
             let due = lock(&self.store).due(&name, now, 16);
             let due = match due {
@@ -120,7 +129,7 @@ impl Outbox {
                 let wait = next.map_or(1000, |t| (t - now).clamp(1, 1000)) as u64;
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
-                    _ = self.wake.notified() => {}
+                    _ = woken => {}
                 }
                 continue;
             }
@@ -178,7 +187,9 @@ impl Outbox {
             store.remove(item.id)?;
             return Ok("given_up");
         }
-        let delay = e.retry_after().unwrap_or_else(|| backoff(item.attempts));
+        let delay = e
+            .retry_after()
+            .unwrap_or_else(|| backoff(item.attempts, self.max_retry));
         tracing::warn!(receiver = %name, error = %e, retry_in_ms = delay.as_millis() as u64, "notification failed, will retry");
         store.reschedule(item.id, now + delay.as_millis() as i64, &e.to_string())?;
         Ok("failed")
@@ -191,11 +202,14 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_caps() {
-        let b0 = backoff(0).as_millis();
+        let max = Duration::from_secs(300);
+        let b0 = backoff(0, max).as_millis();
         assert!((800..=1200).contains(&b0), "{b0}");
-        let b3 = backoff(3).as_millis();
+        let b3 = backoff(3, max).as_millis();
         assert!((6400..=9600).contains(&b3), "{b3}");
-        let big = backoff(30).as_millis();
-        assert!(big <= 360_000, "{big}");
+        let big = backoff(30, max);
+        assert!(big >= max * 8 / 10 && big <= max, "{big:?}");
+        let capped = backoff(3, Duration::from_secs(2));
+        assert!(capped <= Duration::from_secs(2), "{capped:?}");
     }
 }

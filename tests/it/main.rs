@@ -3,6 +3,7 @@
 
 mod support;
 
+mod delivery;
 mod ingest;
 mod notify;
 mod props;

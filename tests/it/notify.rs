@@ -2,8 +2,8 @@
 //! (exact JSON shapes, vendor signatures recomputed from the request, error
 //! classes) and a real SMTP server process for email.
 
-mod http_sink;
-mod smtp_sink;
+pub(crate) mod http_sink;
+pub(crate) mod smtp_sink;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -80,9 +80,15 @@ pub struct Sink {
 impl Sink {
     /// Starts a server answering every request with `reply`.
     pub async fn start(reply: Canned) -> Sink {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Sink::start_on("127.0.0.1:0".parse().expect("addr"), reply).await
+    }
+
+    /// Starts a server on `addr` (e.g. a port a receiver was configured
+    /// with while nothing listened there).
+    pub async fn start_on(addr: SocketAddr, reply: Canned) -> Sink {
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .expect("bind 127.0.0.1:0");
+            .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = mpsc::unbounded_channel();
         let reply = Arc::new(Mutex::new(reply));
@@ -139,9 +145,14 @@ impl Sink {
 
     /// The next request, waiting up to 5 s.
     pub async fn next(&mut self) -> Received {
-        tokio::time::timeout(Duration::from_secs(5), self.rx.recv())
+        self.next_within(Duration::from_secs(5)).await
+    }
+
+    /// The next request, waiting up to `limit`.
+    pub async fn next_within(&mut self, limit: Duration) -> Received {
+        tokio::time::timeout(limit, self.rx.recv())
             .await
-            .expect("a request within 5 s")
+            .unwrap_or_else(|_| panic!("a request within {limit:?}"))
             .expect("server running")
     }
 }
