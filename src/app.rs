@@ -46,6 +46,7 @@ pub struct Daemon {
     server: JoinHandle<()>,
     notify_stop: watch::Sender<bool>,
     prune_stop: oneshot::Sender<()>,
+    prune_task: JoinHandle<()>,
     /// Tells the engine to take no more callbacks and drain its queue.
     close_engine: oneshot::Sender<()>,
     dispatcher_task: JoinHandle<()>,
@@ -184,9 +185,9 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
 
     let (prune_stop, prune_stopped) = oneshot::channel::<()>();
     let (close_engine, engine_closed) = oneshot::channel::<()>();
-    let engine = {
+    let (engine, prune_task) = {
         let engine = Engine::new(rules, crate::replay::engine_settings(&config));
-        tokio::spawn(prune_journal(
+        let prune_task = tokio::spawn(prune_journal(
             journal.clone(),
             retention_ms(engine.max_window_secs(), &config),
             prune_stopped,
@@ -221,7 +222,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         let snapshot = snapshot.clone();
         let engine_store = store.clone();
         let restored = restore_records(&store);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("engine".into())
             .spawn(move || {
                 let task = EngineTask {
@@ -239,7 +240,8 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
                 };
                 run_engine(task, deliver)
             })
-            .context("spawning the engine thread")?
+            .context("spawning the engine thread")?;
+        (thread, prune_task)
     };
     tracing::info!(%addr, "callwatch listening");
     Ok(Daemon {
@@ -253,6 +255,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         server,
         notify_stop,
         prune_stop,
+        prune_task,
         close_engine,
         dispatcher_task,
         outbox_task,
@@ -528,6 +531,7 @@ impl Daemon {
             dispatcher_task,
             outbox_task,
             prune_stop,
+            prune_task,
             close_engine,
             ..
         } = self;
@@ -558,6 +562,7 @@ impl Daemon {
         let _ = notify_stop.send(true);
         let _ = dispatcher_task.await;
         let _ = outbox_task.await;
+        let _ = prune_task.await;
         journal.flush().await.context("flushing journal")?;
         match Arc::try_unwrap(journal) {
             Ok(j) => j.close(),

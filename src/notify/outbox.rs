@@ -24,6 +24,8 @@ pub struct Outbox {
     give_up_after_ms: i64,
     max_retry: Duration,
     wake: Notify,
+    /// Set at shutdown: workers finish the attempt in progress and stop.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// Delay before retry number `attempts + 1`: 1 s doubling, ±20 % jitter so
@@ -57,6 +59,7 @@ impl Outbox {
             give_up_after_ms: give_up_after.as_millis() as i64,
             max_retry,
             wake: Notify::new(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -102,12 +105,33 @@ impl Outbox {
             workers.spawn(async move { this.worker(name).await });
         }
         shutdown.await;
-        workers.abort_all();
-        while workers.join_next().await.is_some() {}
+        // An attempt cut off after the service got the message but before
+        // the row is removed would be sent again on the next start, so
+        // attempts in progress may finish (each is bounded by its
+        // receiver's timeout); only a stuck one is aborted.
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.wake.notify_waiters();
+        let finished = tokio::time::timeout(Duration::from_secs(15), async {
+            while workers.join_next().await.is_some() {}
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!("outbox workers still busy at shutdown; aborting them");
+            workers.abort_all();
+            while workers.join_next().await.is_some() {}
+        }
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Acquire)
     }
 
     async fn worker(self: Arc<Self>, name: String) {
         loop {
+            if self.is_stopping() {
+                return;
+            }
             // Listen before reading the queue: `notify_waiters` keeps no
             // permit, so an enqueue between the read and the wait would
             // otherwise leave the new item for the 1 s fallback poll.
@@ -134,6 +158,9 @@ impl Outbox {
                 continue;
             }
             for item in due {
+                if self.is_stopping() {
+                    return;
+                }
                 self.attempt(&name, item).await;
             }
         }
