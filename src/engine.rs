@@ -31,18 +31,29 @@ pub struct Transition {
     pub at: i64,
 }
 
+/// One key of one rule. Kept small, since a rule may track a million keys
+/// (BENCHMARKS.md): the key lives only in the map that owns this, alert
+/// labels are built when an alert needs them, and the tracker (a whole
+/// alert object) exists only while the key's alert is pending or firing.
 struct KeyState {
-    key: Key,
-    labels: BTreeMap<String, String>,
     window: Window,
     state: rhai::Map,
-    tracker: Tracker,
+    /// `None` while inactive, which is what most keys are.
+    tracker: Option<Box<Tracker>>,
+}
+
+impl KeyState {
+    fn is_active(&self) -> bool {
+        self.tracker.is_some()
+    }
 }
 
 struct RuleSlot {
     rule: Arc<Rule>,
     policy: Policy,
-    keys: HashMap<Vec<String>, KeyState>,
+    /// Boxed so the table's empty slots (a hash table runs up to half
+    /// empty after it grows) cost a pointer, not a whole key state.
+    keys: HashMap<Key, Box<KeyState>>,
     stats: RuleStats,
 }
 
@@ -185,7 +196,7 @@ impl Engine {
             .slots
             .iter()
             .flat_map(|s| s.keys.values())
-            .filter_map(|k| k.tracker.current().cloned())
+            .filter_map(|k| k.tracker.as_ref()?.current().cloned())
             .collect();
         out.sort_by(|a, b| (&a.rule, &a.fingerprint).cmp(&(&b.rule, &b.fingerprint)));
         out
@@ -219,18 +230,24 @@ impl Engine {
                 continue;
             }
             let key = slot.rule.key_of(&event);
-            let values: Vec<String> = key.0.iter().map(|(_, v)| v.clone()).collect();
-            let ks = slot.keys.entry(values).or_insert_with(|| KeyState {
-                labels: key.labels(),
-                key,
-                window: Window::new(width, max_events),
-                state: rhai::Map::new(),
-                tracker: Tracker::default(),
-            });
+            // Looked up before inserting so the key is cloned only for a
+            // new key, and stays at hand for `check`.
+            if !slot.keys.contains_key(&key) {
+                let ks = KeyState {
+                    window: Window::new(width, max_events),
+                    state: rhai::Map::new(),
+                    tracker: None,
+                };
+                slot.keys.insert(key.clone(), Box::new(ks));
+            }
+            let Some(ks) = slot.keys.get_mut(&key) else {
+                continue;
+            };
             ks.window.push(event.clone());
             ks.window.expire(now);
             if evaluate {
-                if let Some(t) = evaluate_key(&slot.rule, &slot.policy, &mut slot.stats, ks, now) {
+                let (rule, policy) = (&slot.rule, &slot.policy);
+                if let Some(t) = evaluate_key(rule, policy, &mut slot.stats, &key, ks, now) {
                     out.push(t);
                 }
             }
@@ -248,9 +265,9 @@ impl Engine {
                 keys,
                 stats,
             } = slot;
-            for ks in keys.values_mut() {
+            for (key, ks) in keys.iter_mut() {
                 ks.window.expire(now);
-                if let Some(t) = evaluate_key(rule, policy, stats, ks, now) {
+                if let Some(t) = evaluate_key(rule, policy, stats, key, ks, now) {
                     out.push(t);
                 }
             }
@@ -269,17 +286,15 @@ impl Engine {
                 keys,
                 stats,
             } = slot;
-            for ks in keys.values_mut() {
+            for (key, ks) in keys.iter_mut() {
                 let expired = ks.window.expire(now);
-                if expired || ks.tracker.is_active() {
-                    if let Some(t) = evaluate_key(rule, policy, stats, ks, now) {
+                if expired || ks.is_active() {
+                    if let Some(t) = evaluate_key(rule, policy, stats, key, ks, now) {
                         out.push(t);
                     }
                 }
             }
-            keys.retain(|_, ks| {
-                !(ks.window.is_empty() && !ks.tracker.is_active() && ks.state.is_empty())
-            });
+            keys.retain(|_, ks| !(ks.window.is_empty() && !ks.is_active() && ks.state.is_empty()));
         }
         // Deterministic order for replay output.
         out.sort_by(|a, b| {
@@ -301,13 +316,14 @@ fn evaluate_key(
     rule: &Rule,
     policy: &Policy,
     stats: &mut RuleStats,
+    key: &Key,
     ks: &mut KeyState,
     now: i64,
 ) -> Option<Transition> {
     stats.evaluations += 1;
     let outcome = rule.check(CheckCtx {
         window: &mut ks.window,
-        key: &ks.key,
+        key,
         state: &mut ks.state,
         now,
     });
@@ -329,15 +345,23 @@ fn evaluate_key(
             // not evidence that the problem went away.
             stats.errors += 1;
             stats.last_error = Some(e.to_string());
-            tracing::warn!(rule = %rule.name(), key = ?ks.labels, error = %e, "rule check failed");
+            tracing::warn!(rule = %rule.name(), key = %key, error = %e, "rule check failed");
             return None;
         }
     };
-    ks.tracker
-        .observe(policy, &ks.labels, condition.as_ref(), now)
-        .map(|alert| Transition {
-            alert,
-            notify: Some(rule.spec().notify.clone()).filter(|n| !n.is_empty()),
-            at: now,
-        })
+    if condition.is_none() && !ks.is_active() {
+        // Not firing and nothing to resolve: the common case, decided
+        // without building labels or a tracker.
+        return None;
+    }
+    let tracker = ks.tracker.get_or_insert_with(Box::default);
+    let notify = tracker.observe(policy, &key.labels(), condition.as_ref(), now);
+    if !tracker.is_active() {
+        ks.tracker = None;
+    }
+    notify.map(|alert| Transition {
+        alert,
+        notify: Some(rule.spec().notify.clone()).filter(|n| !n.is_empty()),
+        at: now,
+    })
 }
