@@ -16,6 +16,10 @@
 //!   Run it in its own process: memory freed by another pass would hide
 //!   part of the growth.
 //!
+//! `cargo bench --bench replay -- memory-events [KEYS]`
+//!   The same events held in a plain Vec, without the engine: what the
+//!   events themselves cost, to tell it apart from the per-key overhead.
+//!
 //! A plain binary (`harness = false`) rather than criterion: one pass over
 //! a million callbacks takes seconds, and what we want is throughput and
 //! RSS figures for a report, not statistics over many short iterations.
@@ -49,16 +53,18 @@ fn main() {
                 .map_or_else(|| PathBuf::from("rules"), PathBuf::from);
             throughput(&PathBuf::from(trace), rules);
         }
-        Some("memory") => {
+        Some(mode @ ("memory" | "memory-events")) => {
             let keys = args.get(1).map_or(Ok(1_000_000), |k| k.parse());
-            memory(keys.unwrap_or_else(|_| usage()));
+            memory(keys.unwrap_or_else(|_| usage()), mode == "memory");
         }
         _ => usage(),
     }
 }
 
 fn usage() -> ! {
-    eprintln!("usage: replay throughput TRACE [RULES_DIR] | replay memory [KEYS]");
+    eprintln!(
+        "usage: replay throughput TRACE [RULES_DIR] | replay memory [KEYS] | replay memory-events [KEYS]"
+    );
     std::process::exit(2)
 }
 
@@ -159,7 +165,9 @@ const RULE = #{
 fn check(w) { w.count() >= 1000 }
 "#;
 
-fn memory(keys: u64) {
+/// RSS growth of `keys` one-event keys in the engine, or (`engine` false)
+/// of the same events alone.
+fn memory(keys: u64, engine_on: bool) {
     let cfg = RulesConfig::default();
     let rule = load_source("count", "count.rhai".as_ref(), COUNT_RULE, &cfg)
         .unwrap_or_else(|e| panic!("rule: {e:?}"));
@@ -181,15 +189,27 @@ fn memory(keys: u64) {
     }
     let before = rss_kib();
     let t = Instant::now();
+    let mut held = Vec::new();
     for i in 1000..keys + 1000 {
         let e = event(i);
         let now = e.event_time;
-        engine.on_event(e, now, true);
+        if engine_on {
+            engine.on_event(e, now, true);
+        } else {
+            held.push(Arc::new(e));
+        }
     }
     let secs = t.elapsed().as_secs_f64();
     let after = rss_kib();
     let tracked: usize = engine.stats().iter().map(|(_, k, _)| k).sum();
-    println!("keys tracked {tracked}, fed in {secs:.2} s");
+    if engine_on {
+        println!("keys tracked {tracked}, fed in {secs:.2} s");
+    } else {
+        println!(
+            "events held {} (no engine), built in {secs:.2} s",
+            held.len()
+        );
+    }
     println!("VmRSS before {before} KiB, after {after} KiB");
     println!(
         "per key: {:.0} bytes",
