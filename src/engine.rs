@@ -4,7 +4,7 @@
 //! engine time is passed in by the caller (wall clock live, event time in
 //! `replay`), and the engine returns alert transitions instead of sending.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::alert::{Alert, Condition, Policy, Tracker};
@@ -37,48 +37,59 @@ pub struct Transition {
     pub at: i64,
 }
 
+/// One key of one rule. Kept small, since a rule may track a million keys
+/// (BENCHMARKS.md): the key lives only in the map that owns this, alert
+/// labels are built when an alert needs them, and the tracker (a whole
+/// alert object) exists only while the key's alert is pending or firing.
 struct KeyState {
-    key: Key,
-    labels: BTreeMap<String, String>,
     window: Window,
     state: rhai::Map,
-    tracker: Tracker,
+    /// `None` while inactive, which is what most keys are.
+    tracker: Option<Box<Tracker>>,
 }
 
 struct RuleSlot {
     rule: Arc<Rule>,
     policy: Policy,
-    keys: HashMap<Vec<String>, KeyState>,
+    /// Boxed so the table's empty slots (a hash table runs up to half
+    /// empty after it grows) cost a pointer, not a whole key state.
+    keys: HashMap<Key, Box<KeyState>>,
     stats: RuleStats,
     /// Keys whose alert phase or `w.state` changed since the last
     /// [`Engine::take_dirty`].
-    dirty: HashSet<Vec<String>>,
+    dirty: HashSet<Key>,
 }
 
 impl KeyState {
-    fn new(key: Key, width_secs: i64, max_events: usize) -> KeyState {
+    fn new(width_secs: i64, max_events: usize) -> KeyState {
         KeyState {
-            labels: key.labels(),
-            key,
             window: Window::new(width_secs, max_events),
             state: rhai::Map::new(),
-            tracker: Tracker::default(),
+            tracker: None,
         }
+    }
+
+    fn is_active(&self) -> bool {
+        self.tracker.is_some()
+    }
+
+    fn phase_name(&self) -> &'static str {
+        self.tracker.as_ref().map_or("inactive", |t| t.phase_name())
     }
 }
 
 impl RuleSlot {
     /// Puts `event` into its key's window if the rule accepts it and it is
-    /// not older than the window; returns the key's state. Takes the slot's
-    /// parts so the caller can go on to evaluate with the others.
-    fn admit<'a>(
+    /// not older than the window; returns the key. Takes the slot's parts
+    /// so the caller can go on to evaluate with the others.
+    fn admit(
         rule: &Rule,
         stats: &mut RuleStats,
-        keys: &'a mut HashMap<Vec<String>, KeyState>,
+        keys: &mut HashMap<Key, Box<KeyState>>,
         event: &Arc<Event>,
         now: i64,
         max_events: usize,
-    ) -> Option<&'a mut KeyState> {
+    ) -> Option<Key> {
         match rule.accepts(event) {
             Ok(true) => {}
             Ok(false) => return None,
@@ -96,12 +107,15 @@ impl RuleSlot {
             return None;
         }
         let key = rule.key_of(event);
-        let values: Vec<String> = key.0.iter().map(|(_, v)| v.clone()).collect();
-        let ks = keys
-            .entry(values)
-            .or_insert_with(|| KeyState::new(key, width, max_events));
-        ks.window.push(event.clone());
-        Some(ks)
+        // Looked up before inserting so the key is cloned only for a new
+        // key.
+        if !keys.contains_key(&key) {
+            keys.insert(key.clone(), Box::new(KeyState::new(width, max_events)));
+        }
+        if let Some(ks) = keys.get_mut(&key) {
+            ks.window.push(event.clone());
+        }
+        Some(key)
     }
 
     /// Evaluates every key of the rule now.
@@ -113,9 +127,9 @@ impl RuleSlot {
             stats,
             dirty,
         } = self;
-        for ks in keys.values_mut() {
+        for (key, ks) in keys.iter_mut() {
             ks.window.expire(now);
-            if let Some(t) = evaluate_key(rule, policy, stats, dirty, ks, now) {
+            if let Some(t) = evaluate_key(rule, policy, stats, dirty, key, ks, now) {
                 out.push(t);
             }
         }
@@ -303,7 +317,7 @@ impl Engine {
             .slots
             .iter()
             .flat_map(|s| s.keys.values())
-            .filter_map(|k| k.tracker.current().cloned())
+            .filter_map(|k| k.tracker.as_ref()?.current().cloned())
             .collect();
         out.sort_by(|a, b| (&a.rule, &a.fingerprint).cmp(&(&b.rule, &b.fingerprint)));
         out
@@ -330,12 +344,15 @@ impl Engine {
                 stats,
                 dirty,
             } = slot;
-            let Some(ks) = RuleSlot::admit(rule, stats, keys, &event, now, max_events) else {
+            let Some(key) = RuleSlot::admit(rule, stats, keys, &event, now, max_events) else {
+                continue;
+            };
+            let Some(ks) = keys.get_mut(&key) else {
                 continue;
             };
             ks.window.expire(now);
             if evaluate {
-                if let Some(t) = evaluate_key(rule, policy, stats, dirty, ks, now) {
+                if let Some(t) = evaluate_key(rule, policy, stats, dirty, &key, ks, now) {
                     out.push(t);
                 }
             }
@@ -351,16 +368,16 @@ impl Engine {
             return;
         };
         let key = Key(record.key);
-        let values: Vec<String> = key.0.iter().map(|(_, v)| v.clone()).collect();
         let width = slot.rule.spec().window_secs;
         let max_events = self.settings.max_events_per_key;
+        let tracker = Some(Box::new(record.tracker)).filter(|t| t.is_active());
         slot.keys.insert(
-            values,
-            KeyState {
+            key,
+            Box::new(KeyState {
                 state: crate::rules::map_from_json(&record.state),
-                tracker: record.tracker,
-                ..KeyState::new(key, width, max_events)
-            },
+                tracker,
+                ..KeyState::new(width, max_events)
+            }),
         );
     }
 
@@ -368,27 +385,22 @@ impl Engine {
     pub fn take_dirty(&mut self) -> Vec<Persist> {
         let mut out = Vec::new();
         for slot in &mut self.slots {
-            for values in slot.dirty.drain() {
-                let name = slot.rule.name().to_string();
-                match slot.keys.get(&values) {
-                    Some(ks) if ks.tracker.is_active() || !ks.state.is_empty() => {
-                        out.push(Persist::Put(Box::new(KeyRecord {
-                            rule: name,
-                            key: ks.key.0.clone(),
-                            tracker: ks.tracker.clone(),
-                            state: crate::rules::map_to_json(&ks.state),
-                        })))
+            let name = slot.rule.name().to_string();
+            for key in slot.dirty.drain() {
+                let mut record = KeyRecord {
+                    rule: name.clone(),
+                    key: key.0.clone(),
+                    tracker: Tracker::default(),
+                    state: Default::default(),
+                };
+                match slot.keys.get(&key) {
+                    Some(ks) if ks.is_active() || !ks.state.is_empty() => {
+                        record.tracker = ks.tracker.as_deref().cloned().unwrap_or_default();
+                        record.state = crate::rules::map_to_json(&ks.state);
+                        out.push(Persist::Put(Box::new(record)));
                     }
-                    Some(ks) => out.push(Persist::Delete(
-                        KeyRecord {
-                            rule: name,
-                            key: ks.key.0.clone(),
-                            tracker: Tracker::default(),
-                            state: Default::default(),
-                        }
-                        .id(),
-                    )),
-                    None => {}
+                    // Idle or forgotten: nothing to restore.
+                    _ => out.push(Persist::Delete(record.id())),
                 }
             }
         }
@@ -423,17 +435,17 @@ impl Engine {
                         // Keys keep their alert state across an edit;
                         // windows are refilled below.
                         let width = slot.rule.spec().window_secs;
-                        for (values, ks) in p.keys {
-                            if ks.tracker.is_active() || !ks.state.is_empty() {
+                        for (key, ks) in p.keys {
+                            if ks.is_active() || !ks.state.is_empty() {
                                 slot.keys.insert(
-                                    values,
-                                    KeyState {
+                                    key,
+                                    Box::new(KeyState {
                                         window: Window::new(
                                             width,
                                             self.settings.max_events_per_key,
                                         ),
-                                        ..ks
-                                    },
+                                        ..*ks
+                                    }),
                                 );
                             }
                         }
@@ -446,8 +458,11 @@ impl Engine {
         }
         let mut out = Vec::new();
         for (_, mut slot) in old {
-            for ks in slot.keys.values_mut() {
-                if let Some(alert) = ks.tracker.observe(&slot.policy, &ks.labels, None, now) {
+            for (key, ks) in slot.keys.iter_mut() {
+                let Some(tracker) = ks.tracker.as_mut() else {
+                    continue;
+                };
+                if let Some(alert) = tracker.observe(&slot.policy, &key.labels(), None, now) {
                     out.push(Transition {
                         alert,
                         notify: Some(slot.rule.spec().notify.clone()).filter(|n| !n.is_empty()),
@@ -496,17 +511,15 @@ impl Engine {
                 stats,
                 dirty,
             } = slot;
-            for ks in keys.values_mut() {
+            for (key, ks) in keys.iter_mut() {
                 let expired = ks.window.expire(now);
-                if expired || ks.tracker.is_active() {
-                    if let Some(t) = evaluate_key(rule, policy, stats, dirty, ks, now) {
+                if expired || ks.is_active() {
+                    if let Some(t) = evaluate_key(rule, policy, stats, dirty, key, ks, now) {
                         out.push(t);
                     }
                 }
             }
-            keys.retain(|_, ks| {
-                !(ks.window.is_empty() && !ks.tracker.is_active() && ks.state.is_empty())
-            });
+            keys.retain(|_, ks| !(ks.window.is_empty() && !ks.is_active() && ks.state.is_empty()));
         }
         // Deterministic order for replay output.
         out.sort_by(|a, b| {
@@ -520,15 +533,16 @@ fn evaluate_key(
     rule: &Rule,
     policy: &Policy,
     stats: &mut RuleStats,
-    dirty: &mut HashSet<Vec<String>>,
+    dirty: &mut HashSet<Key>,
+    key: &Key,
     ks: &mut KeyState,
     now: i64,
 ) -> Option<Transition> {
-    let phase_before = ks.tracker.phase_name();
+    let phase_before = ks.phase_name();
     let had_state = !ks.state.is_empty();
-    let t = evaluate_inner(rule, policy, stats, ks, now);
-    if t.is_some() || ks.tracker.phase_name() != phase_before || had_state || !ks.state.is_empty() {
-        dirty.insert(ks.key.0.iter().map(|(_, v)| v.clone()).collect());
+    let t = evaluate_inner(rule, policy, stats, key, ks, now);
+    if t.is_some() || ks.phase_name() != phase_before || had_state || !ks.state.is_empty() {
+        dirty.insert(key.clone());
     }
     t
 }
@@ -537,6 +551,7 @@ fn evaluate_inner(
     rule: &Rule,
     policy: &Policy,
     stats: &mut RuleStats,
+    key: &Key,
     ks: &mut KeyState,
     now: i64,
 ) -> Option<Transition> {
@@ -546,7 +561,7 @@ fn evaluate_inner(
     let started = std::time::Instant::now();
     let outcome = rule.check(CheckCtx {
         window: &mut ks.window,
-        key: &ks.key,
+        key,
         state: &mut ks.state,
         now,
     });
@@ -571,15 +586,23 @@ fn evaluate_inner(
             // not evidence that the problem went away.
             stats.errors += 1;
             stats.last_error = Some(e.to_string());
-            tracing::warn!(rule = %rule.name(), key = ?ks.labels, error = %e, "rule check failed");
+            tracing::warn!(rule = %rule.name(), key = %key, error = %e, "rule check failed");
             return None;
         }
     };
-    ks.tracker
-        .observe(policy, &ks.labels, condition.as_ref(), now)
-        .map(|alert| Transition {
-            alert,
-            notify: Some(rule.spec().notify.clone()).filter(|n| !n.is_empty()),
-            at: now,
-        })
+    if condition.is_none() && !ks.is_active() {
+        // Not firing and nothing to resolve: the common case, decided
+        // without building labels or a tracker.
+        return None;
+    }
+    let tracker = ks.tracker.get_or_insert_with(Box::default);
+    let notify = tracker.observe(policy, &key.labels(), condition.as_ref(), now);
+    if !tracker.is_active() {
+        ks.tracker = None;
+    }
+    notify.map(|alert| Transition {
+        alert,
+        notify: Some(rule.spec().notify.clone()).filter(|n| !n.is_empty()),
+        at: now,
+    })
 }

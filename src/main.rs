@@ -184,10 +184,25 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            callwatch::replay::replay(&config, rules, inputs, &mut out).map_err(|e| match e {
-                callwatch::replay::ReplayError::Input(m) => Failure::User(m),
-                other => Failure::Runtime(other.into()),
-            })?;
+            let summary = callwatch::replay::replay(&config, rules, inputs, &mut out).map_err(
+                |e| match e {
+                    callwatch::replay::ReplayError::Input(m) => Failure::User(m),
+                    other => Failure::Runtime(other.into()),
+                },
+            )?;
+            // Script errors were contained (each is logged as it happens);
+            // say once per rule how many there were, so a failing rule is
+            // not mistaken for a quiet one.
+            for (rule, _, stats) in &summary.rules {
+                if stats.errors > 0 {
+                    eprintln!(
+                        "callwatch: rule {rule}: {} script error(s) in {} evaluations; last: {}",
+                        stats.errors,
+                        stats.evaluations,
+                        stats.last_error.as_deref().unwrap_or("?")
+                    );
+                }
+            }
             Ok(())
         }
         Command::NotifyTest { config, receiver } => {

@@ -7,7 +7,7 @@ use std::io::{BufRead, Write};
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::engine::{Engine, EngineSettings, Transition};
+use crate::engine::{Engine, EngineSettings, RuleStats, Transition};
 use crate::ingest::decode;
 use crate::journal::{read_records, JournalError};
 use crate::rules::Rule;
@@ -19,6 +19,23 @@ pub enum ReplayError {
     Input(String),
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
+}
+
+/// What a replay went through, for the caller to report.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReplaySummary {
+    /// Callbacks read.
+    pub callbacks: u64,
+    /// Per rule, in rule order: name, keys tracked at the end, counters
+    /// (evaluations, contained script errors, late events).
+    pub rules: Vec<(String, usize, RuleStats)>,
+}
+
+impl ReplaySummary {
+    /// Script errors of all rules together.
+    pub fn errors(&self) -> u64 {
+        self.rules.iter().map(|(_, _, s)| s.errors).sum()
+    }
 }
 
 /// Engine settings from the config.
@@ -50,13 +67,14 @@ pub fn render(t: &Transition, config: &Config) -> String {
 }
 
 /// Replays `inputs` (name, reader) through `rules`, writing alert lines.
-/// Returns how many callbacks were read.
+/// A rule whose script fails is counted in the summary and leaves the
+/// other rules' output untouched; only bad input stops the replay.
 pub fn replay(
     config: &Config,
     rules: Vec<Arc<Rule>>,
     inputs: Vec<(String, Box<dyn BufRead>)>,
     out: &mut dyn Write,
-) -> Result<u64, ReplayError> {
+) -> Result<ReplaySummary, ReplayError> {
     let mut engine = Engine::new(rules, engine_settings(config));
     let tick = (config.rules.tick.as_secs() as i64).max(1);
     let mut now: Option<i64> = None;
@@ -97,5 +115,8 @@ pub fn replay(
         }
     }
     out.flush()?;
-    Ok(callbacks)
+    Ok(ReplaySummary {
+        callbacks,
+        rules: engine.stats(),
+    })
 }

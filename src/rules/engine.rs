@@ -1,5 +1,6 @@
 //! The one sandboxed Rhai engine the rules of a load share: limits from
-//! `[rules]`, no `import` (every module is refused), no `eval`, strict
+//! `[rules]`, no `import` and no `eval` (both refused when a rule is
+//! compiled, so `check` reports them with their position), strict
 //! variables, `print`/`debug` to tracing with the speaking rule's name, and
 //! the `w`/event API. It runs nothing itself.
 
@@ -47,9 +48,12 @@ pub fn build_engine(cfg: &RulesConfig) -> Engine {
         .set_max_string_size(cfg.max_string_size)
         .set_max_array_size(cfg.max_array_size)
         .set_max_map_size(cfg.max_map_size)
+        // `import` is disabled below; the resolver that finds nothing stays
+        // as a second wall.
         .set_module_resolver(DummyModuleResolver::new())
         .set_strict_variables(true)
         .disable_symbol("eval")
+        .disable_symbol("import")
         .on_print(|text| tracing::info!(rule = %current_rule(), "{text}"))
         .on_debug(
             |text, _source, pos| tracing::debug!(rule = %current_rule(), position = %pos, "{text}"),

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use rhai::{EvalAltResult, ParseError, Position};
+use rhai::{EvalAltResult, LexError, ParseError, ParseErrorType, Position};
 
 /// A problem that keeps a rule from loading.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,14 +60,7 @@ impl RuleError {
 
     pub(crate) fn syntax(path: &Path, e: &ParseError) -> Self {
         let pos = line_col(e.position()).unwrap_or((1, 1));
-        Self::at(
-            path,
-            pos,
-            format!(
-                "syntax error: {}",
-                lowercase_first(&e.err_type().to_string())
-            ),
-        )
+        Self::at(path, pos, syntax_message(e.err_type()))
     }
 
     /// A failure while running the top-level code at load.
@@ -116,6 +109,24 @@ fn describe(mut e: EvalAltResult) -> (Option<(usize, usize)>, String) {
         other => lowercase_first(&other.to_string()),
     };
     (pos, message)
+}
+
+/// The message of a parse error; the sandbox's refused keywords (the
+/// engine disables them, so the parser meets them as reserved words) get
+/// a message saying why rather than "reserved keyword".
+fn syntax_message(t: &ParseErrorType) -> String {
+    let refused = match t {
+        ParseErrorType::Reserved(word) => Some(word.as_str()),
+        ParseErrorType::BadInput(LexError::ImproperSymbol(word, _)) => Some(word.as_str()),
+        _ => None,
+    };
+    match refused {
+        Some("import") => "import is not allowed in rules (rules cannot load modules)".into(),
+        Some("eval") => {
+            "eval is not allowed in rules (rules cannot run code built at run time)".into()
+        }
+        _ => format!("syntax error: {}", lowercase_first(&t.to_string())),
+    }
 }
 
 fn lowercase_first(s: &str) -> String {

@@ -7,4 +7,5 @@ mod delivery;
 mod ingest;
 mod notify;
 mod props;
+mod rules;
 mod shutdown;

@@ -2,7 +2,7 @@
 //! temp state and rules dirs, start/restart/stop on the same state dir,
 //! callbacks and admin calls over real HTTP, and `/metrics` reading.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
@@ -48,14 +48,6 @@ impl Dirs {
     }
 
     /// A rules dir holding a copy of the repository's rule `name`.
-    pub fn with_repo_rule(name: &str) -> Dirs {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("rules")
-            .join(format!("{name}.rhai"));
-        let source = std::fs::read_to_string(&path).expect("repo rule");
-        Dirs::with_rules(&[(name, &source)])
-    }
-
     pub fn state(&self) -> PathBuf {
         self.state.path().to_path_buf()
     }
