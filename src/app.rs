@@ -326,11 +326,12 @@ fn publish_stats(engine: &Engine, metrics: &Metrics, published: &mut HashMap<Str
 /// Commands for the engine thread besides events.
 pub enum EngineCmd {
     /// Swap in a new rule set; `history` refills windows of new and
-    /// edited rules. Replies once the swap is done.
+    /// edited rules. Replies once the swap is done, with the names and
+    /// source digests of the rules it replaced.
     Reload {
         rules: Vec<Arc<Rule>>,
         history: Vec<Event>,
-        reply: oneshot::Sender<()>,
+        reply: oneshot::Sender<Vec<(String, String)>>,
     },
 }
 
@@ -451,11 +452,12 @@ fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
                 },
                 cmd = ctl.recv() => match cmd {
                     Some(EngineCmd::Reload { rules, history, reply }) => {
+                        let before = engine.rule_digests();
                         let out = engine.reload(rules, &history, now_secs());
                         persist(&mut engine);
                         deliver(out);
                         publish(&engine);
-                        let _ = reply.send(());
+                        let _ = reply.send(before);
                     }
                     None => {}
                 },
@@ -714,14 +716,13 @@ impl Reloader {
             })
             .await
             .map_err(|_| vec!["the engine has stopped".to_string()])?;
-        done.await
+        // The rules being replaced come from the engine: the files on disk
+        // already hold the new versions.
+        let old_rules = done
+            .await
             .map_err(|_| vec!["the engine stopped during reload".to_string()])?;
         self.ingest.set_settings(ingest_settings(&config));
         self.dispatcher.set_config(&config);
-        let old_rules: Vec<(String, String)> = match crate::app::load_rules(old) {
-            Ok(r) => digests(&r),
-            Err(_) => Vec::new(),
-        };
         let report = ReloadReport {
             rules: new_digests.iter().map(|(n, _)| n.clone()).collect(),
             changed: new_digests
