@@ -2,3 +2,4 @@
 //! real parts (HTTP servers, an SMTP server, the disk).
 
 mod notify;
+mod service;

@@ -1,0 +1,9 @@
+//! The service as a whole, through the real binary or an in-process
+//! daemon on real sockets: SIGKILL at random points, hot reload, hostile
+//! input and sandbox escapes, admin API auth from another host, overload.
+
+mod crash;
+mod daemon;
+mod reload;
+mod sink;
+mod trace;
