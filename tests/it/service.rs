@@ -4,6 +4,8 @@
 
 mod crash;
 mod daemon;
+mod netns;
+mod overload;
 mod reload;
 mod sink;
 mod trace;

@@ -44,17 +44,18 @@ impl Home {
         home
     }
 
-    /// `[server]` and friends for this home plus `extra`.
+    /// `[server]`, `[rules]` and `[state]` for this home plus `extra`
+    /// (whose `[server]` and `[rules]` keys are merged in).
     pub fn write_config(&self, extra: &str) {
         let p = self.path();
         let (server, rest) = split_section(extra, "server");
+        let (rules, rest) = split_section(&rest, "rules");
         let text = format!(
-            "[server]\nlisten = \"{}\"\n{}\n[rules]\ndir = \"{}\"\n\n[state]\ndir = \"{}\"\n\n{}\n",
+            "[server]\nlisten = \"{}\"\n{server}\n[rules]\ndir = \"{}\"\n{rules}\n\
+             [state]\ndir = \"{}\"\n\n{rest}\n",
             self.addr,
-            server,
             p.join("rules").display(),
             p.join("data").display(),
-            rest,
         );
         std::fs::write(self.config_path(), text).expect("write config");
     }
