@@ -427,6 +427,7 @@ fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
     ready.store(true, Ordering::Release);
     rt.block_on(async move {
         let mut last_publish = Instant::now();
+        let mut ctl_open = true;
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -450,7 +451,7 @@ fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
                     }
                     None => break,
                 },
-                cmd = ctl.recv() => match cmd {
+                cmd = ctl.recv(), if ctl_open => match cmd {
                     Some(EngineCmd::Reload { rules, history, reply }) => {
                         let before = engine.rule_digests();
                         let out = engine.reload(rules, &history, now_secs());
@@ -459,7 +460,9 @@ fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
                         publish(&engine);
                         let _ = reply.send(before);
                     }
-                    None => {}
+                    // No reloads any more; a closed channel must not
+                    // keep waking the loop.
+                    None => ctl_open = false,
                 },
                 _ = ticker.tick() => {
                     let out = engine.on_tick(now_secs());
@@ -487,6 +490,7 @@ impl Daemon {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let Daemon {
             ingest,
+            reloader,
             stop,
             server,
             engine,
@@ -512,9 +516,11 @@ impl Daemon {
             );
             server.abort();
         }
-        // The server's filters held clones of the ingest handle; once the
-        // last one goes the engine channel closes and the engine drains.
+        // The server's filters and the reloader held clones of the ingest
+        // handle; once the last one goes the engine channel closes and the
+        // engine drains.
         drop(ingest);
+        drop(reloader);
         let joined = tokio::task::spawn_blocking(move || engine.join()).await;
         if !matches!(joined, Ok(Ok(()))) {
             tracing::error!("engine thread panicked");
@@ -557,8 +563,12 @@ pub async fn run(
     });
     let watcher = tokio::spawn(watch_rules(rules_dir, daemon.reloader.clone()));
     shutdown.await;
+    // Both tasks hold the reloader, which holds the engine's queue open:
+    // they must be gone before the engine can drain and stop.
     on_hup.abort();
     watcher.abort();
+    let _ = on_hup.await;
+    let _ = watcher.await;
     tracing::info!("shutting down");
     daemon.shutdown().await
 }
