@@ -4,8 +4,10 @@
 
 mod crash;
 mod daemon;
+mod hostile;
 mod netns;
 mod overload;
 mod reload;
+mod sandbox;
 mod sink;
 mod trace;

@@ -45,14 +45,15 @@ impl Home {
     }
 
     /// `[server]`, `[rules]` and `[state]` for this home plus `extra`
-    /// (whose `[server]` and `[rules]` keys are merged in).
+    /// (whose keys in those sections are merged in).
     pub fn write_config(&self, extra: &str) {
         let p = self.path();
         let (server, rest) = split_section(extra, "server");
         let (rules, rest) = split_section(&rest, "rules");
+        let (state, rest) = split_section(&rest, "state");
         let text = format!(
             "[server]\nlisten = \"{}\"\n{server}\n[rules]\ndir = \"{}\"\n{rules}\n\
-             [state]\ndir = \"{}\"\n\n{rest}\n",
+             [state]\ndir = \"{}\"\n{state}\n{rest}\n",
             self.addr,
             p.join("rules").display(),
             p.join("data").display(),
@@ -226,6 +227,16 @@ pub fn example_rules(names: &[&str]) -> Vec<(String, String)> {
             (n.to_string(), source)
         })
         .collect()
+}
+
+/// GETs `url` and parses the JSON answer.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    reqwest::get(url)
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON answer")
 }
 
 /// Writes `lines` to `path`, one per line.

@@ -8,9 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-use super::daemon::{Home, Proc};
+use super::daemon::{get_json, Home, Proc};
 use super::reload::now_secs;
 
 /// Spins until the operation limit stops it: every evaluation costs the
@@ -104,12 +102,7 @@ async fn flood_gets_503_bounded_memory_and_every_200_processed() {
     // Drain, then every 200 has been evaluated by the slow rule once.
     let deadline = Instant::now() + Duration::from_secs(60);
     let evaluations = loop {
-        let rules: Value = reqwest::get(home.url("/api/v1/rules"))
-            .await
-            .expect("rules")
-            .json()
-            .await
-            .expect("rules json");
+        let rules = get_json(&home.url("/api/v1/rules")).await;
         let n = rules["rules"][0]["evaluations"].as_u64().unwrap_or(0);
         if n >= ok || Instant::now() > deadline {
             break n;

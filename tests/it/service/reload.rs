@@ -222,4 +222,17 @@ async fn reload_by_api_and_sighup() {
         daemon.child.try_wait().expect("wait").is_none(),
         "no restart"
     );
+
+    // After reloads (which share the engine's queue) SIGTERM still drains
+    // and exits 0.
+    daemon.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = daemon.child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "SIGTERM did not stop the daemon");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status}");
 }
