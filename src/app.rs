@@ -356,11 +356,12 @@ fn publish_stats(
 /// Commands for the engine thread besides events.
 pub enum EngineCmd {
     /// Swap in a new rule set; `history` refills windows of new and
-    /// edited rules. Replies once the swap is done.
+    /// edited rules. Replies once the swap is done, with the names and
+    /// source digests of the rules it replaced.
     Reload {
         rules: Vec<Arc<Rule>>,
         history: Vec<Event>,
-        reply: oneshot::Sender<()>,
+        reply: oneshot::Sender<Vec<(String, String)>>,
     },
 }
 
@@ -456,6 +457,7 @@ fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
         let mut last_publish = Instant::now();
         let mut close = std::pin::pin!(close);
         let mut closing = false;
+        let mut ctl_open = true;
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -486,15 +488,18 @@ fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
                     closing = true;
                     rx.close();
                 }
-                cmd = ctl.recv() => match cmd {
+                cmd = ctl.recv(), if ctl_open => match cmd {
                     Some(EngineCmd::Reload { rules, history, reply }) => {
+                        let before = engine.rule_digests();
                         let out = engine.reload(rules, &history, now_secs());
                         persist(&mut engine);
                         deliver(out);
                         publish(&engine);
-                        let _ = reply.send(());
+                        let _ = reply.send(before);
                     }
-                    None => {}
+                    // No reloads any more; a closed channel must not
+                    // keep waking the loop.
+                    None => ctl_open = false,
                 },
                 _ = ticker.tick() => {
                     let out = engine.on_tick(now_secs());
@@ -522,6 +527,7 @@ impl Daemon {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let Daemon {
             ingest,
+            reloader,
             stop,
             server,
             engine,
@@ -553,6 +559,7 @@ impl Daemon {
         // processes them all before it stops.
         let _ = close_engine.send(());
         drop(ingest);
+        drop(reloader);
         let joined = tokio::task::spawn_blocking(move || engine.join()).await;
         if !matches!(joined, Ok(Ok(()))) {
             tracing::error!("engine thread panicked");
@@ -596,8 +603,12 @@ pub async fn run(
     });
     let watcher = tokio::spawn(watch_rules(rules_dir, daemon.reloader.clone()));
     shutdown.await;
+    // Both tasks hold the reloader, which holds the engine's queue open:
+    // they must be gone before the engine can drain and stop.
     on_hup.abort();
     watcher.abort();
+    let _ = on_hup.await;
+    let _ = watcher.await;
     tracing::info!("shutting down");
     daemon.shutdown().await
 }
@@ -783,14 +794,13 @@ impl Reloader {
             })
             .await
             .map_err(|_| vec!["the engine has stopped".to_string()])?;
-        done.await
+        // The rules being replaced come from the engine: the files on disk
+        // already hold the new versions.
+        let old_rules = done
+            .await
             .map_err(|_| vec!["the engine stopped during reload".to_string()])?;
         self.ingest.set_settings(ingest_settings(&config));
         self.dispatcher.set_config(&config);
-        let old_rules: Vec<(String, String)> = match crate::app::load_rules(old) {
-            Ok(r) => digests(&r),
-            Err(_) => Vec::new(),
-        };
         let report = ReloadReport {
             rules: new_digests.iter().map(|(n, _)| n.clone()).collect(),
             changed: new_digests

@@ -490,6 +490,19 @@ impl Engine {
         out
     }
 
+    /// Rule names and source digests, in order.
+    pub fn rule_digests(&self) -> Vec<(String, String)> {
+        self.slots
+            .iter()
+            .map(|s| {
+                (
+                    s.rule.name().to_string(),
+                    s.rule.source_digest().to_string(),
+                )
+            })
+            .collect()
+    }
+
     /// Evaluates every key now (after windows were rebuilt on start).
     pub fn evaluate_all(&mut self, now: i64) -> Vec<Transition> {
         let mut out = Vec::new();

@@ -84,6 +84,23 @@ pub enum DecodeError {
     },
     #[error("field {0}: required")]
     Missing(String),
+    #[error("body nested deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+}
+
+/// Deepest nesting of arrays and objects accepted in a body. Real
+/// callbacks nest three or four levels; the journal line wraps the body in
+/// one more, and must stay well inside serde_json's read limit (128) or
+/// the callback could not be read back after a restart.
+pub const MAX_DEPTH: usize = 64;
+
+/// Nesting depth of a JSON value (a scalar is 0).
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 impl DecodeError {
@@ -170,6 +187,9 @@ pub fn decode_bytes(
 ) -> Result<(Value, Decoded), DecodeError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+    if depth(&value) > MAX_DEPTH {
+        return Err(DecodeError::TooDeep);
+    }
     let decoded = decode(query, &value, received_at_ms)?;
     Ok((value, decoded))
 }
@@ -664,6 +684,30 @@ mod tests {
         assert_eq!(d.events[0].event, "call_interrupted");
         assert_eq!(d.events[0].call_result, "interrupt");
         assert_eq!(d.events[0].event_time, 9);
+    }
+
+    #[test]
+    fn bodies_too_deep_to_read_back_are_refused() {
+        let nested = |n: usize| {
+            format!(
+                "{{\"UserId\":\"a\",\"x\":{}1{}}}",
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        let q = a_query("caller_start_call");
+        assert!(decode_bytes(&q, nested(MAX_DEPTH - 1).as_bytes(), 0).is_ok());
+        let err = decode_bytes(&q, nested(MAX_DEPTH).as_bytes(), 0).map(|_| ());
+        assert!(matches!(err, Err(DecodeError::TooDeep)), "{err:?}");
+        // Why: what is accepted must parse again inside a journal line.
+        let (body, _) = decode_bytes(&q, nested(MAX_DEPTH - 1).as_bytes(), 0).expect("ok");
+        let line = crate::journal::Record {
+            received_at: Some(0),
+            query: q,
+            body,
+        }
+        .to_line();
+        assert!(serde_json::from_slice::<crate::journal::Record>(&line).is_ok());
     }
 
     #[test]

@@ -274,7 +274,18 @@ impl Ingest {
                     return r;
                 }
                 tracing::debug!(status = f.status.as_u16(), error = %f.message, "callback refused");
-                reply_json(f.status, &failure_body(f.status, &f.message))
+                let mut r = reply_json(f.status, &failure_body(f.status, &f.message));
+                if f.status == StatusCode::PAYLOAD_TOO_LARGE {
+                    // The rest of the body is never read, so the server
+                    // drops the connection after this reply; saying so
+                    // keeps keep-alive clients from sending their next
+                    // request into a closed socket.
+                    r.headers_mut().insert(
+                        warp::http::header::CONNECTION,
+                        warp::http::HeaderValue::from_static("close"),
+                    );
+                }
+                r
             }
         }
     }

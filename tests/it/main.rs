@@ -8,4 +8,5 @@ mod ingest;
 mod notify;
 mod props;
 mod rules;
+mod service;
 mod shutdown;

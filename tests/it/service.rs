@@ -1,0 +1,13 @@
+//! The service as a whole, through the real binary or an in-process
+//! daemon on real sockets: SIGKILL at random points, hot reload, hostile
+//! input and sandbox escapes, admin API auth from another host, overload.
+
+mod crash;
+mod daemon;
+mod hostile;
+mod netns;
+mod overload;
+mod reload;
+mod sandbox;
+mod sink;
+mod trace;
