@@ -118,8 +118,10 @@ impl RuleSlot {
         Some(key)
     }
 
-    /// Evaluates every key of the rule now.
-    fn evaluate_all(&mut self, now: i64, out: &mut Vec<Transition>) {
+    /// Expires every key's window and evaluates the keys: all of them, or
+    /// (`tick_only`) those whose window lost events or whose alert is
+    /// active.
+    fn evaluate_keys(&mut self, now: i64, tick_only: bool, out: &mut Vec<Transition>) {
         let RuleSlot {
             rule,
             policy,
@@ -128,7 +130,10 @@ impl RuleSlot {
             dirty,
         } = self;
         for (key, ks) in keys.iter_mut() {
-            ks.window.expire(now);
+            let expired = ks.window.expire(now);
+            if tick_only && !expired && !ks.is_active() {
+                continue;
+            }
             if let Some(t) = evaluate_key(rule, policy, stats, dirty, key, ks, now) {
                 out.push(t);
             }
@@ -485,7 +490,7 @@ impl Engine {
                     max_events,
                 );
             }
-            slot.evaluate_all(now, &mut out);
+            slot.evaluate_keys(now, false, &mut out);
         }
         out
     }
@@ -507,7 +512,7 @@ impl Engine {
     pub fn evaluate_all(&mut self, now: i64) -> Vec<Transition> {
         let mut out = Vec::new();
         for slot in &mut self.slots {
-            slot.evaluate_all(now, &mut out);
+            slot.evaluate_keys(now, false, &mut out);
         }
         out
     }
@@ -517,22 +522,9 @@ impl Engine {
     pub fn on_tick(&mut self, now: i64) -> Vec<Transition> {
         let mut out = Vec::new();
         for slot in &mut self.slots {
-            let RuleSlot {
-                rule,
-                policy,
-                keys,
-                stats,
-                dirty,
-            } = slot;
-            for (key, ks) in keys.iter_mut() {
-                let expired = ks.window.expire(now);
-                if expired || ks.is_active() {
-                    if let Some(t) = evaluate_key(rule, policy, stats, dirty, key, ks, now) {
-                        out.push(t);
-                    }
-                }
-            }
-            keys.retain(|_, ks| !(ks.window.is_empty() && !ks.is_active() && ks.state.is_empty()));
+            slot.evaluate_keys(now, true, &mut out);
+            slot.keys
+                .retain(|_, ks| !(ks.window.is_empty() && !ks.is_active() && ks.state.is_empty()));
         }
         // Deterministic order for replay output.
         out.sort_by(|a, b| {
