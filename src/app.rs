@@ -193,28 +193,13 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
             prune_stopped,
         ));
         // The server already answers (/readyz 503, /callback 503) while
-        // the journal is read back; callbacks are accepted once the dedup
-        // set is whole, and the engine catches up from the queue.
-        let t = Instant::now();
-        let (records, history) = {
-            let ingest = ingest.clone();
-            let state_dir = config.state.dir.clone();
-            let horizon = ingest::now_ms() - (engine.max_window_secs() + 60) * 1000;
-            let dedup_cutoff = ingest::now_ms() - dedup_ms;
-            tokio::task::spawn_blocking(move || {
-                recover_journal(&state_dir, &ingest, dedup_cutoff, horizon)
-            })
-            .await
-            .context("journal recovery task")?
-            .with_context(|| format!("reading journal in {}", config.state.dir.display()))?
-        };
-        ingest.set_accepting();
-        tracing::info!(
-            records,
-            recent_events = history.len(),
-            elapsed_ms = t.elapsed().as_millis() as u64,
-            "journal read"
-        );
+        // the journal is read back. The engine thread starts first and
+        // rebuilds windows from events as the reader streams them, so
+        // reading and rebuilding overlap on two cores. Callbacks are
+        // accepted once the dedup set is whole; the engine catches up
+        // from the queue after the history.
+        let (history_tx, history_rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(64);
+        let horizon = ingest::now_ms() - (engine.max_window_secs() + 60) * 1000;
         let metrics = metrics.clone();
         let ready = ready.clone();
         let tick = config.rules.tick;
@@ -228,7 +213,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
                 let task = EngineTask {
                     engine,
                     restored,
-                    history,
+                    history: history_rx,
                     rx: engine_rx,
                     close: engine_closed,
                     ctl: ctl_rx,
@@ -241,6 +226,25 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
                 run_engine(task, deliver)
             })
             .context("spawning the engine thread")?;
+        let t = Instant::now();
+        let (records, recent) = {
+            let ingest = ingest.clone();
+            let state_dir = config.state.dir.clone();
+            let dedup_cutoff = ingest::now_ms() - dedup_ms;
+            tokio::task::spawn_blocking(move || {
+                recover_journal(&state_dir, &ingest, dedup_cutoff, horizon, history_tx)
+            })
+            .await
+            .context("journal recovery task")?
+            .with_context(|| format!("reading journal in {}", config.state.dir.display()))?
+        };
+        ingest.set_accepting();
+        tracing::info!(
+            records,
+            recent_events = recent,
+            elapsed_ms = t.elapsed().as_millis() as u64,
+            "journal read"
+        );
         (thread, prune_task)
     };
     tracing::info!(%addr, "callwatch listening");
@@ -369,8 +373,9 @@ struct EngineTask {
     engine: Engine,
     /// Alert states and `w.state` saved by the previous run.
     restored: Vec<KeyRecord>,
-    /// Journaled events recent enough to matter for some window.
-    history: Vec<Event>,
+    /// Journaled events recent enough to matter for some window, in
+    /// batches as the journal is read; closed when reading is done.
+    history: std::sync::mpsc::Receiver<Vec<Event>>,
     rx: mpsc::Receiver<Accepted>,
     /// Shutdown: close the queue (new callbacks get a 503), drain it, stop.
     close: oneshot::Receiver<()>,
@@ -438,9 +443,11 @@ fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
     let now = now_secs();
     let t = Instant::now();
     let mut rebuilt = 0usize;
-    for e in history {
-        engine.on_event(e, now, false);
-        rebuilt += 1;
+    for batch in history {
+        for e in batch {
+            engine.on_event(e, now, false);
+            rebuilt += 1;
+        }
     }
     let first = engine.evaluate_all(now);
     persist(&mut engine);
@@ -614,15 +621,19 @@ pub async fn run(
 }
 
 /// Reads the journal once on start: deliveries within the dedup window
-/// refill the dedup set, and events newer than `horizon_ms` are returned
-/// to refill the windows. Returns (records read, recent events).
+/// refill the dedup set, and events newer than `horizon_ms` go to the
+/// engine in batches to refill the windows. Returns (records read, recent
+/// events sent).
 fn recover_journal(
     state_dir: &std::path::Path,
     ingest: &Ingest,
     dedup_cutoff_ms: i64,
     horizon_ms: i64,
-) -> std::io::Result<(u64, Vec<Event>)> {
-    let mut events = Vec::new();
+    history: std::sync::mpsc::SyncSender<Vec<Event>>,
+) -> std::io::Result<(u64, u64)> {
+    const BATCH: usize = 4096;
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut sent = 0u64;
     let n = journal::for_each_record(state_dir, |r| {
         let received = r.received_at.unwrap_or(0);
         if received < dedup_cutoff_ms && received < horizon_ms {
@@ -635,10 +646,18 @@ fn recover_journal(
             ingest.remember(&d, &r.query, received);
         }
         if received >= horizon_ms {
-            events.extend(d.events);
+            sent += d.events.len() as u64;
+            batch.extend(d.events);
+            if batch.len() >= BATCH {
+                // A stopped engine thread only means nobody needs history.
+                let _ = history.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
+            }
         }
     })?;
-    Ok((n, events))
+    if !batch.is_empty() {
+        let _ = history.send(batch);
+    }
+    Ok((n, sent))
 }
 
 /// Where the running config came from, for reloads.
