@@ -13,6 +13,19 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize};
 
+/// The top-level sections, which environment variables may address.
+const SECTIONS: &[&str] = &[
+    "server",
+    "apps",
+    "rules",
+    "state",
+    "alerting",
+    "smtp",
+    "receivers",
+    "routes",
+    "log",
+];
+
 /// Where the config file is looked for when `-c` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "config/callwatch.toml";
 
@@ -528,6 +541,14 @@ impl Config {
             let Some(rest) = k.strip_prefix("CALLWATCH_") else {
                 continue;
             };
+            // Config variables name a section (`CALLWATCH_SMTP__PASSWORD`,
+            // or a whole section such as `CALLWATCH_APPS`). Other
+            // `CALLWATCH_*` variables (test switches, wrapper scripts) are
+            // not config and must not be rejected as unknown keys.
+            let section = rest.split("__").next().unwrap_or("").to_ascii_lowercase();
+            if !SECTIONS.contains(&section.as_str()) {
+                continue;
+            }
             let value = v
                 .parse::<figment::value::Value>()
                 .unwrap_or_else(|_| figment::value::Value::from(v.clone()));
@@ -715,6 +736,8 @@ mod tests {
                 ("CALLWATCH_SMTP__PASSWORD", "12345"),
                 ("CALLWATCH_SERVER__LISTEN", "127.0.0.1:9999"),
                 ("CALLWATCH_RULES__TICK", "5s"),
+                // Not config: no such section, so it is left alone.
+                ("CALLWATCH_REQUIRE_SMTP", "1"),
             ],
         )
         .expect("load");
@@ -747,6 +770,12 @@ default_receivers = ["ops"]
         assert!(err.to_string().contains("routes[0].receivers"), "{err}");
         let err = load_str("[[receivers]]\nname = \"x\"\ntype = \"pager\"\n", &[]).unwrap_err();
         assert!(err.to_string().contains("pager"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_inside_a_section_from_env_is_named() {
+        let err = load_str("", &[("CALLWATCH_SERVER__LISTN", "x")]).unwrap_err();
+        assert!(err.to_string().contains("listn"), "{err}");
     }
 
     #[test]
