@@ -187,11 +187,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
     let (close_engine, engine_closed) = oneshot::channel::<()>();
     let (engine, prune_task) = {
         let engine = Engine::new(rules, crate::replay::engine_settings(&config));
-        let prune_task = tokio::spawn(prune_journal(
-            journal.clone(),
-            retention_ms(engine.max_window_secs(), &config),
-            prune_stopped,
-        ));
+        let retention = retention_ms(engine.max_window_secs(), &config);
         // The server already answers (/readyz 503, /callback 503) while
         // the journal is read back. The engine thread starts first and
         // rebuilds windows from events as the reader streams them, so
@@ -239,6 +235,9 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
             .with_context(|| format!("reading journal in {}", config.state.dir.display()))?
         };
         ingest.set_accepting();
+        // Pruning starts only after the journal was read back: it must not
+        // delete a segment the reader listed but has not opened yet.
+        let prune_task = tokio::spawn(prune_journal(journal.clone(), retention, prune_stopped));
         tracing::info!(
             records,
             recent_events = recent,

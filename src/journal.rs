@@ -459,7 +459,13 @@ pub fn for_each_record(state_dir: &Path, mut f: impl FnMut(Record)) -> io::Resul
     let mut n = 0;
     for seg in segments(&journal_dir(state_dir))? {
         let name = seg.display().to_string();
-        let reader = BufReader::with_capacity(1 << 20, File::open(&seg)?);
+        let file = match File::open(&seg) {
+            Ok(f) => f,
+            // Pruned between listing and opening: nothing in it was needed.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let reader = BufReader::with_capacity(1 << 20, file);
         for r in read_records(&name, reader) {
             match r {
                 Ok((_, rec)) => {
