@@ -128,6 +128,13 @@ impl Dispatcher {
             }
         }
         drop(grouper);
+        // Groups already due (group_wait = 0, or an interval that has
+        // passed) go to the durable outbox right here, on the caller's
+        // thread, rather than after the dispatcher task wakes: the alert
+        // state was just saved as firing, and the shorter the time until
+        // its notification is saved too, the smaller the window in which a
+        // crash could lose it.
+        self.flush(now);
         self.wake.notify_one();
     }
 
