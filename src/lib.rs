@@ -13,6 +13,7 @@
 //! - [`engine`]: windows per rule and key, check scheduling, alert states (pure).
 //! - [`alert`]: the alert object and its state machine (pure).
 //! - [`store`]: SQLite store for the outbox, silences and persisted state.
+//! - [`reload`]: hot reload of config and rules, all-or-nothing.
 //! - [`replay`]: offline evaluation of recorded callbacks in event time.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`api`]: health, readiness, metrics and admin endpoints.
@@ -30,6 +31,7 @@ pub mod ingest;
 pub mod journal;
 pub mod metrics;
 pub mod notify;
+pub mod reload;
 pub mod replay;
 pub mod rules;
 pub mod store;
