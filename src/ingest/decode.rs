@@ -348,7 +348,8 @@ pub fn snake_case(s: &str) -> String {
     out
 }
 
-const A_FIELDS: &[&str] = &[
+/// The known body fields of family A (everything else goes to `extra`).
+pub const A_FIELDS: &[&str] = &[
     "UserId",
     "RoomId",
     "TotalNum",
