@@ -451,8 +451,8 @@ fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
     }
     let first = engine.evaluate_all(now);
     persist(&mut engine);
-    deliver(first);
     publish(&engine);
+    deliver(first);
     tracing::info!(
         events = rebuilt,
         alert_states = restored_count,
@@ -481,8 +481,10 @@ fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
                         // and at most twice a second otherwise.
                         if !out.is_empty() || last_publish.elapsed().as_millis() > 500 {
                             persist(&mut engine);
-                            deliver(out);
+                            // The API shows an alert before its
+                            // notification can arrive anywhere.
                             publish(&engine);
+                            deliver(out);
                             last_publish = Instant::now();
                         }
                     }
@@ -500,8 +502,8 @@ fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
                         let before = engine.rule_digests();
                         let out = engine.reload(rules, &history, now_secs());
                         persist(&mut engine);
-                        deliver(out);
                         publish(&engine);
+                        deliver(out);
                         let _ = reply.send(before);
                     }
                     // No reloads any more; a closed channel must not
@@ -511,9 +513,9 @@ fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
                 _ = ticker.tick() => {
                     let out = engine.on_tick(now_secs());
                     persist(&mut engine);
+                    publish(&engine);
                     deliver(out);
                     publish_stats(&mut engine, &metrics, &mut published);
-                    publish(&engine);
                     last_publish = Instant::now();
                 }
             }
