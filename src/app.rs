@@ -26,7 +26,7 @@ use crate::ingest::dedup::Dedup;
 use crate::ingest::{self, Accepted, Ingest, IngestSettings};
 use crate::journal::{self, Journal};
 use crate::metrics::{Metrics, RuleLabels, StateLabels};
-use crate::notify::dispatch::Dispatcher;
+use crate::notify::dispatch::{Dispatcher, Tracked};
 use crate::notify::outbox::Outbox;
 use crate::notify::Receivers;
 use crate::reload::watch_rules;
@@ -135,6 +135,8 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         outbox.clone(),
         metrics.clone(),
     ));
+    // What the last run decided but had not queued goes first.
+    dispatcher.resume();
     let (notify_stop, notify_stopped) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -200,7 +202,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         let metrics = metrics.clone();
         let ready = ready.clone();
         let tick = config.rules.tick;
-        let deliver = move |ts: Vec<Transition>| dispatcher.submit(ts);
+        let deliver = move |ts: Vec<Tracked>| dispatcher.submit(ts);
         let snapshot = snapshot.clone();
         let engine_store = store.clone();
         let restored = restore_records(&store);
@@ -387,7 +389,7 @@ struct EngineTask {
     snapshot: Arc<RwLock<Snapshot>>,
 }
 
-fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
+fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Tracked>)) {
     let EngineTask {
         mut engine,
         restored,
@@ -419,10 +421,12 @@ fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
         }
     };
     let mut published = HashMap::new();
-    // Alert states are written before the notification they cause is
-    // handed on, so a crash can lose a notification but never repeat one
-    // for an alert the store already knows is firing.
-    let persist = |engine: &mut Engine| {
+    // Alert states and the transitions they cause are saved in one
+    // commit before the transitions are handed on: the transitions stay
+    // pending in the store until their notifications are in the outbox,
+    // so a crash at any point neither loses a notification nor (since the
+    // store knows the alert is firing) repeats one.
+    let persist = |engine: &mut Engine, out: Vec<Transition>| -> Vec<Tracked> {
         let changes: Vec<(String, Option<String>)> = engine
             .take_dirty()
             .into_iter()
@@ -431,10 +435,19 @@ fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
                 Persist::Delete(id) => (id, None),
             })
             .collect();
+        let bodies: Vec<String> = out
+            .iter()
+            .map(|t| serde_json::to_string(t).unwrap_or_default())
+            .collect();
         let store = store.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = store.apply_kv(KEYS_SPACE, &changes) {
-            tracing::error!(error = %e, "cannot persist alert states");
-        }
+        let ids = match store.apply_kv_pending(KEYS_SPACE, &changes, &bodies) {
+            Ok(ids) => ids.into_iter().map(Some).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot persist alert states");
+                vec![None; out.len()]
+            }
+        };
+        ids.into_iter().zip(out).collect()
     };
     let restored_count = restored.len();
     for r in restored {
@@ -450,7 +463,7 @@ fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
         }
     }
     let first = engine.evaluate_all(now);
-    persist(&mut engine);
+    let first = persist(&mut engine, first);
     publish(&engine);
     deliver(first);
     tracing::info!(
@@ -480,7 +493,7 @@ fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
                         // The API view is refreshed on every alert change
                         // and at most twice a second otherwise.
                         if !out.is_empty() || last_publish.elapsed().as_millis() > 500 {
-                            persist(&mut engine);
+                            let out = persist(&mut engine, out);
                             // The API shows an alert before its
                             // notification can arrive anywhere.
                             publish(&engine);
@@ -501,7 +514,7 @@ fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
                     Some(EngineCmd::Reload { rules, history, reply }) => {
                         let before = engine.rule_digests();
                         let out = engine.reload(rules, &history, now_secs());
-                        persist(&mut engine);
+                        let out = persist(&mut engine, out);
                         publish(&engine);
                         deliver(out);
                         let _ = reply.send(before);
@@ -512,7 +525,7 @@ fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Transition>)) {
                 },
                 _ = ticker.tick() => {
                     let out = engine.on_tick(now_secs());
-                    persist(&mut engine);
+                    let out = persist(&mut engine, out);
                     publish(&engine);
                     deliver(out);
                     publish_stats(&mut engine, &metrics, &mut published);

@@ -28,7 +28,8 @@ pub struct RuleStats {
 const MAX_DURATIONS: usize = 4096;
 
 /// An alert that must be notified, with where the rule wants it to go.
-#[derive(Debug, Clone, PartialEq)]
+/// Serialisable: it waits in the store until its notification is queued.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Transition {
     pub alert: Alert,
     /// The rule's `notify` list, which bypasses routes.

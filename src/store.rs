@@ -1,5 +1,6 @@
 //! The embedded store (SQLite, `state.dir/callwatch.db`): the notification
-//! outbox and silences today; alert states and rule `w.state` share it.
+//! outbox, silences, alert states and rule `w.state`, and the alert
+//! transitions decided but not yet in the outbox (`pending`).
 //! Every write is one transaction, so a crash leaves either the old or the
 //! new row, never half of one. It knows nothing about HTTP or receivers.
 
@@ -122,6 +123,15 @@ impl Store {
                 key TEXT NOT NULL,
                 value TEXT NOT NULL,
                 PRIMARY KEY (space, key)
+            );
+            CREATE TABLE IF NOT EXISTS pending (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                body TEXT NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS pending_done (
+                id INTEGER NOT NULL,
+                receiver TEXT NOT NULL,
+                PRIMARY KEY (id, receiver)
             );",
         )
         .map_err(sql("create tables"))?;
@@ -130,14 +140,80 @@ impl Store {
 
     /// Persists a notification before its first attempt. Returns its id.
     pub fn enqueue(&self, receiver: &str, payload: &str, now_ms: i64) -> Result<i64, StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO outbox (receiver, payload, created_at, next_attempt_at)
-                 VALUES (?1, ?2, ?3, ?3)",
-                params![receiver, payload, now_ms],
+        self.enqueue_releasing(receiver, payload, now_ms, &[], &[])
+    }
+
+    /// Persists a notification and, in the same transaction, marks the
+    /// pending transitions it carries as delivered to `receiver`: `done`
+    /// are still owed to other receivers, `finished` are owed to nobody
+    /// any more and are deleted. After a crash either the notification is
+    /// queued and the transitions are off the books for this receiver, or
+    /// neither.
+    pub fn enqueue_releasing(
+        &self,
+        receiver: &str,
+        payload: &str,
+        now_ms: i64,
+        done: &[i64],
+        finished: &[i64],
+    ) -> Result<i64, StoreError> {
+        let tx = self.conn.unchecked_transaction().map_err(sql("begin"))?;
+        tx.execute(
+            "INSERT INTO outbox (receiver, payload, created_at, next_attempt_at)
+             VALUES (?1, ?2, ?3, ?3)",
+            params![receiver, payload, now_ms],
+        )
+        .map_err(sql("enqueue"))?;
+        let id = tx.last_insert_rowid();
+        for p in done {
+            tx.execute(
+                "INSERT OR IGNORE INTO pending_done (id, receiver) VALUES (?1, ?2)",
+                params![p, receiver],
             )
             .map_err(sql("enqueue"))?;
-        Ok(self.conn.last_insert_rowid())
+        }
+        delete_pending(&tx, finished)?;
+        tx.commit().map_err(sql("commit"))?;
+        Ok(id)
+    }
+
+    /// Forgets pending transitions that no receiver is owed (silenced,
+    /// routed nowhere).
+    pub fn release_pending(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.unchecked_transaction().map_err(sql("begin"))?;
+        delete_pending(&tx, ids)?;
+        tx.commit().map_err(sql("commit"))
+    }
+
+    /// Every pending transition, oldest first: (id, body, receivers it
+    /// already reached).
+    pub fn pending(&self) -> Result<Vec<(i64, String, Vec<String>)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, body FROM pending ORDER BY id")
+            .map_err(sql("read pending"))?;
+        let rows: Vec<(i64, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(sql("read pending"))?
+            .collect::<Result<_, _>>()
+            .map_err(sql("read pending"))?;
+        let mut done = self
+            .conn
+            .prepare_cached("SELECT receiver FROM pending_done WHERE id = ?1 ORDER BY receiver")
+            .map_err(sql("read pending"))?;
+        rows.into_iter()
+            .map(|(id, body)| {
+                let reached = done
+                    .query_map(params![id], |r| r.get(0))
+                    .map_err(sql("read pending"))?
+                    .collect::<Result<_, _>>()
+                    .map_err(sql("read pending"))?;
+                Ok((id, body, reached))
+            })
+            .collect()
     }
 
     /// Notifications of `receiver` due at `now_ms`, oldest first.
@@ -274,10 +350,30 @@ impl Store {
         space: &str,
         changes: &[(String, Option<String>)],
     ) -> Result<(), StoreError> {
-        if changes.is_empty() {
-            return Ok(());
+        self.apply_kv_pending(space, changes, &[]).map(|_| ())
+    }
+
+    /// [`Store::apply_kv`], and in the same transaction records `pending`
+    /// transitions (serialised) that must still reach the outbox. Returns
+    /// their ids, in order. Saving an alert as firing and saving that its
+    /// notification is owed is one commit, so a crash between the two
+    /// cannot lose the notification.
+    pub fn apply_kv_pending(
+        &self,
+        space: &str,
+        changes: &[(String, Option<String>)],
+        pending: &[String],
+    ) -> Result<Vec<i64>, StoreError> {
+        if changes.is_empty() && pending.is_empty() {
+            return Ok(Vec::new());
         }
         let tx = self.conn.unchecked_transaction().map_err(sql("begin"))?;
+        let mut ids = Vec::with_capacity(pending.len());
+        for body in pending {
+            tx.execute("INSERT INTO pending (body) VALUES (?1)", params![body])
+                .map_err(sql("save pending"))?;
+            ids.push(tx.last_insert_rowid());
+        }
         for (key, value) in changes {
             match value {
                 Some(v) => tx.execute(
@@ -291,7 +387,8 @@ impl Store {
             }
             .map_err(sql("apply kv"))?;
         }
-        tx.commit().map_err(sql("commit"))
+        tx.commit().map_err(sql("commit"))?;
+        Ok(ids)
     }
 
     /// Every (key, value) of a space.
@@ -305,6 +402,16 @@ impl Store {
             .map_err(sql("read kv"))?;
         rows.collect::<Result<_, _>>().map_err(sql("read kv"))
     }
+}
+
+fn delete_pending(tx: &rusqlite::Transaction<'_>, ids: &[i64]) -> Result<(), StoreError> {
+    for p in ids {
+        tx.execute("DELETE FROM pending WHERE id = ?1", params![p])
+            .map_err(sql("release pending"))?;
+        tx.execute("DELETE FROM pending_done WHERE id = ?1", params![p])
+            .map_err(sql("release pending"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -357,5 +464,33 @@ mod tests {
         assert_eq!(s.kv("state").expect("kv"), vec![("k".into(), "v".into())]);
         s.put_kv("state", "k", None).expect("delete");
         assert!(s.kv("state").expect("kv").is_empty());
+    }
+
+    #[test]
+    fn pending_transitions_leave_with_their_notifications() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ids = {
+            let s = Store::open(dir.path()).expect("open");
+            let ids = s
+                .apply_kv_pending(
+                    "keys",
+                    &[("r/k".into(), Some("firing".into()))],
+                    &["t1".into(), "t2".into()],
+                )
+                .expect("save");
+            // t1 reached `ops` but is still owed to `mail`; t2 is done.
+            s.enqueue_releasing("ops", "{}", 1, &[ids[0]], &[ids[1]])
+                .expect("enqueue");
+            ids
+        };
+        let s = Store::open(dir.path()).expect("reopen");
+        assert_eq!(s.kv("keys").expect("kv").len(), 1);
+        assert_eq!(s.outbox_len().expect("len"), 1);
+        assert_eq!(
+            s.pending().expect("pending"),
+            vec![(ids[0], "t1".to_string(), vec!["ops".to_string()])]
+        );
+        s.release_pending(&[ids[0]]).expect("release");
+        assert!(s.pending().expect("pending").is_empty());
     }
 }

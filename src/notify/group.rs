@@ -60,6 +60,8 @@ struct Group {
     due_at: Option<SystemTime>,
     /// When the last notification went out.
     last_sent: Option<SystemTime>,
+    /// Store ids of the pending transitions the next notification carries.
+    pending: Vec<i64>,
 }
 
 /// Alerts waiting to go out together; see the module docs for the timing.
@@ -88,6 +90,19 @@ impl Grouper {
     /// Adds or updates `alert` in its group for `receiver` and schedules a
     /// notification of the group.
     pub fn submit(&mut self, receiver: &str, alert: Alert, now: SystemTime) {
+        self.submit_tracked(receiver, alert, now, None);
+    }
+
+    /// [`Grouper::submit`] for a transition saved in the store as pending
+    /// under `id`: [`Grouper::due_tracked`] hands the id back with the
+    /// notification that carries it.
+    pub fn submit_tracked(
+        &mut self,
+        receiver: &str,
+        alert: Alert,
+        now: SystemTime,
+        id: Option<i64>,
+    ) {
         let labels = self
             .settings
             .group_by
@@ -101,7 +116,9 @@ impl Grouper {
                 alerts: BTreeMap::new(),
                 due_at: None,
                 last_sent: None,
+                pending: Vec::new(),
             });
+        group.pending.extend(id);
         group.alerts.insert(alert.fingerprint.clone(), alert);
         if group.due_at.is_none() {
             group.due_at = Some(match group.last_sent {
@@ -114,6 +131,11 @@ impl Grouper {
     /// The notifications due at `now`, in group order. Each group sent is
     /// marked sent at `now`; its resolved alerts leave it.
     pub fn due(&mut self, now: SystemTime) -> Vec<Notification> {
+        self.due_tracked(now).into_iter().map(|(n, _)| n).collect()
+    }
+
+    /// [`Grouper::due`], each notification with the pending ids it carries.
+    pub fn due_tracked(&mut self, now: SystemTime) -> Vec<(Notification, Vec<i64>)> {
         let mut out = Vec::new();
         for ((receiver, labels), group) in &mut self.groups {
             let resend = self.resend.get(receiver).copied();
@@ -123,7 +145,10 @@ impl Grouper {
             let mut alerts: Vec<Alert> = group.alerts.values().cloned().collect();
             alerts
                 .sort_by(|a, b| (a.starts_at, &a.fingerprint).cmp(&(b.starts_at, &b.fingerprint)));
-            out.push(Notification::new(receiver.clone(), alerts, labels.clone()));
+            out.push((
+                Notification::new(receiver.clone(), alerts, labels.clone()),
+                std::mem::take(&mut group.pending),
+            ));
             group
                 .alerts
                 .retain(|_, a| a.status != AlertStatus::Resolved);

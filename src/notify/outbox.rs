@@ -65,13 +65,24 @@ impl Outbox {
 
     /// Persists a notification; it is delivered by the receiver's worker.
     pub fn enqueue(&self, n: &Notification) -> Result<(), StoreError> {
+        self.enqueue_releasing(n, &[], &[])
+    }
+
+    /// [`Outbox::enqueue`], releasing in the same transaction the pending
+    /// transitions `n` carries (see [`Store::enqueue_releasing`]).
+    pub fn enqueue_releasing(
+        &self,
+        n: &Notification,
+        done: &[i64],
+        finished: &[i64],
+    ) -> Result<(), StoreError> {
         let payload = serde_json::to_string(n).map_err(|source| StoreError::Json {
             op: "enqueue",
             source,
         })?;
         {
             let store = lock(&self.store);
-            store.enqueue(&n.receiver, &payload, now_ms())?;
+            store.enqueue_releasing(&n.receiver, &payload, now_ms(), done, finished)?;
             self.metrics
                 .outbox_size
                 .set(store.outbox_len().unwrap_or(0) as i64);
