@@ -33,9 +33,14 @@ use callwatch::config::{Config, RulesConfig};
 use callwatch::engine::Engine;
 use callwatch::event::Event;
 use callwatch::ingest::decode;
-use callwatch::journal::read_records;
+use callwatch::ingest::line::decode_line;
+use callwatch::journal::{each_line, read_records};
 use callwatch::replay::{engine_settings, replay};
 use callwatch::rules::{load_dir, load_source, Rule};
+
+// The allocator the `callwatch` binary uses, so the numbers are its.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     // `cargo bench` passes `--bench`; flags are not ours.
@@ -68,7 +73,7 @@ fn usage() -> ! {
     std::process::exit(2)
 }
 
-fn reader(data: &Arc<Vec<u8>>) -> Box<dyn BufRead> {
+fn reader(data: &Arc<Vec<u8>>) -> Box<dyn BufRead + Send> {
     Box::new(Cursor::new(ArcBytes(data.clone())))
 }
 
@@ -81,8 +86,23 @@ impl AsRef<[u8]> for ArcBytes {
     }
 }
 
-/// Parse-only: every line read and decoded into events, nothing else.
+/// Parse-only: every line read and decoded into events the way replay
+/// does (`each_line` + `decode_line`), nothing else.
 fn parse_only(data: &Arc<Vec<u8>>) -> (u64, u64) {
+    let (mut callbacks, mut events) = (0, 0);
+    each_line(reader(data), |_, line| {
+        let decoded = decode_line(line).unwrap_or_else(|e| panic!("bad line: {e}"));
+        callbacks += 1;
+        events += decoded.decoded.events.len() as u64;
+        Ok::<_, std::io::Error>(())
+    })
+    .unwrap_or_else(|e| panic!("reading trace: {e}"));
+    (callbacks, events)
+}
+
+/// The general path for comparison: each line parsed into a `Record`
+/// (`serde_json::Value` body), then decoded.
+fn parse_via_value(data: &Arc<Vec<u8>>) -> (u64, u64) {
     let (mut callbacks, mut events) = (0, 0);
     for item in read_records("trace", reader(data)) {
         let (_, record) = item.unwrap_or_else(|e| panic!("bad trace: {e}"));
@@ -118,6 +138,10 @@ fn throughput(trace: &PathBuf, rules_dir: PathBuf) {
     let parse_secs = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
+    assert_eq!(parse_via_value(&data), (callbacks, events));
+    let value_secs = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
     let mut out = std::io::sink();
     let summary = replay(
         &config,
@@ -133,6 +157,10 @@ fn throughput(trace: &PathBuf, rules_dir: PathBuf) {
     let replay_rate = callbacks as f64 / replay_secs;
     println!("callbacks {callbacks}, events {events}");
     println!("parse-only  {parse_secs:>7.2} s  {parse_rate:>10.0} callbacks/s");
+    println!(
+        "  (via Value {value_secs:>7.2} s  {:>10.0} callbacks/s)",
+        callbacks as f64 / value_secs
+    );
     println!("replay      {replay_secs:>7.2} s  {replay_rate:>10.0} callbacks/s");
     println!(
         "replay / parse-only = {:.0} %",

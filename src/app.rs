@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::engine::{Engine, KeyRecord, Persist, RuleStats, Snapshot, Transition};
 use crate::event::Event;
 use crate::ingest::dedup::Dedup;
+use crate::ingest::line::decode_line;
 use crate::ingest::{self, Accepted, Ingest, IngestSettings};
 use crate::journal::{self, Journal};
 use crate::metrics::{Metrics, RuleLabels, StateLabels};
@@ -649,16 +650,20 @@ fn recover_journal(
     const BATCH: usize = 4096;
     let mut batch = Vec::with_capacity(BATCH);
     let mut sent = 0u64;
-    let n = journal::for_each_record(state_dir, |r| {
-        let received = r.received_at.unwrap_or(0);
+    let n = journal::for_each_line(state_dir, |path, line_no, line| {
+        let (received, d) = match decode_line(line) {
+            Ok(l) => (l.received_at.unwrap_or(0), l.decoded),
+            // A torn tail after a power cut: never acknowledged.
+            Err(e) => {
+                tracing::warn!(path, line = line_no, error = %e, "skipping unreadable journal line");
+                return;
+            }
+        };
         if received < dedup_cutoff_ms && received < horizon_ms {
             return;
         }
-        let Ok(d) = crate::ingest::decode::decode(&r.query, &r.body, received) else {
-            return;
-        };
         if received >= dedup_cutoff_ms {
-            ingest.remember(&d, &r.query, received);
+            ingest.remember(&d, received);
         }
         if received >= horizon_ms {
             sent += d.events.len() as u64;

@@ -420,6 +420,28 @@ impl Journal {
     }
 }
 
+/// Calls `f(line_no, line)` for every non-blank line of `reader` (1-based
+/// numbers, without the newline), reusing one buffer: recovery and replay
+/// read millions of lines.
+pub fn each_line<R: BufRead, E: From<io::Error>>(
+    mut reader: R,
+    mut f: impl FnMut(usize, &[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut line_no = 0;
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf)? == 0 {
+            return Ok(());
+        }
+        line_no += 1;
+        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            f(line_no, line)?;
+        }
+    }
+}
+
 /// Reads recorded callbacks from a reader, one per line; blank lines are
 /// skipped and a bad line is an error naming `name:line`.
 pub fn read_records<R: BufRead + 'static>(
@@ -451,11 +473,10 @@ pub fn read_records<R: BufRead + 'static>(
         })
 }
 
-/// Streams every record of the journal under `state_dir` to `f`, oldest
-/// segment first, without holding them all in memory. Unreadable lines (a
-/// torn tail after a power cut) are logged and skipped: they were never
-/// acknowledged. Returns how many records were read.
-pub fn for_each_record(state_dir: &Path, mut f: impl FnMut(Record)) -> io::Result<u64> {
+/// Streams every line of the journal under `state_dir` to `f(path,
+/// line_no, line)`, oldest segment first, without holding them in memory.
+/// Returns how many lines were read.
+pub fn for_each_line(state_dir: &Path, mut f: impl FnMut(&str, usize, &[u8])) -> io::Result<u64> {
     let mut n = 0;
     for seg in segments(&journal_dir(state_dir))? {
         let name = seg.display().to_string();
@@ -465,18 +486,29 @@ pub fn for_each_record(state_dir: &Path, mut f: impl FnMut(Record)) -> io::Resul
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        let reader = BufReader::with_capacity(1 << 20, file);
-        for r in read_records(&name, reader) {
-            match r {
-                Ok((_, rec)) => {
-                    n += 1;
-                    f(rec);
-                }
-                Err(e) => tracing::warn!(error = %e, "skipping unreadable journal line"),
-            }
-        }
+        each_line(BufReader::with_capacity(1 << 20, file), |line_no, line| {
+            n += 1;
+            f(&name, line_no, line);
+            Ok::<_, io::Error>(())
+        })?;
     }
     Ok(n)
+}
+
+/// Streams every record of the journal under `state_dir` to `f`, oldest
+/// segment first. Unreadable lines (a torn tail after a power cut) are
+/// logged and skipped: they were never acknowledged. Returns how many
+/// lines were read.
+pub fn for_each_record(state_dir: &Path, mut f: impl FnMut(Record)) -> io::Result<u64> {
+    for_each_line(
+        state_dir,
+        |name, line_no, line| match serde_json::from_slice::<Record>(line) {
+            Ok(r) => f(r),
+            Err(e) => {
+                tracing::warn!(path = name, line = line_no, error = %e, "skipping unreadable journal line")
+            }
+        },
+    )
 }
 
 /// Reads every record of the journal under `state_dir`, oldest segment

@@ -175,10 +175,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             let rules = callwatch::app::load_rules(&config)
                 .map_err(|errs| Failure::User(errs.join("\n")))?;
-            let mut inputs: Vec<(String, Box<dyn std::io::BufRead>)> = Vec::new();
+            let mut inputs: Vec<(String, Box<dyn std::io::BufRead + Send>)> = Vec::new();
             for f in &files {
                 if f.as_os_str() == "-" {
-                    inputs.push(("<stdin>".into(), Box::new(std::io::stdin().lock())));
+                    // `Stdin` rather than its lock: the input is read on another thread.
+                    inputs.push((
+                        "<stdin>".into(),
+                        Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin())),
+                    ));
                 } else {
                     let file = std::fs::File::open(f)
                         .map_err(|e| Failure::User(format!("{}: {e}", f.display())))?;

@@ -190,15 +190,14 @@ impl Reloader {
 fn recent_events(state_dir: &std::path::Path, max_window_secs: i64) -> std::io::Result<Vec<Event>> {
     let horizon = ingest::now_ms() - (max_window_secs + 60) * 1000;
     let mut out = Vec::new();
-    for r in journal::read_journal(state_dir)? {
-        let received = r.received_at.unwrap_or(0);
-        if received < horizon {
-            continue;
+    journal::for_each_line(state_dir, |_, _, line| {
+        // Unreadable lines were skipped (and logged) at recovery already.
+        if let Ok(l) = crate::ingest::line::decode_line(line) {
+            if l.received_at.unwrap_or(0) >= horizon {
+                out.extend(l.decoded.events);
+            }
         }
-        if let Ok(d) = crate::ingest::decode::decode(&r.query, &r.body, received) {
-            out.extend(d.events);
-        }
-    }
+    })?;
     Ok(out)
 }
 

@@ -5,7 +5,7 @@
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::decode::{query_param, Query};
+use super::decode::{query_text as text, Query};
 use crate::config::AppConfig;
 
 /// Why a callback was refused before its body was looked at.
@@ -23,13 +23,6 @@ pub fn sign(token: &str, request_time: &str) -> String {
     h.update(token.as_bytes());
     h.update(request_time.as_bytes());
     hex::encode(h.finalize())
-}
-
-fn text(query: &Query, names: &[&str]) -> Option<String> {
-    query_param(query, names).map(|v| match v {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    })
 }
 
 /// Checks 2 and 3 of SPEC §2. Returns the app's SDKAppID.

@@ -4,7 +4,7 @@
 //! always give the same events, which is what lets `replay` re-read the
 //! journal. Authentication and size checks live in `ingest::auth`/`routes`.
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 
 use crate::event::Event;
 
@@ -120,50 +120,121 @@ pub struct Decoded {
     pub command: String,
     /// Whether the command is one SPEC §2 lists (others are still accepted).
     pub known_command: bool,
+    /// The query's SDKAppID, 0 if it has none (only possible off-line).
+    pub sdkappid: u64,
     pub events: Vec<Event>,
 }
 
+/// One member of a JSON object, as the field readers see it.
+#[derive(Debug, Clone, Copy)]
+pub enum Member<'v> {
+    Null,
+    Str(&'v str),
+    Num(&'v Number),
+    Bool(bool),
+    /// An array or object.
+    Other(&'v Value),
+}
+
+impl<'v> From<&'v Value> for Member<'v> {
+    fn from(v: &'v Value) -> Member<'v> {
+        match v {
+            Value::Null => Member::Null,
+            Value::String(s) => Member::Str(s),
+            Value::Number(n) => Member::Num(n),
+            Value::Bool(b) => Member::Bool(*b),
+            other => Member::Other(other),
+        }
+    }
+}
+
+impl Member<'_> {
+    /// The value as text: strings as they are, anything else as JSON.
+    pub fn to_text(self) -> Option<String> {
+        match self {
+            Member::Null => None,
+            Member::Str(s) => Some(s.to_string()),
+            Member::Num(n) => Some(n.to_string()),
+            Member::Bool(b) => Some(b.to_string()),
+            Member::Other(v) => Some(v.to_string()),
+        }
+    }
+}
+
+/// A JSON object the decoders read: a parsed [`Map`], or the members of
+/// a journal line borrowed in one pass (`ingest::line`), so both decode
+/// through the same field readers and cannot disagree.
+pub trait Object {
+    /// The member named `key` (the last one, if the name repeats).
+    fn member(&self, key: &str) -> Option<Member<'_>>;
+    /// Every member, in order.
+    fn members(&self) -> impl Iterator<Item = (&str, Member<'_>)>;
+    /// The members not named in `known`, as they would parse into a
+    /// [`Map`] (a repeated name keeps its first place and last value).
+    fn extra(&self, known: &[&str]) -> Map<String, Value>;
+}
+
+impl Object for Map<String, Value> {
+    fn member(&self, key: &str) -> Option<Member<'_>> {
+        self.get(key).map(Member::from)
+    }
+
+    fn members(&self) -> impl Iterator<Item = (&str, Member<'_>)> {
+        self.iter().map(|(k, v)| (k.as_str(), Member::from(v)))
+    }
+
+    fn extra(&self, known: &[&str]) -> Map<String, Value> {
+        self.iter()
+            .filter(|(k, _)| !known.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
 /// Looks up a query parameter under any of its documented spellings.
-pub fn query_param<'a>(query: &'a Query, names: &[&str]) -> Option<&'a Value> {
-    names.iter().find_map(|n| query.get(*n)).or_else(|| {
+pub fn query_param<'q>(query: &'q impl Object, names: &[&str]) -> Option<Member<'q>> {
+    names.iter().find_map(|n| query.member(n)).or_else(|| {
         // Tencent's docs are inconsistent about case; accept any.
         query
-            .iter()
+            .members()
             .find(|(k, _)| names.iter().any(|n| k.eq_ignore_ascii_case(n)))
             .map(|(_, v)| v)
     })
 }
 
-fn query_text(query: &Query, names: &[&str]) -> Option<String> {
-    match query_param(query, names)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Null => None,
-        other => Some(other.to_string()),
-    }
+/// A query parameter as text (see [`Member::to_text`]).
+pub fn query_text(query: &impl Object, names: &[&str]) -> Option<String> {
+    query_param(query, names)?.to_text()
 }
 
 /// The SDKAppID of a callback, if present and numeric.
-pub fn sdkappid(query: &Query) -> Result<u64, String> {
+pub fn sdkappid(query: &impl Object) -> Result<u64, String> {
     match query_param(query, &["sdkappid", "SdkAppid", "SDKAppID"]) {
         None => Err("missing sdkappid".into()),
-        Some(Value::Number(n)) => n
+        Some(Member::Num(n)) => n
             .as_u64()
             .ok_or_else(|| format!("sdkappid {n} is not valid")),
-        Some(Value::String(s)) => s
+        Some(Member::Str(s)) => s
             .trim()
             .parse()
             .map_err(|_| format!("sdkappid {s:?} is not a number")),
-        Some(other) => Err(format!("sdkappid {other} is not a number")),
+        Some(other) => Err(format!(
+            "sdkappid {} is not a number",
+            other.to_text().unwrap_or_else(|| "null".into())
+        )),
     }
 }
 
 /// Which family a callback belongs to and its command, from query and body.
-pub fn family_and_command(query: &Query, body: &Value) -> Result<(Family, String), DecodeError> {
-    let b_cmd = query_text(query, &["CallbackCommand"]).or_else(|| {
-        body.get("CallbackCommand")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    });
+pub fn family_and_command(
+    query: &impl Object,
+    body: &impl Object,
+) -> Result<(Family, String), DecodeError> {
+    let b_cmd =
+        query_text(query, &["CallbackCommand"]).or_else(|| match body.member("CallbackCommand") {
+            Some(Member::Str(s)) => Some(s.to_string()),
+            _ => None,
+        });
     if let Some(cmd) = b_cmd {
         let canonical = FAMILY_B_COMMANDS
             .iter()
@@ -197,35 +268,63 @@ pub fn decode_bytes(
 /// Decodes one callback whose body is already parsed.
 pub fn decode(query: &Query, body: &Value, received_at_ms: i64) -> Result<Decoded, DecodeError> {
     let obj = body.as_object().ok_or(DecodeError::NotObject)?;
-    let (family, command) = family_and_command(query, body)?;
-    let base = Event {
-        sdkappid: sdkappid(query).unwrap_or(0),
-        command: command.clone(),
-        platform: query_text(query, &["optplatform", "OptPlatform"]),
-        client_ip: query_text(query, &["clientip", "ClientIP"]),
-        ..Event::default()
-    };
-    let (known_command, events) = match family {
-        Family::A => decode_a(obj, base, &command, received_at_ms)?,
-        Family::B => decode_b(obj, base, &command, received_at_ms)?,
-    };
+    let (family, command) = family_and_command(query, obj)?;
+    match family {
+        Family::A => decode_family_a(query, obj, command, received_at_ms),
+        Family::B => {
+            let base = base_event(query, &command);
+            let sdkappid = base.sdkappid;
+            let (known_command, events) = decode_b(obj, base, &command, received_at_ms)?;
+            Ok(Decoded {
+                family,
+                command,
+                known_command,
+                sdkappid,
+                events,
+            })
+        }
+    }
+}
+
+/// Decodes a family A callback (whose `command` was already found).
+pub fn decode_family_a(
+    query: &impl Object,
+    body: &impl Object,
+    command: String,
+    received_at_ms: i64,
+) -> Result<Decoded, DecodeError> {
+    let base = base_event(query, &command);
+    let sdkappid = base.sdkappid;
+    let (known_command, events) = decode_a(body, base, &command, received_at_ms)?;
     Ok(Decoded {
-        family,
+        family: Family::A,
         command,
         known_command,
+        sdkappid,
         events,
     })
 }
 
+/// The fields every event of a callback takes from its query.
+fn base_event(query: &impl Object, command: &str) -> Event {
+    Event {
+        sdkappid: sdkappid(query).unwrap_or(0),
+        command: command.to_string(),
+        platform: query_text(query, &["optplatform", "OptPlatform"]),
+        client_ip: query_text(query, &["clientip", "ClientIP"]),
+        ..Event::default()
+    }
+}
+
 // ---- field readers: every one names the field it rejects ----
 
-struct Fields<'a> {
-    obj: &'a Map<String, Value>,
+struct Fields<'a, O: ?Sized> {
+    obj: &'a O,
     prefix: &'static str,
 }
 
-impl<'a> Fields<'a> {
-    fn new(obj: &'a Map<String, Value>, prefix: &'static str) -> Self {
+impl<'a, O: Object + ?Sized> Fields<'a, O> {
+    fn new(obj: &'a O, prefix: &'static str) -> Self {
         Fields { obj, prefix }
     }
 
@@ -233,16 +332,16 @@ impl<'a> Fields<'a> {
         format!("{}{key}", self.prefix)
     }
 
-    fn get(&self, key: &str) -> Option<&'a Value> {
-        self.obj.get(key).filter(|v| !v.is_null())
+    fn get(&self, key: &str) -> Option<Member<'a>> {
+        self.obj.member(key).filter(|v| !matches!(v, Member::Null))
     }
 
     /// A string; numbers are accepted (Tencent sends accounts as either).
     fn id(&self, key: &str) -> Result<Option<String>, DecodeError> {
         match self.get(key) {
             None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(Member::Str(s)) => Ok(Some(s.to_string())),
+            Some(Member::Num(n)) => Ok(Some(n.to_string())),
             Some(_) => Err(DecodeError::wrong(self.name(key), "a string or number")),
         }
     }
@@ -251,7 +350,7 @@ impl<'a> Fields<'a> {
     fn lower(&self, key: &str) -> Result<Option<String>, DecodeError> {
         match self.get(key) {
             None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.trim().to_ascii_lowercase())),
+            Some(Member::Str(s)) => Ok(Some(s.trim().to_ascii_lowercase())),
             Some(_) => Err(DecodeError::wrong(self.name(key), "a string")),
         }
     }
@@ -260,7 +359,7 @@ impl<'a> Fields<'a> {
     fn snake(&self, key: &str) -> Result<Option<String>, DecodeError> {
         match self.get(key) {
             None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(snake_case(s))),
+            Some(Member::Str(s)) => Ok(Some(snake_case(s))),
             Some(_) => Err(DecodeError::wrong(self.name(key), "a string")),
         }
     }
@@ -270,15 +369,15 @@ impl<'a> Fields<'a> {
         let bad = || DecodeError::wrong(self.name(key), "an integer");
         match self.get(key) {
             None => Ok(None),
-            Some(Value::Number(n)) => match n.as_i64() {
+            Some(Member::Num(n)) => match n.as_i64() {
                 Some(i) => Ok(Some(i)),
                 None => match n.as_f64() {
                     Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
                     _ => Err(bad()),
                 },
             },
-            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-            Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| bad()),
+            Some(Member::Str(s)) if s.trim().is_empty() => Ok(None),
+            Some(Member::Str(s)) => s.trim().parse().map(Some).map_err(|_| bad()),
             Some(_) => Err(bad()),
         }
     }
@@ -288,10 +387,19 @@ impl<'a> Fields<'a> {
         Ok(self.int(key)?.map(to_seconds).filter(|t| *t > 0))
     }
 
+    /// Body fields not in `known`, kept for rules as `extra`.
+    fn extra(&self, known: &[&str]) -> Map<String, Value> {
+        self.obj.extra(known)
+    }
+}
+
+/// Nested members, which only family B has (and which therefore only
+/// parsed maps need).
+impl<'a> Fields<'a, Map<String, Value>> {
     fn array(&self, key: &str) -> Result<&'a [Value], DecodeError> {
         match self.get(key) {
             None => Ok(&[]),
-            Some(Value::Array(a)) => Ok(a),
+            Some(Member::Other(Value::Array(a))) => Ok(a),
             Some(_) => Err(DecodeError::wrong(self.name(key), "an array")),
         }
     }
@@ -299,18 +407,9 @@ impl<'a> Fields<'a> {
     fn object(&self, key: &str) -> Result<Option<&'a Map<String, Value>>, DecodeError> {
         match self.get(key) {
             None => Ok(None),
-            Some(Value::Object(o)) => Ok(Some(o)),
+            Some(Member::Other(Value::Object(o))) => Ok(Some(o)),
             Some(_) => Err(DecodeError::wrong(self.name(key), "an object")),
         }
-    }
-
-    /// Body fields not in `known`, kept for rules as `extra`.
-    fn extra(&self, known: &[&str]) -> Map<String, Value> {
-        self.obj
-            .iter()
-            .filter(|(k, _)| !known.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
     }
 }
 
@@ -365,10 +464,10 @@ pub const A_FIELDS: &[&str] = &[
     "EndTs",
 ];
 
-fn call_type_a(f: &Fields<'_>) -> Result<Option<String>, DecodeError> {
+fn call_type_a(f: &Fields<'_, impl Object + ?Sized>) -> Result<Option<String>, DecodeError> {
     match f.get("CallType") {
         // Some SDK versions send 1 (one-to-one) / 2 (group).
-        Some(Value::Number(n)) => Ok(match n.as_i64() {
+        Some(Member::Num(n)) => Ok(match n.as_i64() {
             Some(1) => Some("single".into()),
             Some(2) => Some("group".into()),
             _ => Some(n.to_string()),
@@ -382,7 +481,7 @@ fn call_type_a(f: &Fields<'_>) -> Result<Option<String>, DecodeError> {
 }
 
 fn decode_a(
-    obj: &Map<String, Value>,
+    obj: &(impl Object + ?Sized),
     mut e: Event,
     command: &str,
     received_at_ms: i64,
@@ -446,7 +545,10 @@ fn decode_b(
     }
 }
 
-fn decode_start_call(top: &Fields<'_>, base: Event) -> Result<Vec<Event>, DecodeError> {
+fn decode_start_call(
+    top: &Fields<'_, Map<String, Value>>,
+    base: Event,
+) -> Result<Vec<Event>, DecodeError> {
     let info_obj = top.object("CallInfo")?;
     let empty = Map::new();
     let info = Fields::new(info_obj.unwrap_or(&empty), "CallInfo.");
@@ -496,7 +598,10 @@ fn decode_start_call(top: &Fields<'_>, base: Event) -> Result<Vec<Event>, Decode
     Ok(events)
 }
 
-fn decode_end_call(top: &Fields<'_>, base: Event) -> Result<Vec<Event>, DecodeError> {
+fn decode_end_call(
+    top: &Fields<'_, Map<String, Value>>,
+    base: Event,
+) -> Result<Vec<Event>, DecodeError> {
     let rec_obj = top
         .object("CallRecord")?
         .ok_or_else(|| DecodeError::Missing("CallRecord".into()))?;
@@ -569,7 +674,10 @@ fn member_action(action: &str) -> (String, Option<&'static str>) {
     }
 }
 
-fn decode_member_changed(top: &Fields<'_>, base: Event) -> Result<Vec<Event>, DecodeError> {
+fn decode_member_changed(
+    top: &Fields<'_, Map<String, Value>>,
+    base: Event,
+) -> Result<Vec<Event>, DecodeError> {
     let changed = top.array("ChangedUserList")?;
     let all = top.array("UserList")?;
     let mut template = base;
@@ -595,8 +703,8 @@ fn decode_member_changed(top: &Fields<'_>, base: Event) -> Result<Vec<Event>, De
             )
         })?;
         let action = match uf.get("ActionType") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
+            Some(Member::Str(s)) => s.to_string(),
+            Some(Member::Num(n)) => n.to_string(),
             None => {
                 return Err(DecodeError::Missing(format!(
                     "ChangedUserList[{i}].ActionType"

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod decode;
 pub mod dedup;
+pub mod line;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -464,6 +465,7 @@ impl Ingest {
             family,
             command,
             known_command,
+            sdkappid,
             events,
         } = decoded;
         // The durable part runs in its own task: if Tencent gives up on
@@ -509,6 +511,7 @@ impl Ingest {
                 family,
                 command,
                 known_command,
+                sdkappid,
                 events: Vec::new(),
             },
             "accepted",
@@ -516,10 +519,9 @@ impl Ingest {
     }
 
     /// Rebuilds the dedup set from a journaled callback (on start).
-    pub fn remember(&self, decoded: &Decoded, query: &Query, received_at: i64) {
-        let sdkappid = decode::sdkappid(query).unwrap_or(0);
+    pub fn remember(&self, decoded: &Decoded, received_at: i64) {
         if let Ok(mut dedup) = self.dedup.lock() {
-            let key = dedup.key(identity(decoded, sdkappid));
+            let key = dedup.key(identity(decoded, decoded.sdkappid));
             dedup.insert(key, received_at);
         }
     }

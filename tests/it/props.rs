@@ -1,7 +1,8 @@
 //! Property tests of the pure decoding path: no input from outside the
 //! process makes `decode` (or the query and journal parsers) panic, and a
 //! valid callback of either family decodes to the same events whether it
-//! is decoded as received or after a trip through a journal line.
+//! is decoded as received or after a trip through a journal line, where
+//! the one-pass line decoder gives exactly what the general path gives.
 
 use std::io::Cursor;
 
@@ -11,6 +12,7 @@ use serde_json::{Map, Value};
 use callwatch::ingest::decode::{
     decode, decode_bytes, A_FIELDS, CALL_STATUS_COMMANDS, FAMILY_A_COMMANDS, FAMILY_B_COMMANDS,
 };
+use callwatch::ingest::line::{decode_line, LineError};
 use callwatch::ingest::parse_query;
 use callwatch::journal::{read_records, Record};
 
@@ -262,6 +264,11 @@ fn assert_round_trip(query: Map<String, Value>, body: Value, received_at: i64) {
         body,
     };
     let mut line = record.to_line();
+    let fast = decode_line(&line).expect("journal line decodes in one pass");
+    assert_eq!(
+        (fast.received_at, &fast.decoded),
+        (Some(received_at), &direct)
+    );
     line.push(b'\n');
     let back: Vec<_> = read_records("prop.jsonl", Cursor::new(line))
         .map(|r| r.expect("journal line parses").1)
@@ -301,6 +308,20 @@ proptest! {
         let _ = parse_query(&raw);
         for r in read_records("fuzz.jsonl", Cursor::new(line)) {
             let _ = r;
+        }
+    }
+
+    #[test]
+    fn one_pass_line_decoding_agrees_with_the_general_path(
+        q in any_query(), body in prop_oneof![known_fields_any_type(), any_json()], t in any::<i64>()
+    ) {
+        let record = Record { received_at: Some(t), query: q, body };
+        let line = record.to_line();
+        let general = decode(&record.query, &record.body, t);
+        match decode_line(&line) {
+            Ok(fast) => prop_assert_eq!(Ok(fast.decoded), general),
+            Err(LineError::Decode(e)) => prop_assert_eq!(Err(e), general),
+            Err(LineError::Record(e)) => prop_assert!(false, "a written record must parse: {}", e),
         }
     }
 

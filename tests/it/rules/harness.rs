@@ -130,7 +130,7 @@ pub fn replay_in_process(dir: &Path, trace: &[u8]) -> (String, ReplaySummary) {
         .into_iter()
         .map(Arc::new)
         .collect();
-    let input: Box<dyn std::io::BufRead> = Box::new(std::io::Cursor::new(trace.to_vec()));
+    let input: Box<dyn std::io::BufRead + Send> = Box::new(std::io::Cursor::new(trace.to_vec()));
     let mut out = Vec::new();
     let summary =
         replay(&config, rules, vec![("trace".into(), input)], &mut out).expect("replay runs");
