@@ -205,7 +205,7 @@ fn memory(keys: u64, engine_on: bool) {
         sdkappid: 1_400_000_001,
         command: "caller_start_call".into(),
         platform: Some("Android".into()),
-        user_id: Some(format!("u{i:07}")),
+        user_id: Some(compact_str::format_compact!("u{i:07}")),
         role: Some("caller".into()),
         event: "start_call".into(),
         event_time: start + (i / 1000) as i64,

@@ -3,27 +3,34 @@
 //! answer a field by name (for `where`, `distinct`, `sum`...) but nothing
 //! about HTTP, journals or Rhai.
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+/// Text fields are [`CompactString`]s: nearly every value a callback
+/// carries (ids, platforms, event names) fits in its 24 inline bytes, so
+/// an event is one allocation instead of a dozen. Windows hold millions of
+/// events, and decoding them is the hot path of recovery and replay.
+pub type Text = CompactString;
 
 /// One step of one call as seen by one user.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Event {
     pub sdkappid: u64,
-    pub command: String,
-    pub platform: Option<String>,
-    pub client_ip: Option<String>,
-    pub user_id: Option<String>,
-    pub room_id: Option<String>,
+    pub command: Text,
+    pub platform: Option<Text>,
+    pub client_ip: Option<Text>,
+    pub user_id: Option<Text>,
+    pub room_id: Option<Text>,
     pub total_num: Option<i64>,
-    pub media_type: Option<String>,
-    pub call_type: Option<String>,
-    pub call_id: Option<String>,
-    pub role: Option<String>,
+    pub media_type: Option<Text>,
+    pub call_type: Option<Text>,
+    pub call_id: Option<Text>,
+    pub role: Option<Text>,
     /// The step without role prefix, e.g. `not_answer_call`.
-    pub event: String,
+    pub event: Text,
     /// `""` or e.g. `normal_end`.
-    pub call_result: String,
+    pub call_result: Text,
     /// Unix seconds.
     pub event_time: i64,
     pub start_call_ts: Option<i64>,
@@ -87,7 +94,7 @@ pub const FIELDS: &[&str] = &[
     "talk_secs",
 ];
 
-fn text(v: &Option<String>) -> Option<Field<'_>> {
+fn text(v: &Option<Text>) -> Option<Field<'_>> {
     v.as_deref().map(Field::Str)
 }
 

@@ -6,7 +6,9 @@
 
 use serde_json::{Map, Number, Value};
 
-use crate::event::Event;
+use compact_str::ToCompactString;
+
+use crate::event::{Event, Text};
 
 /// The query string of a callback, as name → value (the last value wins).
 pub type Query = Map<String, Value>;
@@ -150,13 +152,13 @@ impl<'v> From<&'v Value> for Member<'v> {
 
 impl Member<'_> {
     /// The value as text: strings as they are, anything else as JSON.
-    pub fn to_text(self) -> Option<String> {
+    pub fn to_text(self) -> Option<Text> {
         match self {
             Member::Null => None,
-            Member::Str(s) => Some(s.to_string()),
-            Member::Num(n) => Some(n.to_string()),
-            Member::Bool(b) => Some(b.to_string()),
-            Member::Other(v) => Some(v.to_string()),
+            Member::Str(s) => Some(s.into()),
+            Member::Num(n) => Some(n.to_compact_string()),
+            Member::Bool(b) => Some(b.to_compact_string()),
+            Member::Other(v) => Some(v.to_compact_string()),
         }
     }
 }
@@ -203,7 +205,7 @@ pub fn query_param<'q>(query: &'q impl Object, names: &[&str]) -> Option<Member<
 }
 
 /// A query parameter as text (see [`Member::to_text`]).
-pub fn query_text(query: &impl Object, names: &[&str]) -> Option<String> {
+pub fn query_text(query: &impl Object, names: &[&str]) -> Option<Text> {
     query_param(query, names)?.to_text()
 }
 
@@ -232,15 +234,14 @@ pub fn family_and_command(
 ) -> Result<(Family, String), DecodeError> {
     let b_cmd =
         query_text(query, &["CallbackCommand"]).or_else(|| match body.member("CallbackCommand") {
-            Some(Member::Str(s)) => Some(s.to_string()),
+            Some(Member::Str(s)) => Some(s.into()),
             _ => None,
         });
     if let Some(cmd) = b_cmd {
         let canonical = FAMILY_B_COMMANDS
             .iter()
             .find(|c| c.eq_ignore_ascii_case(&cmd))
-            .map(|c| c.to_string())
-            .unwrap_or(cmd);
+            .map_or_else(|| cmd.to_string(), |c| c.to_string());
         return Ok((Family::B, canonical));
     }
     match query_text(query, &["command"]) {
@@ -309,7 +310,7 @@ pub fn decode_family_a(
 fn base_event(query: &impl Object, command: &str) -> Event {
     Event {
         sdkappid: sdkappid(query).unwrap_or(0),
-        command: command.to_string(),
+        command: command.into(),
         platform: query_text(query, &["optplatform", "OptPlatform"]),
         client_ip: query_text(query, &["clientip", "ClientIP"]),
         ..Event::default()
@@ -337,26 +338,30 @@ impl<'a, O: Object + ?Sized> Fields<'a, O> {
     }
 
     /// A string; numbers are accepted (Tencent sends accounts as either).
-    fn id(&self, key: &str) -> Result<Option<String>, DecodeError> {
+    fn id(&self, key: &str) -> Result<Option<Text>, DecodeError> {
         match self.get(key) {
             None => Ok(None),
-            Some(Member::Str(s)) => Ok(Some(s.to_string())),
-            Some(Member::Num(n)) => Ok(Some(n.to_string())),
+            Some(Member::Str(s)) => Ok(Some(s.into())),
+            Some(Member::Num(n)) => Ok(Some(n.to_compact_string())),
             Some(_) => Err(DecodeError::wrong(self.name(key), "a string or number")),
         }
     }
 
     /// A string value, lowercased (SPEC §2: values arrive in either case).
-    fn lower(&self, key: &str) -> Result<Option<String>, DecodeError> {
+    fn lower(&self, key: &str) -> Result<Option<Text>, DecodeError> {
         match self.get(key) {
             None => Ok(None),
-            Some(Member::Str(s)) => Ok(Some(s.trim().to_ascii_lowercase())),
+            Some(Member::Str(s)) => {
+                let mut t = Text::from(s.trim());
+                t.make_ascii_lowercase();
+                Ok(Some(t))
+            }
             Some(_) => Err(DecodeError::wrong(self.name(key), "a string")),
         }
     }
 
     /// A string value in snake_case (`NormalEnd` → `normal_end`).
-    fn snake(&self, key: &str) -> Result<Option<String>, DecodeError> {
+    fn snake(&self, key: &str) -> Result<Option<Text>, DecodeError> {
         match self.get(key) {
             None => Ok(None),
             Some(Member::Str(s)) => Ok(Some(snake_case(s))),
@@ -424,8 +429,8 @@ fn to_seconds(t: i64) -> i64 {
 }
 
 /// `NormalEnd` → `normal_end`, `Hang Up` → `hang_up`, `not_answer` stays.
-pub fn snake_case(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 4);
+pub fn snake_case(s: &str) -> Text {
+    let mut out = Text::with_capacity(s.len() + 4);
     let mut prev_lower = false;
     for c in s.trim().chars() {
         if c == ' ' || c == '-' || c == '_' {
@@ -464,13 +469,13 @@ pub const A_FIELDS: &[&str] = &[
     "EndTs",
 ];
 
-fn call_type_a(f: &Fields<'_, impl Object + ?Sized>) -> Result<Option<String>, DecodeError> {
+fn call_type_a(f: &Fields<'_, impl Object + ?Sized>) -> Result<Option<Text>, DecodeError> {
     match f.get("CallType") {
         // Some SDK versions send 1 (one-to-one) / 2 (group).
         Some(Member::Num(n)) => Ok(match n.as_i64() {
             Some(1) => Some("single".into()),
             Some(2) => Some("group".into()),
-            _ => Some(n.to_string()),
+            _ => Some(n.to_compact_string()),
         }),
         _ => Ok(f.lower("CallType")?.map(|t| match t.as_str() {
             "singlecall" | "single_call" => "single".into(),
@@ -511,11 +516,11 @@ fn decode_a(
         _ => (None, command),
     };
     if e.role.is_none() {
-        e.role = prefix_role.map(str::to_string);
+        e.role = prefix_role.map(Text::from);
     }
-    e.event = body_event.unwrap_or_else(|| bare.to_string());
+    e.event = body_event.unwrap_or_else(|| bare.into());
     if status && e.call_result.is_empty() {
-        e.call_result = command.to_string();
+        e.call_result = command.into();
     }
     Ok((known, vec![e]))
 }
@@ -567,7 +572,9 @@ fn decode_start_call(
     template.start_call_ts = Some(template.event_time);
     template.extra = top.extra(&["CallbackCommand", "CallInfo", "UserList", "EventTime"]);
     if let Some(g) = group_id {
-        template.extra.insert("ChatGroupId".into(), Value::from(g));
+        template
+            .extra
+            .insert("ChatGroupId".into(), Value::from(g.as_str()));
     }
     let mut events = Vec::with_capacity(users.len());
     for (i, u) in users.iter().enumerate() {
@@ -653,7 +660,7 @@ fn decode_end_call(
 
 /// Maps a member-change `ActionType` (in any of Tencent's spellings) to an
 /// event name and the changed user's role, when the action implies one.
-fn member_action(action: &str) -> (String, Option<&'static str>) {
+fn member_action(action: &str) -> (Text, Option<&'static str>) {
     let norm: String = action
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())
@@ -721,7 +728,7 @@ fn decode_member_changed(
         let mut e = template.clone();
         e.user_id = user;
         e.event = event;
-        e.role = role.map(str::to_string);
+        e.role = role.map(Text::from);
         if e.event == "call_interrupted" {
             e.call_result = "offline".into();
         }

@@ -149,7 +149,7 @@ impl Rule {
     /// matches `where`, and `filter(e)` (if defined) returns true.
     /// Takes the shared event so `filter` can see it without a copy.
     pub fn accepts(&self, e: &Arc<Event>) -> Result<bool, RunError> {
-        if !self.spec.events.contains(&e.event) || !self.spec.where_matches(e) {
+        if !self.spec.events.iter().any(|n| *n == e.event) || !self.spec.where_matches(e) {
             return Ok(false);
         }
         if !self.has_filter {

@@ -25,7 +25,7 @@ fn ev_num(t: i64, name: &str, total: Option<i64>) -> Arc<Event> {
 }
 
 fn names(w: &Window) -> Vec<String> {
-    w.events().map(|e| e.event.clone()).collect()
+    w.events().map(|e| e.event.to_string()).collect()
 }
 
 #[test]
@@ -251,7 +251,7 @@ fn event_strategy() -> impl Strategy<Value = Arc<Event>> {
                 event: name.into(),
                 event_time: t,
                 total_num: total,
-                user_id: user.map(String::from),
+                user_id: user.map(Into::into),
                 ..Event::default()
             };
             if let Some(s) = score {

@@ -105,9 +105,9 @@ async fn family_a_every_command_is_accepted_and_decoded() {
         assert_eq!(e.sdkappid, 1_400_000_001);
         assert_eq!(e.platform.as_deref(), Some("iOS"));
         assert_eq!(e.client_ip.as_deref(), Some("1.2.3.4"));
-        assert_eq!(e.user_id, Some(format!("user{i}")));
-        assert_eq!(e.room_id, Some(format!("room{i}")));
-        assert_eq!(e.call_id, Some(format!("call-{i}")));
+        assert_eq!(e.user_id, Some(format!("user{i}").into()));
+        assert_eq!(e.room_id, Some(format!("room{i}").into()));
+        assert_eq!(e.call_id, Some(format!("call-{i}").into()));
         assert_eq!(e.media_type.as_deref(), Some("video"));
         assert_eq!(e.call_type.as_deref(), Some("single"));
         assert_eq!(e.total_num, Some(2));
@@ -339,7 +339,7 @@ async fn family_b_end_call_is_one_call_end_event() {
         assert_eq!(e.call_result, want);
         assert_eq!(e.role.as_deref(), Some("caller"));
         assert_eq!(e.user_id.as_deref(), Some("30001"));
-        assert_eq!(e.call_id, Some(format!("e{i}")));
+        assert_eq!(e.call_id, Some(format!("e{i}").into()));
         assert_eq!(
             e.call_type.as_deref(),
             Some(if i == 0 { "group" } else { "single" })
@@ -410,7 +410,7 @@ async fn family_b_member_changed_maps_every_action_spelling() {
         } else {
             (50_000 + i).to_string()
         };
-        assert_eq!(e.user_id, Some(account));
+        assert_eq!(e.user_id, Some(account.into()));
         assert_eq!(e.call_id.as_deref(), Some("mc1"));
         assert_eq!(e.total_num, Some(3));
         assert_eq!(e.event_time, t);
