@@ -97,7 +97,7 @@ pub enum DecodeError {
 pub const MAX_DEPTH: usize = 64;
 
 /// Nesting depth of a JSON value (a scalar is 0).
-fn depth(v: &Value) -> usize {
+pub(crate) fn depth(v: &Value) -> usize {
     match v {
         Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
         Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
@@ -256,14 +256,17 @@ pub fn decode_bytes(
     query: &Query,
     body: &[u8],
     received_at_ms: i64,
-) -> Result<(Value, Decoded), DecodeError> {
+) -> Result<Decoded, DecodeError> {
+    // Family A in one pass; the rest (and every error) the general way.
+    if let Some(done) = super::line::decode_body(query, body, received_at_ms) {
+        return done;
+    }
     let value: Value =
         serde_json::from_slice(body).map_err(|e| DecodeError::NotJson(e.to_string()))?;
     if depth(&value) > MAX_DEPTH {
         return Err(DecodeError::TooDeep);
     }
-    let decoded = decode(query, &value, received_at_ms)?;
-    Ok((value, decoded))
+    decode(query, &value, received_at_ms)
 }
 
 /// Decodes one callback whose body is already parsed.
@@ -816,7 +819,7 @@ mod tests {
         let err = decode_bytes(&q, nested(MAX_DEPTH).as_bytes(), 0).map(|_| ());
         assert!(matches!(err, Err(DecodeError::TooDeep)), "{err:?}");
         // Why: what is accepted must parse again inside a journal line.
-        let (body, _) = decode_bytes(&q, nested(MAX_DEPTH - 1).as_bytes(), 0).expect("ok");
+        let body: Value = serde_json::from_str(&nested(MAX_DEPTH - 1)).expect("valid JSON");
         let line = crate::journal::Record {
             received_at: Some(0),
             query: q,

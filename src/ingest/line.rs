@@ -54,6 +54,34 @@ pub fn decode_line(line: &[u8]) -> Result<DecodedLine, LineError> {
     })
 }
 
+/// Decodes a live callback body in one pass if it is a family A object
+/// within the depth limit; `None` means: take the general path, which
+/// also gives every error its usual wording.
+pub(crate) fn decode_body(
+    query: &decode::Query,
+    body: &[u8],
+    received_at_ms: i64,
+) -> Option<Result<Decoded, DecodeError>> {
+    let members: Members<'_> = serde_json::from_slice(body).ok()?;
+    let deepest = members.0.iter().map(|(_, v)| match v {
+        Raw::Other(v) => decode::depth(v),
+        _ => 0,
+    });
+    if 1 + deepest.max().unwrap_or(0) > decode::MAX_DEPTH {
+        return None;
+    }
+    match decode::family_and_command(query, &members) {
+        Ok((Family::A, command)) => Some(decode::decode_family_a(
+            query,
+            &members,
+            command,
+            received_at_ms,
+        )),
+        Ok((Family::B, _)) => None,
+        Err(e) => Some(Err(e)),
+    }
+}
+
 /// A line whose query and body are objects, read member by member.
 #[derive(Deserialize)]
 struct FastRecord<'a> {

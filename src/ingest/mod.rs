@@ -134,7 +134,7 @@ pub fn parse_query(raw: &str) -> Query {
 /// as received when it is already one line (it parsed as JSON, so the line
 /// stays valid JSON and replays to the same value); otherwise it is
 /// re-serialised compactly so one record stays one line.
-fn journal_line(received_at: i64, query: &Query, raw: &[u8], body: &Value) -> Vec<u8> {
+fn journal_line(received_at: i64, query: &Query, raw: &[u8]) -> Vec<u8> {
     let mut line = Vec::with_capacity(raw.len() + 256);
     line.extend_from_slice(b"{\"received_at\":");
     line.extend_from_slice(received_at.to_string().as_bytes());
@@ -142,8 +142,14 @@ fn journal_line(received_at: i64, query: &Query, raw: &[u8], body: &Value) -> Ve
     // Serialising a map of strings cannot fail.
     let _ = serde_json::to_writer(&mut line, query);
     line.extend_from_slice(b",\"body\":");
-    if raw.iter().any(|b| *b == b'\n' || *b == b'\r') {
-        let _ = serde_json::to_writer(&mut line, body);
+    // A pretty-printed body would break the one-record-per-line format;
+    // it was valid JSON, so it parses again (a rare, slower path).
+    let multiline = raw.iter().any(|b| *b == b'\n' || *b == b'\r');
+    if let Some(body) = multiline
+        .then(|| serde_json::from_slice::<Value>(raw).ok())
+        .flatten()
+    {
+        let _ = serde_json::to_writer(&mut line, &body);
     } else {
         line.extend_from_slice(raw);
     }
@@ -399,7 +405,7 @@ impl Ingest {
             auth::AuthError::Sign(m) => Failure::new(StatusCode::UNAUTHORIZED, "unauthorized", m),
         })?;
         // 4. body
-        let (body, decoded) = decode::decode_bytes(query, &bytes, now)
+        let decoded = decode::decode_bytes(query, &bytes, now)
             .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
 
         // Overload: refuse before anything is made durable, so every 200
@@ -459,8 +465,7 @@ impl Ingest {
             }
         };
 
-        let line = journal_line(now, query, &bytes, &body);
-        drop(body);
+        let line = journal_line(now, query, &bytes);
         let Decoded {
             family,
             command,

@@ -299,6 +299,14 @@ proptest! {
     }
 
     #[test]
+    fn one_pass_body_decoding_agrees_with_the_general_path(
+        q in any_query(), body in prop_oneof![known_fields_any_type(), any_json()], t in any::<i64>()
+    ) {
+        let bytes = serde_json::to_vec(&body).expect("serialise");
+        prop_assert_eq!(decode_bytes(&q, &bytes, t), decode(&q, &body, t));
+    }
+
+    #[test]
     fn decode_bytes_never_panics(q in any_query(), bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         let _ = decode_bytes(&q, &bytes, 0);
     }
