@@ -288,6 +288,15 @@ impl Engine {
     }
 
     /// Per-rule counters and keys tracked, in rule order.
+    /// Where the rule named `name` is in this engine's rule order (0 if
+    /// there is no such rule).
+    pub fn rule_position(&self, name: &str) -> usize {
+        self.slots
+            .iter()
+            .position(|s| s.rule.name() == name)
+            .unwrap_or(0)
+    }
+
     pub fn stats(&self) -> Vec<(String, usize, RuleStats)> {
         self.slots
             .iter()

@@ -135,32 +135,148 @@ enum Batch {
     Failed(ReplayError),
 }
 
-/// Callbacks per batch: large enough that the channel costs nothing per
-/// event, small enough that the two threads overlap from the start.
+/// Callbacks per batch: large enough that the channels cost nothing per
+/// event, small enough that the threads overlap from the start.
 const BATCH: u64 = 1024;
+
+/// A transition with where it goes in the output: the engine call that
+/// produced it (every worker makes the same calls, in the same order) and
+/// its place among that call's transitions in a single engine.
+struct Placed {
+    step: u64,
+    order: (usize, String, String),
+    transition: Transition,
+}
+
+/// One share of the rules, run over the whole event stream: engine time
+/// and ticks follow the events exactly as in a single engine.
+struct Worker {
+    engine: Engine,
+    /// Position of each of this worker's rules among all rules.
+    rule_index: Vec<usize>,
+    tick: i64,
+    now: Option<i64>,
+    next_tick: i64,
+    step: u64,
+}
+
+impl Worker {
+    fn run_batch(&mut self, events: &[Event]) -> Vec<Placed> {
+        let mut out = Vec::new();
+        for event in events {
+            let t = event.event_time;
+            let current = match self.now {
+                None => {
+                    self.next_tick = t + self.tick;
+                    t
+                }
+                Some(n) => n,
+            };
+            // Ticks due before this event happen first, in event time.
+            while self.next_tick <= t {
+                self.step += 1;
+                // A single engine sorts a tick's transitions by rule name
+                // and fingerprint.
+                out.extend(
+                    self.engine
+                        .on_tick(self.next_tick)
+                        .into_iter()
+                        .map(|tr| Placed {
+                            step: self.step,
+                            order: (0, tr.alert.rule.clone(), tr.alert.fingerprint.clone()),
+                            transition: tr,
+                        }),
+                );
+                self.next_tick += self.tick;
+            }
+            let n = current.max(t);
+            self.now = Some(n);
+            self.step += 1;
+            // ...and an event's in rule order.
+            let by_rule = self.engine.on_event(event.clone(), n, true);
+            out.extend(by_rule.into_iter().map(|tr| Placed {
+                step: self.step,
+                order: (
+                    self.rule_index[self.engine.rule_position(&tr.alert.rule)],
+                    String::new(),
+                    String::new(),
+                ),
+                transition: tr,
+            }));
+        }
+        out
+    }
+}
 
 /// Replays `inputs` (name, reader) through `rules`, writing alert lines.
 /// A rule whose script fails is counted in the summary and leaves the
 /// other rules' output untouched; only bad input stops the replay.
 ///
-/// Reading and decoding run on a second thread, ahead of the rules: the
-/// engine still sees every event in input order, so the output is the
-/// same bytes as a single-threaded replay, in about the time of the
-/// slower of the two halves.
+/// The work is spread over the machine's cores: one thread reads and
+/// decodes, and the rules are shared out among engine threads that each
+/// see every event in input order. Rules never see each other's windows,
+/// so each thread's transitions are exactly those a single engine would
+/// give for its rules; they are put back into a single engine's order
+/// before printing, and the output is the same bytes however many threads
+/// ran.
 pub fn replay(
     config: &Config,
     rules: Vec<Arc<Rule>>,
     inputs: Vec<(String, Box<dyn BufRead + Send>)>,
     out: &mut dyn Write,
 ) -> Result<ReplaySummary, ReplayError> {
-    let mut engine = Engine::new(rules, engine_settings(config));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    replay_on(threads, config, rules, inputs, out)
+}
+
+/// [`replay`] with the rules shared out among (at most) `threads` engine
+/// threads.
+pub fn replay_on(
+    threads: usize,
+    config: &Config,
+    rules: Vec<Arc<Rule>>,
+    inputs: Vec<(String, Box<dyn BufRead + Send>)>,
+    out: &mut dyn Write,
+) -> Result<ReplaySummary, ReplayError> {
+    let shares = threads.min(rules.len()).max(1);
     let tick = (config.rules.tick.as_secs() as i64).max(1);
-    let mut now: Option<i64> = None;
-    let mut next_tick = i64::MAX;
+    let names: Vec<String> = rules.iter().map(|r| r.name().to_string()).collect();
+    let mut workers: Vec<Worker> = (0..shares)
+        .map(|w| {
+            let (rule_index, mine): (Vec<usize>, Vec<Arc<Rule>>) = rules
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % shares == w)
+                .map(|(i, r)| (i, r.clone()))
+                .unzip();
+            Worker {
+                engine: Engine::new(mine, engine_settings(config)),
+                rule_index,
+                tick,
+                now: None,
+                next_tick: i64::MAX,
+                step: 0,
+            }
+        })
+        .collect();
     let mut callbacks = 0u64;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(8);
     std::thread::scope(|scope| -> Result<(), ReplayError> {
         scope.spawn(move || read_inputs(inputs, tx));
+        let mut lanes = Vec::new();
+        for worker in &mut workers {
+            let (to_worker, batches) = std::sync::mpsc::sync_channel::<Arc<Vec<Event>>>(4);
+            let (results, from_worker) = std::sync::mpsc::sync_channel::<Vec<Placed>>(4);
+            scope.spawn(move || {
+                // Both channels close when the main thread stops early.
+                for events in batches {
+                    if results.send(worker.run_batch(&events)).is_err() {
+                        return;
+                    }
+                }
+            });
+            lanes.push((to_worker, from_worker));
+        }
         // A send fails only once the engine side has stopped, after an
         // output error; the reader then stops too.
         for batch in rx {
@@ -170,38 +286,33 @@ pub fn replay(
                     events,
                 } => {
                     callbacks += n;
-                    events
+                    Arc::new(events)
                 }
                 Batch::Failed(e) => return Err(e),
             };
-            for event in events {
-                let t = event.event_time;
-                let current = match now {
-                    None => {
-                        next_tick = t + tick;
-                        t
-                    }
-                    Some(n) => n,
-                };
-                // Ticks due before this event happen first, in event time.
-                while next_tick <= t {
-                    for tr in engine.on_tick(next_tick) {
-                        emit(out, &tr, config)?;
-                    }
-                    next_tick += tick;
-                }
-                let n = current.max(t);
-                now = Some(n);
-                for tr in engine.on_event(event, n, true) {
-                    emit(out, &tr, config)?;
-                }
+            for (to_worker, _) in &lanes {
+                let _ = to_worker.send(events.clone());
+            }
+            let mut placed = Vec::new();
+            for (_, from_worker) in &lanes {
+                placed.extend(from_worker.recv().unwrap_or_default());
+            }
+            placed.sort_by(|a, b| (a.step, &a.order).cmp(&(b.step, &b.order)));
+            for p in placed {
+                emit(out, &p.transition, config)?;
             }
         }
         Ok(())
     })?;
+    let mut stats: Vec<Option<(String, usize, RuleStats)>> = vec![None; names.len()];
+    for w in &workers {
+        for (i, s) in w.rule_index.iter().zip(w.engine.stats()) {
+            stats[*i] = Some(s);
+        }
+    }
     out.flush()?;
     Ok(ReplaySummary {
         callbacks,
-        rules: engine.stats(),
+        rules: stats.into_iter().flatten().collect(),
     })
 }

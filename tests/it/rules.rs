@@ -10,8 +10,8 @@ mod harness;
 use std::collections::BTreeMap;
 
 use harness::{
-    callwatch, example_rules, parse_lines, replay_file, replay_in_process, rules_dir, temp_file,
-    trace, Line, START,
+    callwatch, example_rules, parse_lines, replay_file, replay_in_process, replay_in_process_on,
+    rules_dir, temp_file, trace, Line, START,
 };
 
 /// What a fixture's anomaly must make its rule do: fire only for the
@@ -239,6 +239,32 @@ fn replay_is_byte_identical_across_runs_and_from_stdin() {
     let run = callwatch(cwd.path(), &["replay", "--rules", rules, "-"], &data);
     assert_eq!(run.code, Some(0), "{run:?}");
     assert!(run.stdout == first, "stdin and file give different output");
+}
+
+#[test]
+fn replay_output_does_not_depend_on_the_number_of_engine_threads() {
+    // Four anomalies in one trace (make.sh): several rules fire and
+    // resolve close together.
+    let data = trace("multi");
+    let all = example_rules();
+    let dir = rules_dir(&all.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let (one, one_stats) = replay_in_process_on(1, dir.path(), &data);
+    let fired: std::collections::BTreeSet<String> =
+        parse_lines(&one).into_iter().map(|l| l.rule).collect();
+    assert!(fired.len() >= 4, "most rules should fire: {fired:?}");
+    for threads in [2, 3, 7] {
+        let (many, stats) = replay_in_process_on(threads, dir.path(), &data);
+        assert!(one == many, "{threads} threads give different output");
+        // Everything but the measured durations.
+        let counts = |s: &callwatch::replay::ReplaySummary| -> Vec<(String, usize, u64, u64, u64)> {
+            s.rules
+                .iter()
+                .map(|(r, keys, st)| (r.clone(), *keys, st.evaluations, st.errors, st.late_events))
+                .collect()
+        };
+        assert_eq!(counts(&one_stats), counts(&stats), "{threads} threads");
+        assert_eq!(one_stats.callbacks, stats.callbacks);
+    }
 }
 
 #[test]

@@ -12,7 +12,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use callwatch::config::Config;
-use callwatch::replay::{replay, ReplaySummary};
+use callwatch::replay::{replay, replay_on, ReplaySummary};
 use callwatch::rules::Rule;
 
 /// gen_trace.py's default `--start`: anomaly offsets count from here.
@@ -124,6 +124,12 @@ pub fn temp_file(name: &str, data: &[u8]) -> (TempDir, PathBuf) {
 /// Replays `trace` through the rules of `dir` in this process, with the
 /// built-in config, giving the output and the engine's per-rule stats.
 pub fn replay_in_process(dir: &Path, trace: &[u8]) -> (String, ReplaySummary) {
+    replay_in_process_on(0, dir, trace)
+}
+
+/// [`replay_in_process`] on `threads` engine threads (0: as many as the
+/// machine has, as `callwatch replay` does).
+pub fn replay_in_process_on(threads: usize, dir: &Path, trace: &[u8]) -> (String, ReplaySummary) {
     let config = Config::default();
     let rules: Vec<Arc<Rule>> = callwatch::rules::load_dir(dir, &config.rules)
         .unwrap_or_else(|e| panic!("rules should load: {e:?}"))
@@ -132,8 +138,12 @@ pub fn replay_in_process(dir: &Path, trace: &[u8]) -> (String, ReplaySummary) {
         .collect();
     let input: Box<dyn std::io::BufRead + Send> = Box::new(std::io::Cursor::new(trace.to_vec()));
     let mut out = Vec::new();
-    let summary =
-        replay(&config, rules, vec![("trace".into(), input)], &mut out).expect("replay runs");
+    let inputs = vec![("trace".into(), input)];
+    let summary = match threads {
+        0 => replay(&config, rules, inputs, &mut out),
+        n => replay_on(n, &config, rules, inputs, &mut out),
+    }
+    .expect("replay runs");
     (String::from_utf8(out).expect("utf-8 output"), summary)
 }
 
