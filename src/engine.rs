@@ -4,13 +4,22 @@
 //! engine time is passed in by the caller (wall clock live, event time in
 //! `replay`), and the engine returns alert transitions instead of sending.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use hashbrown::hash_map::EntryRef;
 
 use crate::alert::{Alert, Condition, Policy, Tracker};
 use crate::event::Event;
-use crate::rules::{CheckCtx, CheckOutcome, Key, Rule};
+use crate::rules::{CheckCtx, CheckOutcome, Key, KeyBuf, KeyView, Rule};
 use crate::window::Window;
+
+/// Per-rule maps of keys. Keys are user ids from outside, so the hasher
+/// must not be predictable: hashbrown's default, foldhash, is seeded at
+/// random per map and costs a fraction of SipHash, which matters with one
+/// lookup per event per rule.
+type KeyMap<V> = hashbrown::HashMap<Key, V>;
+type KeySet = hashbrown::HashSet<Key>;
 
 /// Counters the engine keeps; the caller mirrors them into metrics.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -54,11 +63,11 @@ struct RuleSlot {
     policy: Policy,
     /// Boxed so the table's empty slots (a hash table runs up to half
     /// empty after it grows) cost a pointer, not a whole key state.
-    keys: HashMap<Key, Box<KeyState>>,
+    keys: KeyMap<Box<KeyState>>,
     stats: RuleStats,
     /// Keys whose alert phase or `w.state` changed since the last
     /// [`Engine::take_dirty`].
-    dirty: HashSet<Key>,
+    dirty: KeySet,
 }
 
 impl KeyState {
@@ -81,16 +90,18 @@ impl KeyState {
 
 impl RuleSlot {
     /// Puts `event` into its key's window if the rule accepts it and it is
-    /// not older than the window; returns the key. Takes the slot's parts
-    /// so the caller can go on to evaluate with the others.
-    fn admit(
+    /// not older than the window; returns the key's state, with the key
+    /// left in `key`. Takes the slot's parts so the caller can go on to
+    /// evaluate with the others.
+    fn admit<'k>(
         rule: &Rule,
         stats: &mut RuleStats,
-        keys: &mut HashMap<Key, Box<KeyState>>,
+        keys: &'k mut KeyMap<Box<KeyState>>,
+        key: &mut KeyBuf,
         event: &Arc<Event>,
         now: i64,
         max_events: usize,
-    ) -> Option<Key> {
+    ) -> Option<&'k mut KeyState> {
         match rule.accepts(event) {
             Ok(true) => {}
             Ok(false) => return None,
@@ -107,16 +118,16 @@ impl RuleSlot {
             stats.late_events += 1;
             return None;
         }
-        let key = rule.key_of(event);
-        // Looked up before inserting so the key is cloned only for a new
-        // key.
-        if !keys.contains_key(&key) {
-            keys.insert(key.clone(), Box::new(KeyState::new(width, max_events)));
-        }
-        if let Some(ks) = keys.get_mut(&key) {
-            ks.window.push(event.clone());
-        }
-        Some(key)
+        rule.key_into(event, key);
+        // One hash, and an allocation only for a key not seen before.
+        let ks = match keys.entry_ref(key.as_bytes()) {
+            EntryRef::Occupied(o) => o.into_mut(),
+            EntryRef::Vacant(v) => {
+                v.insert_with_key(key.to_key(), Box::new(KeyState::new(width, max_events)))
+            }
+        };
+        ks.window.push(event.clone());
+        Some(ks)
     }
 
     /// Expires every key's window and evaluates the keys: all of them, or
@@ -135,6 +146,7 @@ impl RuleSlot {
             if tick_only && !expired && !ks.is_active() {
                 continue;
             }
+            let key = rule.key_view(key);
             if let Some(t) = evaluate_key(rule, policy, stats, dirty, key, ks, now) {
                 out.push(t);
             }
@@ -145,9 +157,9 @@ impl RuleSlot {
         RuleSlot {
             policy: policy_of(&rule, settings),
             rule,
-            keys: HashMap::new(),
+            keys: KeyMap::default(),
             stats: RuleStats::default(),
-            dirty: HashSet::new(),
+            dirty: KeySet::default(),
         }
     }
 }
@@ -232,6 +244,8 @@ pub struct Engine {
     slots: Vec<RuleSlot>,
     settings: EngineSettings,
     future_events: u64,
+    /// The key of the event being routed, reused for every event and rule.
+    key: KeyBuf,
 }
 
 fn policy_of(rule: &Rule, settings: &EngineSettings) -> Policy {
@@ -256,6 +270,7 @@ impl Engine {
             slots,
             settings,
             future_events: 0,
+            key: KeyBuf::default(),
         }
     }
 
@@ -350,15 +365,14 @@ impl Engine {
                 stats,
                 dirty,
             } = slot;
-            let Some(key) = RuleSlot::admit(rule, stats, keys, &event, now, max_events) else {
-                continue;
-            };
-            let Some(ks) = keys.get_mut(&key) else {
+            let key = &mut self.key;
+            let Some(ks) = RuleSlot::admit(rule, stats, keys, key, &event, now, max_events) else {
                 continue;
             };
             ks.window.expire(now);
             if evaluate {
-                if let Some(t) = evaluate_key(rule, policy, stats, dirty, &key, ks, now) {
+                let key = key.view(&rule.spec().group_by);
+                if let Some(t) = evaluate_key(rule, policy, stats, dirty, key, ks, now) {
                     out.push(t);
                 }
             }
@@ -373,7 +387,7 @@ impl Engine {
         let Some(slot) = self.slots.iter_mut().find(|s| s.rule.name() == record.rule) else {
             return;
         };
-        let key = Key(record.key);
+        let key = Key::from_pairs(&slot.rule.spec().group_by, &record.key);
         let width = slot.rule.spec().window_secs;
         let max_events = self.settings.max_events_per_key;
         let tracker = Some(Box::new(record.tracker)).filter(|t| t.is_active());
@@ -395,7 +409,7 @@ impl Engine {
             for key in slot.dirty.drain() {
                 let mut record = KeyRecord {
                     rule: name.clone(),
-                    key: key.0.clone(),
+                    key: slot.rule.key_view(&key).to_pairs(),
                     tracker: Tracker::default(),
                     state: Default::default(),
                 };
@@ -441,10 +455,13 @@ impl Engine {
                         // Keys keep their alert state across an edit;
                         // windows are refilled below.
                         let width = slot.rule.spec().window_secs;
+                        let (from, to) = (&p.rule.spec().group_by, &slot.rule.spec().group_by);
                         for (key, ks) in p.keys {
                             if ks.is_active() || !ks.state.is_empty() {
                                 slot.keys.insert(
-                                    key,
+                                    // Under an edited `group_by` the key
+                                    // keeps the fields it was made of.
+                                    key.regroup(from, to),
                                     Box::new(KeyState {
                                         window: Window::new(
                                             width,
@@ -468,7 +485,8 @@ impl Engine {
                 let Some(tracker) = ks.tracker.as_mut() else {
                     continue;
                 };
-                if let Some(alert) = tracker.observe(&slot.policy, &key.labels(), None, now) {
+                let labels = slot.rule.key_view(key).labels();
+                if let Some(alert) = tracker.observe(&slot.policy, &labels, None, now) {
                     out.push(Transition {
                         alert,
                         notify: Some(slot.rule.spec().notify.clone()).filter(|n| !n.is_empty()),
@@ -486,6 +504,7 @@ impl Engine {
                     &slot.rule,
                     &mut slot.stats,
                     &mut slot.keys,
+                    &mut self.key,
                     &event,
                     now,
                     max_events,
@@ -539,8 +558,8 @@ fn evaluate_key(
     rule: &Rule,
     policy: &Policy,
     stats: &mut RuleStats,
-    dirty: &mut HashSet<Key>,
-    key: &Key,
+    dirty: &mut KeySet,
+    key: KeyView<'_>,
     ks: &mut KeyState,
     now: i64,
 ) -> Option<Transition> {
@@ -548,7 +567,7 @@ fn evaluate_key(
     let had_state = !ks.state.is_empty();
     let t = evaluate_inner(rule, policy, stats, key, ks, now);
     if t.is_some() || ks.phase_name() != phase_before || had_state || !ks.state.is_empty() {
-        dirty.insert(key.clone());
+        dirty.get_or_insert_with(key.as_bytes(), |_| key.to_key());
     }
     t
 }
@@ -557,7 +576,7 @@ fn evaluate_inner(
     rule: &Rule,
     policy: &Policy,
     stats: &mut RuleStats,
-    key: &Key,
+    key: KeyView<'_>,
     ks: &mut KeyState,
     now: i64,
 ) -> Option<Transition> {
