@@ -53,7 +53,10 @@ pub struct Transition {
 /// alert object) exists only while the key's alert is pending or firing.
 struct KeyState {
     window: Window,
-    state: rhai::Map,
+    /// `w.state`, `None` while empty: few rules keep state, and the 16
+    /// bytes an empty map takes inline would push every key state into
+    /// the allocator's next size class.
+    state: Option<Box<rhai::Map>>,
     /// `None` while inactive, which is what most keys are.
     tracker: Option<Box<Tracker>>,
 }
@@ -74,13 +77,22 @@ impl KeyState {
     fn new(width_secs: i64, max_events: usize) -> KeyState {
         KeyState {
             window: Window::new(width_secs, max_events),
-            state: rhai::Map::new(),
+            state: None,
             tracker: None,
         }
     }
 
     fn is_active(&self) -> bool {
         self.tracker.is_some()
+    }
+
+    fn has_state(&self) -> bool {
+        self.state.is_some()
+    }
+
+    /// Keeps `state` if it holds anything.
+    fn set_state(&mut self, state: rhai::Map) {
+        self.state = Some(Box::new(state)).filter(|m| !m.is_empty());
     }
 
     fn phase_name(&self) -> &'static str {
@@ -391,14 +403,12 @@ impl Engine {
         let width = slot.rule.spec().window_secs;
         let max_events = self.settings.max_events_per_key;
         let tracker = Some(Box::new(record.tracker)).filter(|t| t.is_active());
-        slot.keys.insert(
-            key,
-            Box::new(KeyState {
-                state: crate::rules::map_from_json(&record.state),
-                tracker,
-                ..KeyState::new(width, max_events)
-            }),
-        );
+        let mut ks = KeyState {
+            tracker,
+            ..KeyState::new(width, max_events)
+        };
+        ks.set_state(crate::rules::map_from_json(&record.state));
+        slot.keys.insert(key, Box::new(ks));
     }
 
     /// What changed since the last call, to be written to the store.
@@ -414,9 +424,13 @@ impl Engine {
                     state: Default::default(),
                 };
                 match slot.keys.get(&key) {
-                    Some(ks) if ks.is_active() || !ks.state.is_empty() => {
+                    Some(ks) if ks.is_active() || ks.has_state() => {
                         record.tracker = ks.tracker.as_deref().cloned().unwrap_or_default();
-                        record.state = crate::rules::map_to_json(&ks.state);
+                        record.state = ks
+                            .state
+                            .as_deref()
+                            .map(crate::rules::map_to_json)
+                            .unwrap_or_default();
                         out.push(Persist::Put(Box::new(record)));
                     }
                     // Idle or forgotten: nothing to restore.
@@ -457,7 +471,7 @@ impl Engine {
                         let width = slot.rule.spec().window_secs;
                         let (from, to) = (&p.rule.spec().group_by, &slot.rule.spec().group_by);
                         for (key, ks) in p.keys {
-                            if ks.is_active() || !ks.state.is_empty() {
+                            if ks.is_active() || ks.has_state() {
                                 slot.keys.insert(
                                     // Under an edited `group_by` the key
                                     // keeps the fields it was made of.
@@ -544,7 +558,7 @@ impl Engine {
         for slot in &mut self.slots {
             slot.evaluate_keys(now, true, &mut out);
             slot.keys
-                .retain(|_, ks| !(ks.window.is_empty() && !ks.is_active() && ks.state.is_empty()));
+                .retain(|_, ks| !(ks.window.is_empty() && !ks.is_active() && !ks.has_state()));
         }
         // Deterministic order for replay output.
         out.sort_by(|a, b| {
@@ -564,9 +578,9 @@ fn evaluate_key(
     now: i64,
 ) -> Option<Transition> {
     let phase_before = ks.phase_name();
-    let had_state = !ks.state.is_empty();
+    let had_state = ks.has_state();
     let t = evaluate_inner(rule, policy, stats, key, ks, now);
-    if t.is_some() || ks.phase_name() != phase_before || had_state || !ks.state.is_empty() {
+    if t.is_some() || ks.phase_name() != phase_before || had_state || ks.has_state() {
         dirty.get_or_insert_with(key.as_bytes(), |_| key.to_key());
     }
     t
@@ -584,12 +598,20 @@ fn evaluate_inner(
     // The monotonic clock only feeds the duration metric; engine time
     // (`now`) alone drives decisions, so replay stays deterministic.
     let started = std::time::Instant::now();
+    // A key without state lends the script an empty map, boxed only if
+    // the script fills it.
+    let mut fresh = rhai::Map::new();
     let outcome = rule.check(CheckCtx {
         window: &mut ks.window,
         key,
-        state: &mut ks.state,
+        state: ks.state.as_deref_mut().unwrap_or(&mut fresh),
         now,
     });
+    if ks.state.as_ref().is_some_and(|m| m.is_empty()) {
+        ks.state = None;
+    } else if !fresh.is_empty() {
+        ks.set_state(fresh);
+    }
     if stats.durations.len() < MAX_DURATIONS {
         stats.durations.push(started.elapsed().as_secs_f64());
     }
