@@ -653,3 +653,98 @@ fn evaluate_inner(
         at: now,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RulesConfig;
+    use crate::rules::load_source;
+
+    fn rule(group_by: &str, check: &str) -> Arc<Rule> {
+        let source = format!(
+            "const RULE = #{{ events: [\"start_call\"], group_by: {group_by}, window: \"1h\" }};\n\
+             fn check(w) {{ {check} }}"
+        );
+        let rule = load_source("r", "r.rhai".as_ref(), &source, &RulesConfig::default());
+        Arc::new(rule.unwrap_or_else(|e| panic!("{e:?}")))
+    }
+
+    fn engine(rule: Arc<Rule>) -> Engine {
+        Engine::new(
+            vec![rule],
+            EngineSettings {
+                repeat_secs: 3600,
+                max_clock_skew_secs: 60,
+                max_events_per_key: 100,
+            },
+        )
+    }
+
+    fn ev(t: i64, user: &str) -> Event {
+        Event {
+            sdkappid: 1_400_000_001,
+            event: "start_call".into(),
+            user_id: Some(user.into()),
+            platform: Some("web".into()),
+            event_time: t,
+            ..Event::default()
+        }
+    }
+
+    fn user_key() -> Vec<(String, String)> {
+        vec![("user_id".to_string(), "alice".to_string())]
+    }
+
+    #[test]
+    fn state_is_persisted_while_not_empty() {
+        // Keeps the count in `w.state` until the second event, then clears it.
+        let mut e = engine(rule(
+            "[\"user_id\"]",
+            "if w.count() < 2 { w.state = #{ n: w.count() } } else { w.state = #{} } false",
+        ));
+        e.on_event(ev(100, "alice"), 100, true);
+        let put = e.take_dirty();
+        let [Persist::Put(record)] = put.as_slice() else {
+            panic!("expected one put, got {put:?}");
+        };
+        assert_eq!(record.key, user_key());
+        assert_eq!(record.state.get("n"), Some(&serde_json::json!(1)));
+        let id = record.id();
+        e.on_event(ev(101, "alice"), 101, true);
+        assert_eq!(e.take_dirty(), vec![Persist::Delete(id)]);
+    }
+
+    #[test]
+    fn a_restored_key_is_the_key_its_events_make() {
+        let mut e = engine(rule("[\"user_id\"]", "false"));
+        let state = serde_json::json!({ "n": 1 });
+        e.restore(KeyRecord {
+            rule: "r".into(),
+            key: user_key(),
+            tracker: Tracker::default(),
+            state: state.as_object().cloned().unwrap_or_default(),
+        });
+        e.on_event(ev(100, "alice"), 100, true);
+        assert_eq!(e.stats()[0].1, 1, "one key, not a restored and a new one");
+    }
+
+    #[test]
+    fn a_key_kept_across_a_group_by_edit_keeps_its_labels() {
+        let mut e = engine(rule("[\"user_id\"]", "w.count() > 0"));
+        let fired = e.on_event(ev(100, "alice"), 100, true);
+        assert_eq!(fired.len(), 1);
+        let fingerprint = fired[0].alert.fingerprint.clone();
+        // Same name, now per platform: alice's alert resolves under its
+        // old labels when its (now empty) window is checked.
+        let resolved = e.reload(vec![rule("[\"platform\"]", "w.count() > 0")], &[], 100);
+        let [t] = resolved.as_slice() else {
+            panic!("expected one resolve, got {resolved:?}");
+        };
+        assert_eq!(t.alert.fingerprint, fingerprint);
+        assert_eq!(
+            t.alert.labels.get("user_id").map(String::as_str),
+            Some("alice")
+        );
+        assert_eq!(t.alert.labels.get("platform"), None);
+    }
+}
