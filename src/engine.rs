@@ -4,13 +4,22 @@
 //! engine time is passed in by the caller (wall clock live, event time in
 //! `replay`), and the engine returns alert transitions instead of sending.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use hashbrown::hash_map::EntryRef;
 
 use crate::alert::{Alert, Condition, Policy, Tracker};
 use crate::event::Event;
-use crate::rules::{CheckCtx, CheckOutcome, Key, Rule};
+use crate::rules::{CheckCtx, CheckOutcome, Key, KeyBuf, KeyView, Rule};
 use crate::window::Window;
+
+/// Per-rule maps of keys. Keys are user ids from outside, so the hasher
+/// must not be predictable: hashbrown's default, foldhash, is seeded at
+/// random per map and costs a fraction of SipHash, which matters with one
+/// lookup per event per rule.
+type KeyMap<V> = hashbrown::HashMap<Key, V>;
+type KeySet = hashbrown::HashSet<Key>;
 
 /// Counters the engine keeps; the caller mirrors them into metrics.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -44,7 +53,10 @@ pub struct Transition {
 /// alert object) exists only while the key's alert is pending or firing.
 struct KeyState {
     window: Window,
-    state: rhai::Map,
+    /// `w.state`, `None` while empty: few rules keep state, and the 16
+    /// bytes an empty map takes inline would push every key state into
+    /// the allocator's next size class.
+    state: Option<Box<rhai::Map>>,
     /// `None` while inactive, which is what most keys are.
     tracker: Option<Box<Tracker>>,
 }
@@ -54,24 +66,33 @@ struct RuleSlot {
     policy: Policy,
     /// Boxed so the table's empty slots (a hash table runs up to half
     /// empty after it grows) cost a pointer, not a whole key state.
-    keys: HashMap<Key, Box<KeyState>>,
+    keys: KeyMap<Box<KeyState>>,
     stats: RuleStats,
     /// Keys whose alert phase or `w.state` changed since the last
     /// [`Engine::take_dirty`].
-    dirty: HashSet<Key>,
+    dirty: KeySet,
 }
 
 impl KeyState {
     fn new(width_secs: i64, max_events: usize) -> KeyState {
         KeyState {
             window: Window::new(width_secs, max_events),
-            state: rhai::Map::new(),
+            state: None,
             tracker: None,
         }
     }
 
     fn is_active(&self) -> bool {
         self.tracker.is_some()
+    }
+
+    fn has_state(&self) -> bool {
+        self.state.is_some()
+    }
+
+    /// Keeps `state` if it holds anything.
+    fn set_state(&mut self, state: rhai::Map) {
+        self.state = Some(Box::new(state)).filter(|m| !m.is_empty());
     }
 
     fn phase_name(&self) -> &'static str {
@@ -81,16 +102,18 @@ impl KeyState {
 
 impl RuleSlot {
     /// Puts `event` into its key's window if the rule accepts it and it is
-    /// not older than the window; returns the key. Takes the slot's parts
-    /// so the caller can go on to evaluate with the others.
-    fn admit(
+    /// not older than the window; returns the key's state, with the key
+    /// left in `key`. Takes the slot's parts so the caller can go on to
+    /// evaluate with the others.
+    fn admit<'k>(
         rule: &Rule,
         stats: &mut RuleStats,
-        keys: &mut HashMap<Key, Box<KeyState>>,
+        keys: &'k mut KeyMap<Box<KeyState>>,
+        key: &mut KeyBuf,
         event: &Arc<Event>,
         now: i64,
         max_events: usize,
-    ) -> Option<Key> {
+    ) -> Option<&'k mut KeyState> {
         match rule.accepts(event) {
             Ok(true) => {}
             Ok(false) => return None,
@@ -107,16 +130,16 @@ impl RuleSlot {
             stats.late_events += 1;
             return None;
         }
-        let key = rule.key_of(event);
-        // Looked up before inserting so the key is cloned only for a new
-        // key.
-        if !keys.contains_key(&key) {
-            keys.insert(key.clone(), Box::new(KeyState::new(width, max_events)));
-        }
-        if let Some(ks) = keys.get_mut(&key) {
-            ks.window.push(event.clone());
-        }
-        Some(key)
+        rule.key_into(event, key);
+        // One hash, and an allocation only for a key not seen before.
+        let ks = match keys.entry_ref(key.as_bytes()) {
+            EntryRef::Occupied(o) => o.into_mut(),
+            EntryRef::Vacant(v) => {
+                v.insert_with_key(key.to_key(), Box::new(KeyState::new(width, max_events)))
+            }
+        };
+        ks.window.push(event.clone());
+        Some(ks)
     }
 
     /// Expires every key's window and evaluates the keys: all of them, or
@@ -135,6 +158,7 @@ impl RuleSlot {
             if tick_only && !expired && !ks.is_active() {
                 continue;
             }
+            let key = rule.key_view(key);
             if let Some(t) = evaluate_key(rule, policy, stats, dirty, key, ks, now) {
                 out.push(t);
             }
@@ -145,9 +169,9 @@ impl RuleSlot {
         RuleSlot {
             policy: policy_of(&rule, settings),
             rule,
-            keys: HashMap::new(),
+            keys: KeyMap::default(),
             stats: RuleStats::default(),
-            dirty: HashSet::new(),
+            dirty: KeySet::default(),
         }
     }
 }
@@ -232,6 +256,8 @@ pub struct Engine {
     slots: Vec<RuleSlot>,
     settings: EngineSettings,
     future_events: u64,
+    /// The key of the event being routed, reused for every event and rule.
+    key: KeyBuf,
 }
 
 fn policy_of(rule: &Rule, settings: &EngineSettings) -> Policy {
@@ -256,6 +282,7 @@ impl Engine {
             slots,
             settings,
             future_events: 0,
+            key: KeyBuf::default(),
         }
     }
 
@@ -359,15 +386,14 @@ impl Engine {
                 stats,
                 dirty,
             } = slot;
-            let Some(key) = RuleSlot::admit(rule, stats, keys, &event, now, max_events) else {
-                continue;
-            };
-            let Some(ks) = keys.get_mut(&key) else {
+            let key = &mut self.key;
+            let Some(ks) = RuleSlot::admit(rule, stats, keys, key, &event, now, max_events) else {
                 continue;
             };
             ks.window.expire(now);
             if evaluate {
-                if let Some(t) = evaluate_key(rule, policy, stats, dirty, &key, ks, now) {
+                let key = key.view(&rule.spec().group_by);
+                if let Some(t) = evaluate_key(rule, policy, stats, dirty, key, ks, now) {
                     out.push(t);
                 }
             }
@@ -382,18 +408,16 @@ impl Engine {
         let Some(slot) = self.slots.iter_mut().find(|s| s.rule.name() == record.rule) else {
             return;
         };
-        let key = Key(record.key);
+        let key = Key::from_pairs(&slot.rule.spec().group_by, &record.key);
         let width = slot.rule.spec().window_secs;
         let max_events = self.settings.max_events_per_key;
         let tracker = Some(Box::new(record.tracker)).filter(|t| t.is_active());
-        slot.keys.insert(
-            key,
-            Box::new(KeyState {
-                state: crate::rules::map_from_json(&record.state),
-                tracker,
-                ..KeyState::new(width, max_events)
-            }),
-        );
+        let mut ks = KeyState {
+            tracker,
+            ..KeyState::new(width, max_events)
+        };
+        ks.set_state(crate::rules::map_from_json(&record.state));
+        slot.keys.insert(key, Box::new(ks));
     }
 
     /// What changed since the last call, to be written to the store.
@@ -404,14 +428,18 @@ impl Engine {
             for key in slot.dirty.drain() {
                 let mut record = KeyRecord {
                     rule: name.clone(),
-                    key: key.0.clone(),
+                    key: slot.rule.key_view(&key).to_pairs(),
                     tracker: Tracker::default(),
                     state: Default::default(),
                 };
                 match slot.keys.get(&key) {
-                    Some(ks) if ks.is_active() || !ks.state.is_empty() => {
+                    Some(ks) if ks.is_active() || ks.has_state() => {
                         record.tracker = ks.tracker.as_deref().cloned().unwrap_or_default();
-                        record.state = crate::rules::map_to_json(&ks.state);
+                        record.state = ks
+                            .state
+                            .as_deref()
+                            .map(crate::rules::map_to_json)
+                            .unwrap_or_default();
                         out.push(Persist::Put(Box::new(record)));
                     }
                     // Idle or forgotten: nothing to restore.
@@ -450,10 +478,13 @@ impl Engine {
                         // Keys keep their alert state across an edit;
                         // windows are refilled below.
                         let width = slot.rule.spec().window_secs;
+                        let (from, to) = (&p.rule.spec().group_by, &slot.rule.spec().group_by);
                         for (key, ks) in p.keys {
-                            if ks.is_active() || !ks.state.is_empty() {
+                            if ks.is_active() || ks.has_state() {
                                 slot.keys.insert(
-                                    key,
+                                    // Under an edited `group_by` the key
+                                    // keeps the fields it was made of.
+                                    key.regroup(from, to),
                                     Box::new(KeyState {
                                         window: Window::new(
                                             width,
@@ -477,7 +508,8 @@ impl Engine {
                 let Some(tracker) = ks.tracker.as_mut() else {
                     continue;
                 };
-                if let Some(alert) = tracker.observe(&slot.policy, &key.labels(), None, now) {
+                let labels = slot.rule.key_view(key).labels();
+                if let Some(alert) = tracker.observe(&slot.policy, &labels, None, now) {
                     out.push(Transition {
                         alert,
                         notify: Some(slot.rule.spec().notify.clone()).filter(|n| !n.is_empty()),
@@ -495,6 +527,7 @@ impl Engine {
                     &slot.rule,
                     &mut slot.stats,
                     &mut slot.keys,
+                    &mut self.key,
                     &event,
                     now,
                     max_events,
@@ -534,7 +567,7 @@ impl Engine {
         for slot in &mut self.slots {
             slot.evaluate_keys(now, true, &mut out);
             slot.keys
-                .retain(|_, ks| !(ks.window.is_empty() && !ks.is_active() && ks.state.is_empty()));
+                .retain(|_, ks| !(ks.window.is_empty() && !ks.is_active() && !ks.has_state()));
         }
         // Deterministic order for replay output.
         out.sort_by(|a, b| {
@@ -548,16 +581,16 @@ fn evaluate_key(
     rule: &Rule,
     policy: &Policy,
     stats: &mut RuleStats,
-    dirty: &mut HashSet<Key>,
-    key: &Key,
+    dirty: &mut KeySet,
+    key: KeyView<'_>,
     ks: &mut KeyState,
     now: i64,
 ) -> Option<Transition> {
     let phase_before = ks.phase_name();
-    let had_state = !ks.state.is_empty();
+    let had_state = ks.has_state();
     let t = evaluate_inner(rule, policy, stats, key, ks, now);
-    if t.is_some() || ks.phase_name() != phase_before || had_state || !ks.state.is_empty() {
-        dirty.insert(key.clone());
+    if t.is_some() || ks.phase_name() != phase_before || had_state || ks.has_state() {
+        dirty.get_or_insert_with(key.as_bytes(), |_| key.to_key());
     }
     t
 }
@@ -566,7 +599,7 @@ fn evaluate_inner(
     rule: &Rule,
     policy: &Policy,
     stats: &mut RuleStats,
-    key: &Key,
+    key: KeyView<'_>,
     ks: &mut KeyState,
     now: i64,
 ) -> Option<Transition> {
@@ -574,12 +607,20 @@ fn evaluate_inner(
     // The monotonic clock only feeds the duration metric; engine time
     // (`now`) alone drives decisions, so replay stays deterministic.
     let started = std::time::Instant::now();
+    // A key without state lends the script an empty map, boxed only if
+    // the script fills it.
+    let mut fresh = rhai::Map::new();
     let outcome = rule.check(CheckCtx {
         window: &mut ks.window,
         key,
-        state: &mut ks.state,
+        state: ks.state.as_deref_mut().unwrap_or(&mut fresh),
         now,
     });
+    if ks.state.as_ref().is_some_and(|m| m.is_empty()) {
+        ks.state = None;
+    } else if !fresh.is_empty() {
+        ks.set_state(fresh);
+    }
     if stats.durations.len() < MAX_DURATIONS {
         stats.durations.push(started.elapsed().as_secs_f64());
     }
@@ -620,4 +661,99 @@ fn evaluate_inner(
         notify: Some(rule.spec().notify.clone()).filter(|n| !n.is_empty()),
         at: now,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RulesConfig;
+    use crate::rules::load_source;
+
+    fn rule(group_by: &str, check: &str) -> Arc<Rule> {
+        let source = format!(
+            "const RULE = #{{ events: [\"start_call\"], group_by: {group_by}, window: \"1h\" }};\n\
+             fn check(w) {{ {check} }}"
+        );
+        let rule = load_source("r", "r.rhai".as_ref(), &source, &RulesConfig::default());
+        Arc::new(rule.unwrap_or_else(|e| panic!("{e:?}")))
+    }
+
+    fn engine(rule: Arc<Rule>) -> Engine {
+        Engine::new(
+            vec![rule],
+            EngineSettings {
+                repeat_secs: 3600,
+                max_clock_skew_secs: 60,
+                max_events_per_key: 100,
+            },
+        )
+    }
+
+    fn ev(t: i64, user: &str) -> Event {
+        Event {
+            sdkappid: 1_400_000_001,
+            event: "start_call".into(),
+            user_id: Some(user.into()),
+            platform: Some("web".into()),
+            event_time: t,
+            ..Event::default()
+        }
+    }
+
+    fn user_key() -> Vec<(String, String)> {
+        vec![("user_id".to_string(), "alice".to_string())]
+    }
+
+    #[test]
+    fn state_is_persisted_while_not_empty() {
+        // Keeps the count in `w.state` until the second event, then clears it.
+        let mut e = engine(rule(
+            "[\"user_id\"]",
+            "if w.count() < 2 { w.state = #{ n: w.count() } } else { w.state = #{} } false",
+        ));
+        e.on_event(ev(100, "alice"), 100, true);
+        let put = e.take_dirty();
+        let [Persist::Put(record)] = put.as_slice() else {
+            panic!("expected one put, got {put:?}");
+        };
+        assert_eq!(record.key, user_key());
+        assert_eq!(record.state.get("n"), Some(&serde_json::json!(1)));
+        let id = record.id();
+        e.on_event(ev(101, "alice"), 101, true);
+        assert_eq!(e.take_dirty(), vec![Persist::Delete(id)]);
+    }
+
+    #[test]
+    fn a_restored_key_is_the_key_its_events_make() {
+        let mut e = engine(rule("[\"user_id\"]", "false"));
+        let state = serde_json::json!({ "n": 1 });
+        e.restore(KeyRecord {
+            rule: "r".into(),
+            key: user_key(),
+            tracker: Tracker::default(),
+            state: state.as_object().cloned().unwrap_or_default(),
+        });
+        e.on_event(ev(100, "alice"), 100, true);
+        assert_eq!(e.stats()[0].1, 1, "one key, not a restored and a new one");
+    }
+
+    #[test]
+    fn a_key_kept_across_a_group_by_edit_keeps_its_labels() {
+        let mut e = engine(rule("[\"user_id\"]", "w.count() > 0"));
+        let fired = e.on_event(ev(100, "alice"), 100, true);
+        assert_eq!(fired.len(), 1);
+        let fingerprint = fired[0].alert.fingerprint.clone();
+        // Same name, now per platform: alice's alert resolves under its
+        // old labels when its (now empty) window is checked.
+        let resolved = e.reload(vec![rule("[\"platform\"]", "w.count() > 0")], &[], 100);
+        let [t] = resolved.as_slice() else {
+            panic!("expected one resolve, got {resolved:?}");
+        };
+        assert_eq!(t.alert.fingerprint, fingerprint);
+        assert_eq!(
+            t.alert.labels.get("user_id").map(String::as_str),
+            Some("alice")
+        );
+        assert_eq!(t.alert.labels.get("platform"), None);
+    }
 }

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, FLOAT, INT};
 use serde_json::Value;
 
+use super::Key;
 use crate::event::{Event, Field, FIELDS};
 use crate::window::Window;
 
@@ -19,9 +20,26 @@ type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 /// reference into the engine's own data.
 pub(crate) struct Live {
     pub window: Window,
-    pub key: Map,
+    pub key: LiveKey,
     pub state: Map,
     pub now: i64,
+}
+
+/// The key of one `check` call. Most scripts never read `w.key`, so the
+/// map is built on demand instead of for every call.
+pub(crate) struct LiveKey {
+    key: Key,
+    group_by: Arc<[String]>,
+}
+
+impl LiveKey {
+    pub(crate) fn new(key: Key, group_by: Arc<[String]>) -> LiveKey {
+        LiveKey { key, group_by }
+    }
+
+    fn to_map(&self) -> Map {
+        self.key.view(&self.group_by).to_map()
+    }
 }
 
 /// The `w` value handed to `check`. Clones share the same call; once the
@@ -128,7 +146,7 @@ pub(crate) fn register(engine: &mut Engine) {
     register_event(engine);
     engine.register_type_with_name::<WHandle>("Window");
     engine
-        .register_get("key", |w: &mut WHandle| w.with(|l| l.key.clone()))
+        .register_get("key", |w: &mut WHandle| w.with(|l| l.key.to_map()))
         .register_get("now", |w: &mut WHandle| w.with(|l| l.now as INT))
         .register_get("state", |w: &mut WHandle| w.with(|l| l.state.clone()))
         .register_set("state", |w: &mut WHandle, m: Map| w.with(|l| l.state = m))

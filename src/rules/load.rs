@@ -150,6 +150,7 @@ fn load_with(
         Some(spec) if errors.is_empty() => Ok(Rule {
             name,
             path: path.to_path_buf(),
+            group_by: spec.group_by.as_slice().into(),
             spec,
             engine: engine.clone(),
             ast: ast.clone_functions_only(),

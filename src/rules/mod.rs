@@ -14,6 +14,7 @@
 mod api;
 mod engine;
 mod errors;
+mod key;
 mod load;
 mod spec;
 
@@ -26,58 +27,20 @@ use rhai::{CallFnOptions, Dynamic, Engine, FuncArgs, Map, Scope, AST};
 
 use crate::event::Event;
 use crate::window::Window;
-use api::{EventRef, Live, WHandle};
+use api::{EventRef, Live, LiveKey, WHandle};
 use engine::Running;
 
 pub use api::{dynamic_to_json, event_map, json_to_dynamic, map_from_json, map_to_json};
 pub use engine::build_engine;
 pub use errors::{RuleError, RunError};
+pub use key::{Key, KeyBuf, KeyView};
 pub use load::{load_dir, load_file, load_source};
 pub use spec::{RuleSpec, Severity, KNOWN_KEYS};
-
-/// The values of a rule's `group_by` fields for one event, in `group_by`
-/// order: one window (and one alert) per distinct key.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Key(pub Vec<(String, String)>);
-
-impl Key {
-    /// The key as alert labels.
-    pub fn labels(&self) -> BTreeMap<String, String> {
-        self.0.iter().cloned().collect()
-    }
-
-    pub fn get(&self, field: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(f, _)| f == field)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn to_map(&self) -> Map {
-        self.0
-            .iter()
-            .map(|(f, v)| (f.as_str().into(), Dynamic::from(v.clone())))
-            .collect()
-    }
-}
-
-impl fmt::Display for Key {
-    /// `sdkappid=1400000001,user_id=alice`; empty for a global window.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, (field, value)) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            write!(f, "{field}={value}")?;
-        }
-        Ok(())
-    }
-}
 
 /// What one `check` call works on.
 pub struct CheckCtx<'a> {
     pub window: &'a mut Window,
-    pub key: &'a Key,
+    pub key: KeyView<'a>,
     /// The key's `w.state`; the rule's writes persist into it.
     pub state: &'a mut Map,
     /// Engine time, Unix seconds (`w.now`).
@@ -103,6 +66,9 @@ pub struct Rule {
     name: Arc<str>,
     path: PathBuf,
     spec: RuleSpec,
+    /// `spec.group_by`, shared with the `w` of every `check` call so that
+    /// `w.key` can be built only when a script reads it.
+    group_by: Arc<[String]>,
     engine: Arc<Engine>,
     /// The script's functions only: top-level code ran once, at load.
     ast: AST,
@@ -163,12 +129,23 @@ impl Rule {
     /// The key of the window `e` belongs to: the `group_by` fields' values
     /// as text, `""` where the event lacks the field.
     pub fn key_of(&self, e: &Event) -> Key {
-        Key(self
-            .spec
-            .group_by
-            .iter()
-            .map(|f| (f.clone(), e.get(f).map(|v| v.to_text()).unwrap_or_default()))
-            .collect())
+        let mut buf = KeyBuf::default();
+        self.key_into(e, &mut buf);
+        buf.to_key()
+    }
+
+    /// [`Rule::key_of`] into a reused buffer, for looking keys up without
+    /// allocating.
+    pub fn key_into(&self, e: &Event, buf: &mut KeyBuf) {
+        buf.start();
+        for f in &self.spec.group_by {
+            buf.push_field(e.get(f));
+        }
+    }
+
+    /// A key of this rule decoded with its `group_by` names.
+    pub fn key_view<'a>(&'a self, key: &'a Key) -> KeyView<'a> {
+        key.view(&self.spec.group_by)
     }
 
     /// Runs `check(w)` on one key's window and decodes its answer.
@@ -176,7 +153,7 @@ impl Rule {
         let placeholder = Window::new(ctx.window.width_secs(), ctx.window.max_events());
         let w = WHandle::new(Live {
             window: std::mem::replace(ctx.window, placeholder),
-            key: ctx.key.to_map(),
+            key: LiveKey::new(ctx.key.to_key(), self.group_by.clone()),
             state: std::mem::take(ctx.state),
             now: ctx.now,
         });
