@@ -314,7 +314,6 @@ impl Engine {
             .collect()
     }
 
-    /// Per-rule counters and keys tracked, in rule order.
     /// Where the rule named `name` is in this engine's rule order (0 if
     /// there is no such rule).
     pub fn rule_position(&self, name: &str) -> usize {
@@ -324,6 +323,7 @@ impl Engine {
             .unwrap_or(0)
     }
 
+    /// Per-rule counters and keys tracked, in rule order.
     pub fn stats(&self) -> Vec<(String, usize, RuleStats)> {
         self.slots
             .iter()
