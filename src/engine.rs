@@ -368,14 +368,23 @@ impl Engine {
     /// Feeds one event at engine time `now`. With `evaluate = false` the
     /// windows are filled but no rule runs (rebuilding after a restart).
     pub fn on_event(&mut self, event: Event, now: i64, evaluate: bool) -> Vec<Transition> {
-        let mut event = event;
+        self.on_shared_event(Arc::new(event), now, evaluate)
+    }
+
+    /// [`Engine::on_event`] for an event other engines may hold too
+    /// (replay runs one engine per share of the rules on the same events).
+    pub fn on_shared_event(
+        &mut self,
+        mut event: Arc<Event>,
+        now: i64,
+        evaluate: bool,
+    ) -> Vec<Transition> {
         if event.event_time > now + self.settings.max_clock_skew_secs {
             // A client's bad clock must neither be rejected nor expire
-            // everyone's windows.
-            event.event_time = now;
+            // everyone's windows. (Copied first if another engine has it.)
+            Arc::make_mut(&mut event).event_time = now;
             self.future_events += 1;
         }
-        let event = Arc::new(event);
         let mut out = Vec::new();
         let max_events = self.settings.max_events_per_key;
         for slot in &mut self.slots {

@@ -54,7 +54,7 @@ fn read_inputs(inputs: Vec<(String, Box<dyn BufRead + Send>)>, tx: SyncSender<Ba
                 .map_err(|e| ReplayError::Input(format!("{name}:{line_no}: {e}")))?
                 .decoded;
             callbacks += 1;
-            events.extend(decoded.events);
+            events.extend(decoded.events.into_iter().map(Arc::new));
             if callbacks == BATCH {
                 let batch = Batch::Events {
                     callbacks: std::mem::take(&mut callbacks),
@@ -131,7 +131,10 @@ fn emit(out: &mut dyn Write, t: &Transition, config: &Config) -> Result<(), Repl
 /// What the reader thread hands the engine: the events of up to
 /// [`BATCH`] callbacks, or the input error that ends the replay.
 enum Batch {
-    Events { callbacks: u64, events: Vec<Event> },
+    Events {
+        callbacks: u64,
+        events: Vec<Arc<Event>>,
+    },
     Failed(ReplayError),
 }
 
@@ -161,7 +164,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn run_batch(&mut self, events: &[Event]) -> Vec<Placed> {
+    fn run_batch(&mut self, events: &[Arc<Event>]) -> Vec<Placed> {
         let mut out = Vec::new();
         for event in events {
             let t = event.event_time;
@@ -193,7 +196,7 @@ impl Worker {
             self.now = Some(n);
             self.step += 1;
             // ...and an event's in rule order.
-            let by_rule = self.engine.on_event(event.clone(), n, true);
+            let by_rule = self.engine.on_shared_event(event.clone(), n, true);
             out.extend(by_rule.into_iter().map(|tr| Placed {
                 step: self.step,
                 order: (
@@ -265,7 +268,7 @@ pub fn replay_on(
         scope.spawn(move || read_inputs(inputs, tx));
         let mut lanes = Vec::new();
         for worker in &mut workers {
-            let (to_worker, batches) = std::sync::mpsc::sync_channel::<Arc<Vec<Event>>>(4);
+            let (to_worker, batches) = std::sync::mpsc::sync_channel::<Arc<Vec<Arc<Event>>>>(4);
             let (results, from_worker) = std::sync::mpsc::sync_channel::<Vec<Placed>>(4);
             scope.spawn(move || {
                 // Both channels close when the main thread stops early.
