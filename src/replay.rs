@@ -142,6 +142,10 @@ enum Batch {
 /// event, small enough that the threads overlap from the start.
 const BATCH: u64 = 1024;
 
+/// Batches the engine threads may be ahead of the merge (each channel
+/// holds one more than this).
+const IN_FLIGHT: usize = 3;
+
 /// A transition with where it goes in the output: the engine call that
 /// produced it (every worker makes the same calls, in the same order) and
 /// its place among that call's transitions in a single engine.
@@ -268,8 +272,10 @@ pub fn replay_on(
         scope.spawn(move || read_inputs(inputs, tx));
         let mut lanes = Vec::new();
         for worker in &mut workers {
-            let (to_worker, batches) = std::sync::mpsc::sync_channel::<Arc<Vec<Arc<Event>>>>(4);
-            let (results, from_worker) = std::sync::mpsc::sync_channel::<Vec<Placed>>(4);
+            let (to_worker, batches) =
+                std::sync::mpsc::sync_channel::<Arc<Vec<Arc<Event>>>>(IN_FLIGHT + 1);
+            let (results, from_worker) =
+                std::sync::mpsc::sync_channel::<Vec<Placed>>(IN_FLIGHT + 1);
             scope.spawn(move || {
                 // Both channels close when the main thread stops early.
                 for events in batches {
@@ -280,8 +286,25 @@ pub fn replay_on(
             });
             lanes.push((to_worker, from_worker));
         }
+        // Batches handed to the workers whose results are not merged yet:
+        // a few in flight keep every worker busy while the others and the
+        // merge catch up, instead of all of them waiting for the slowest
+        // after every batch.
+        let mut in_flight = 0;
+        let merge_one = |out: &mut dyn Write| -> Result<(), ReplayError> {
+            let mut placed = Vec::new();
+            for (_, from_worker) in &lanes {
+                placed.extend(from_worker.recv().unwrap_or_default());
+            }
+            placed.sort_by(|a, b| (a.step, &a.order).cmp(&(b.step, &b.order)));
+            for p in placed {
+                emit(out, &p.transition, config)?;
+            }
+            Ok(())
+        };
         // A send fails only once the engine side has stopped, after an
         // output error; the reader then stops too.
+        let mut failed = None;
         for batch in rx {
             let events = match batch {
                 Batch::Events {
@@ -291,21 +314,25 @@ pub fn replay_on(
                     callbacks += n;
                     Arc::new(events)
                 }
-                Batch::Failed(e) => return Err(e),
+                Batch::Failed(e) => {
+                    failed = Some(e);
+                    break;
+                }
             };
             for (to_worker, _) in &lanes {
                 let _ = to_worker.send(events.clone());
             }
-            let mut placed = Vec::new();
-            for (_, from_worker) in &lanes {
-                placed.extend(from_worker.recv().unwrap_or_default());
-            }
-            placed.sort_by(|a, b| (a.step, &a.order).cmp(&(b.step, &b.order)));
-            for p in placed {
-                emit(out, &p.transition, config)?;
+            in_flight += 1;
+            if in_flight > IN_FLIGHT {
+                merge_one(out)?;
+                in_flight -= 1;
             }
         }
-        Ok(())
+        // What came before a bad line is printed before its error.
+        for _ in 0..in_flight {
+            merge_one(out)?;
+        }
+        failed.map_or(Ok(()), Err)
     })?;
     let mut stats: Vec<Option<(String, usize, RuleStats)>> = vec![None; names.len()];
     for w in &workers {
