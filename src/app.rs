@@ -241,7 +241,12 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         ingest.set_accepting();
         // Pruning starts only after the journal was read back: it must not
         // delete a segment the reader listed but has not opened yet.
-        let prune_task = tokio::spawn(prune_journal(journal.clone(), retention, prune_stopped));
+        let prune_task = tokio::spawn(housekeeping(
+            journal.clone(),
+            store.clone(),
+            retention,
+            prune_stopped,
+        ));
         tracing::info!(
             records,
             recent_events = recent,
@@ -282,7 +287,20 @@ pub fn retention_ms(max_window_secs: i64, config: &Config) -> i64 {
 }
 
 /// Prunes journal segments past retention once a minute until stopped.
-async fn prune_journal(journal: Arc<Journal>, retention_ms: i64, mut stop: oneshot::Receiver<()>) {
+/// How long an expired silence stays in the store (and in
+/// `GET /api/v1/silences`, as `expired`): five days, Alertmanager's
+/// default `--data.retention`, so an operator can still see what was
+/// silenced over a long weekend.
+const SILENCE_RETENTION_SECS: i64 = 5 * 24 * 3600;
+
+/// Once a minute: prunes journal segments past `retention_ms` and deletes
+/// silences expired for longer than [`SILENCE_RETENTION_SECS`].
+async fn housekeeping(
+    journal: Arc<Journal>,
+    store: Arc<Mutex<Store>>,
+    retention_ms: i64,
+    mut stop: oneshot::Receiver<()>,
+) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
     loop {
         tokio::select! {
@@ -293,6 +311,16 @@ async fn prune_journal(journal: Arc<Journal>, retention_ms: i64, mut stop: onesh
             Ok(0) => {}
             Ok(n) => tracing::info!(segments = n, "pruned journal segments"),
             Err(e) => tracing::warn!(error = %e, "journal pruning failed"),
+        }
+        let cutoff = now_secs() - SILENCE_RETENTION_SECS;
+        let deleted = store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .delete_silences_ended_before(cutoff);
+        match deleted {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(silences = n, "deleted long-expired silences"),
+            Err(e) => tracing::warn!(error = %e, "deleting expired silences failed"),
         }
     }
 }

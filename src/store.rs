@@ -297,6 +297,14 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes silences that ended before `cutoff` (Unix seconds).
+    /// Returns how many.
+    pub fn delete_silences_ended_before(&self, cutoff: i64) -> Result<usize, StoreError> {
+        self.conn
+            .execute("DELETE FROM silences WHERE ends_at < ?1", params![cutoff])
+            .map_err(sql("delete old silences"))
+    }
+
     pub fn silences(&self) -> Result<Vec<Silence>, StoreError> {
         let mut stmt = self
             .conn
@@ -459,7 +467,12 @@ mod tests {
         };
         s.put_silence(&sil).expect("put");
         assert_eq!(s.silences().expect("list"), vec![sil.clone()]);
-        assert_eq!(s.get_silence("a").expect("get"), Some(sil));
+        assert_eq!(s.get_silence("a").expect("get"), Some(sil.clone()));
+        // Ended at 100: kept at cutoff 100, gone after.
+        assert_eq!(s.delete_silences_ended_before(100).expect("gc"), 0);
+        assert_eq!(s.delete_silences_ended_before(101).expect("gc"), 1);
+        assert!(s.silences().expect("list").is_empty());
+        s.put_silence(&sil).expect("put again");
         s.put_kv("state", "k", Some("v")).expect("put");
         assert_eq!(s.kv("state").expect("kv"), vec![("k".into(), "v".into())]);
         s.put_kv("state", "k", None).expect("delete");
