@@ -30,12 +30,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use callwatch::config::{Config, RulesConfig};
-use callwatch::engine::Engine;
+use callwatch::engine::{Engine, EngineSettings};
 use callwatch::event::Event;
 use callwatch::ingest::decode;
 use callwatch::ingest::line::decode_line;
 use callwatch::journal::{each_line, read_records};
-use callwatch::replay::{engine_settings, replay};
+use callwatch::replay::replay;
 use callwatch::rules::{load_dir, load_source, Rule};
 
 // The allocator the `callwatch` binary uses, so the numbers are its.
@@ -199,7 +199,10 @@ fn memory(keys: u64, engine_on: bool) {
     let cfg = RulesConfig::default();
     let rule = load_source("count", "count.rhai".as_ref(), COUNT_RULE, &cfg)
         .unwrap_or_else(|e| panic!("rule: {e:?}"));
-    let mut engine = Engine::new(vec![Arc::new(rule)], engine_settings(&Config::default()));
+    let mut engine = Engine::new(
+        vec![Arc::new(rule)],
+        EngineSettings::from(&Config::default()),
+    );
     let start = 1_767_225_600;
     let event = |i: u64| Event {
         sdkappid: 1_400_000_001,

@@ -20,7 +20,7 @@ use warp::Filter;
 use crate::alert::AlertStatus;
 use crate::api::Admin;
 use crate::config::Config;
-use crate::engine::{Engine, KeyRecord, Persist, RuleStats, Snapshot, Transition};
+use crate::engine::{Engine, EngineSettings, KeyRecord, Persist, RuleStats, Snapshot, Transition};
 use crate::event::Event;
 use crate::ingest::dedup::Dedup;
 use crate::ingest::line::decode_line;
@@ -190,7 +190,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
     let (prune_stop, prune_stopped) = oneshot::channel::<()>();
     let (close_engine, engine_closed) = oneshot::channel::<()>();
     let (engine, prune_task) = {
-        let engine = Engine::new(rules, crate::replay::engine_settings(&config));
+        let engine = Engine::new(rules, EngineSettings::from(&config));
         let retention = retention_ms(engine.max_window_secs(), &config);
         // The server already answers (/readyz 503, /callback 503) while
         // the journal is read back. The engine thread starts first and

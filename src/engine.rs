@@ -251,6 +251,16 @@ pub struct EngineSettings {
     pub max_events_per_key: usize,
 }
 
+impl From<&crate::config::Config> for EngineSettings {
+    fn from(config: &crate::config::Config) -> EngineSettings {
+        EngineSettings {
+            repeat_secs: config.alerting.repeat.as_secs() as i64,
+            max_clock_skew_secs: config.server.max_clock_skew.as_secs() as i64,
+            max_events_per_key: config.rules.max_events_per_key,
+        }
+    }
+}
+
 /// All rules' windows and alert states.
 pub struct Engine {
     slots: Vec<RuleSlot>,

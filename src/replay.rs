@@ -96,15 +96,6 @@ impl ReplaySummary {
     }
 }
 
-/// Engine settings from the config.
-pub fn engine_settings(config: &Config) -> EngineSettings {
-    EngineSettings {
-        repeat_secs: config.alerting.repeat.as_secs() as i64,
-        max_clock_skew_secs: config.server.max_clock_skew.as_secs() as i64,
-        max_events_per_key: config.rules.max_events_per_key,
-    }
-}
-
 /// One output line: the alert object plus `at` and `receivers`.
 pub fn render(t: &Transition, config: &Config) -> String {
     let receivers = crate::notify::receivers_for(
@@ -261,7 +252,7 @@ pub fn replay_on(
                 .map(|(i, r)| (i, r.clone()))
                 .unzip();
             Worker {
-                engine: Engine::new(mine, engine_settings(config)),
+                engine: Engine::new(mine, EngineSettings::from(config)),
                 rule_index,
                 tick,
                 now: None,
