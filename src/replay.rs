@@ -138,12 +138,23 @@ const BATCH: u64 = 1024;
 const IN_FLIGHT: usize = 3;
 
 /// A transition with where it goes in the output: the engine call that
-/// produced it (every worker makes the same calls, in the same order) and
-/// its place among that call's transitions in a single engine.
+/// produced it (every worker makes the same calls, in the same order) and,
+/// for an event, its rule's position among all rules.
 struct Placed {
     step: u64,
-    order: (usize, String, String),
+    /// 0 for a tick's transitions.
+    rule_index: usize,
     transition: Transition,
+}
+
+impl Placed {
+    /// Where a single engine would print it: by call; within an event, in
+    /// rule order (one transition per rule at most); within a tick, by
+    /// rule name and fingerprint, as `Engine::on_tick` sorts them.
+    fn output_order(&self) -> (u64, usize, &str, &str) {
+        let alert = &self.transition.alert;
+        (self.step, self.rule_index, &alert.rule, &alert.fingerprint)
+    }
 }
 
 /// One share of the rules, run over the whole event stream: engine time
@@ -173,15 +184,13 @@ impl Worker {
             // Ticks due before this event happen first, in event time.
             while self.next_tick <= t {
                 self.step += 1;
-                // A single engine sorts a tick's transitions by rule name
-                // and fingerprint.
                 out.extend(
                     self.engine
                         .on_tick(self.next_tick)
                         .into_iter()
                         .map(|tr| Placed {
                             step: self.step,
-                            order: (0, tr.alert.rule.clone(), tr.alert.fingerprint.clone()),
+                            rule_index: 0,
                             transition: tr,
                         }),
                 );
@@ -190,15 +199,10 @@ impl Worker {
             let n = current.max(t);
             self.now = Some(n);
             self.step += 1;
-            // ...and an event's in rule order.
             let by_rule = self.engine.on_shared_event(event.clone(), n, true);
             out.extend(by_rule.into_iter().map(|tr| Placed {
                 step: self.step,
-                order: (
-                    self.rule_index[self.engine.rule_position(&tr.alert.rule)],
-                    String::new(),
-                    String::new(),
-                ),
+                rule_index: self.rule_index[self.engine.rule_position(&tr.alert.rule)],
                 transition: tr,
             }));
         }
@@ -242,7 +246,6 @@ pub fn replay_on(
 ) -> Result<ReplaySummary, ReplayError> {
     let shares = threads.min(rules.len()).max(1);
     let tick = (config.rules.tick.as_secs() as i64).max(1);
-    let names: Vec<String> = rules.iter().map(|r| r.name().to_string()).collect();
     let mut workers: Vec<Worker> = (0..shares)
         .map(|w| {
             let (rule_index, mine): (Vec<usize>, Vec<Arc<Rule>>) = rules
@@ -291,7 +294,7 @@ pub fn replay_on(
             for (_, from_worker) in &lanes {
                 placed.extend(from_worker.recv().unwrap_or_default());
             }
-            placed.sort_by(|a, b| (a.step, &a.order).cmp(&(b.step, &b.order)));
+            placed.sort_by(|a, b| a.output_order().cmp(&b.output_order()));
             for p in placed {
                 emit(out, &p.transition, config)?;
             }
@@ -329,7 +332,7 @@ pub fn replay_on(
         }
         failed.map_or(Ok(()), Err)
     })?;
-    let mut stats: Vec<Option<(String, usize, RuleStats)>> = vec![None; names.len()];
+    let mut stats: Vec<Option<(String, usize, RuleStats)>> = vec![None; rules.len()];
     for w in &workers {
         for (i, s) in w.rule_index.iter().zip(w.engine.stats()) {
             stats[*i] = Some(s);
