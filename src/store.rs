@@ -138,15 +138,16 @@ impl Store {
         Ok(Store { conn })
     }
 
-    /// Persists a notification before its first attempt. Returns its id.
+    /// [`Store::enqueue_releasing`] with nothing to release (tests).
+    #[cfg(test)]
     pub fn enqueue(&self, receiver: &str, payload: &str, now_ms: i64) -> Result<i64, StoreError> {
         self.enqueue_releasing(receiver, payload, now_ms, &[], &[])
     }
 
-    /// Persists a notification and, in the same transaction, marks the
-    /// pending transitions it carries as delivered to `receiver`: `done`
-    /// are still owed to other receivers, `finished` are owed to nobody
-    /// any more and are deleted. After a crash either the notification is
+    /// Persists a notification before its first attempt (returning its id)
+    /// and, in the same transaction, marks the pending transitions it
+    /// carries as delivered to `receiver`: `done` are still owed to other
+    /// receivers, `finished` are owed to nobody any more and are deleted. After a crash either the notification is
     /// queued and the transitions are off the books for this receiver, or
     /// neither.
     pub fn enqueue_releasing(

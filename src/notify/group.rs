@@ -10,7 +10,7 @@
 //! - A notification shows the group's state: every alert still firing, and
 //!   the alerts resolved since the last one. Resolved alerts then leave the
 //!   group, and a group left empty is forgotten.
-//! - Every [`Grouper::submit`] is news: the alert state machine submits an
+//! - Every [`Grouper::submit_tracked`] is news: the alert state machine submits an
 //!   alert when it fires, when its rule's `repeat` comes round and when it
 //!   resolves, so repeats happen at the rule's pace, not the Grouper's.
 //! - A receiver may ask to be re-sent its firing groups on a fixed period
@@ -87,15 +87,16 @@ impl Grouper {
         self.resend.insert(receiver.to_string(), every);
     }
 
-    /// Adds or updates `alert` in its group for `receiver` and schedules a
-    /// notification of the group.
+    /// [`Grouper::submit_tracked`] without a pending id (tests).
+    #[cfg(test)]
     pub fn submit(&mut self, receiver: &str, alert: Alert, now: SystemTime) {
         self.submit_tracked(receiver, alert, now, None);
     }
 
-    /// [`Grouper::submit`] for a transition saved in the store as pending
-    /// under `id`: [`Grouper::due_tracked`] hands the id back with the
-    /// notification that carries it.
+    /// Adds or updates `alert` in its group for `receiver` and schedules a
+    /// notification of the group. `id` is the transition's id in the
+    /// store's pending table, if it has one: [`Grouper::due_tracked`] hands
+    /// it back with the notification that carries it.
     pub fn submit_tracked(
         &mut self,
         receiver: &str,
@@ -128,13 +129,15 @@ impl Grouper {
         }
     }
 
-    /// The notifications due at `now`, in group order. Each group sent is
-    /// marked sent at `now`; its resolved alerts leave it.
+    /// [`Grouper::due_tracked`] without the pending ids (tests).
+    #[cfg(test)]
     pub fn due(&mut self, now: SystemTime) -> Vec<Notification> {
         self.due_tracked(now).into_iter().map(|(n, _)| n).collect()
     }
 
-    /// [`Grouper::due`], each notification with the pending ids it carries.
+    /// The notifications due at `now`, in group order, each with the
+    /// pending ids it carries. Each group sent is marked sent at `now`; its
+    /// resolved alerts leave it.
     pub fn due_tracked(&mut self, now: SystemTime) -> Vec<(Notification, Vec<i64>)> {
         let mut out = Vec::new();
         for ((receiver, labels), group) in &mut self.groups {
@@ -159,7 +162,7 @@ impl Grouper {
         out
     }
 
-    /// The earliest time at which [`Grouper::due`] will have something,
+    /// The earliest time at which [`Grouper::due_tracked`] will have something,
     /// so the caller knows how long it may sleep.
     pub fn next_due(&self) -> Option<SystemTime> {
         self.groups

@@ -63,13 +63,9 @@ impl Outbox {
         }
     }
 
-    /// Persists a notification; it is delivered by the receiver's worker.
-    pub fn enqueue(&self, n: &Notification) -> Result<(), StoreError> {
-        self.enqueue_releasing(n, &[], &[])
-    }
-
-    /// [`Outbox::enqueue`], releasing in the same transaction the pending
-    /// transitions `n` carries (see [`Store::enqueue_releasing`]).
+    /// Persists a notification, which the receiver's worker then delivers,
+    /// and in the same transaction releases the pending transitions it
+    /// carries (see [`Store::enqueue_releasing`]).
     pub fn enqueue_releasing(
         &self,
         n: &Notification,
