@@ -62,6 +62,11 @@ pub(crate) fn decode_body(
     body: &[u8],
     received_at_ms: i64,
 ) -> Option<Result<Decoded, DecodeError>> {
+    // Family B names itself in the query (SPEC §2 B): its body would only
+    // be parsed twice here.
+    if decode::query_param(query, &["CallbackCommand"]).is_some() {
+        return None;
+    }
     let members: Members<'_> = serde_json::from_slice(body).ok()?;
     let deepest = members.0.iter().map(|(_, v)| match v {
         Raw::Other(v) => decode::depth(v),
