@@ -4,6 +4,7 @@
 //! conversions between Rhai values and JSON for persisting `w.state`. It registers these on the
 //! engine; it does not load rules or decide anything.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, FLOAT, INT};
@@ -107,23 +108,67 @@ fn event_dynamic(e: &Arc<Event>) -> Dynamic {
     Dynamic::from(EventRef(e.clone()))
 }
 
-/// Event names given as one string or an array of strings.
-fn names_arg(v: &Dynamic) -> RhaiResult<Vec<ImmutableString>> {
-    if let Some(s) = v.read_lock::<ImmutableString>() {
-        return Ok(vec![s.clone()]);
+/// Event names given as one string or an array of strings. `count`,
+/// `ratio` and `streak` are registered once per argument type (string,
+/// array, and `Dynamic` for the error message), because Rhai finds an exact
+/// signature with one lookup but a `Dynamic` parameter only after trying
+/// every wildcard combination, on every call: the rules' common case, a
+/// string, then costs several hash lookups and an allocation.
+trait Names: Clone + Send + Sync + 'static {
+    fn names(&self) -> RhaiResult<Cow<'_, [ImmutableString]>>;
+}
+
+impl Names for ImmutableString {
+    fn names(&self) -> RhaiResult<Cow<'_, [ImmutableString]>> {
+        Ok(Cow::Borrowed(std::slice::from_ref(self)))
     }
-    let bad = || -> Box<EvalAltResult> {
-        format!(
-            "expected an event name or an array of names, got {}",
-            v.type_name()
-        )
-        .into()
-    };
-    let arr = v.read_lock::<Array>().ok_or_else(bad)?;
-    arr.iter()
-        .map(|x| x.read_lock::<ImmutableString>().map(|s| s.clone()))
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(bad)
+}
+
+impl Names for Array {
+    fn names(&self) -> RhaiResult<Cow<'_, [ImmutableString]>> {
+        self.iter()
+            .map(|x| x.read_lock::<ImmutableString>().map(|s| s.clone()))
+            .collect::<Option<Vec<_>>>()
+            .map(Cow::Owned)
+            .ok_or_else(|| bad_names("an array holding a non-string"))
+    }
+}
+
+impl Names for Dynamic {
+    fn names(&self) -> RhaiResult<Cow<'_, [ImmutableString]>> {
+        if let Some(s) = self.read_lock::<ImmutableString>() {
+            return Ok(Cow::Owned(vec![s.clone()]));
+        }
+        match self.read_lock::<Array>() {
+            Some(arr) => Ok(Cow::Owned(arr.names()?.into_owned())),
+            None => Err(bad_names(self.type_name())),
+        }
+    }
+}
+
+fn bad_names(got: &str) -> Box<EvalAltResult> {
+    format!("expected an event name or an array of names, got {got}").into()
+}
+
+/// `w.count(names)` and `w.streak(names)` for one argument type.
+fn register_names<N: Names>(engine: &mut Engine) {
+    engine
+        .register_fn("count", |w: &mut WHandle, names: N| {
+            let names = names.names()?;
+            w.with(|l| l.window.count_of(&names) as INT)
+        })
+        .register_fn("streak", |w: &mut WHandle, names: N| {
+            let names = names.names()?;
+            w.with(|l| l.window.streak(&names) as INT)
+        });
+}
+
+/// `w.ratio(num, den)` for one pair of argument types.
+fn register_ratio<N: Names, D: Names>(engine: &mut Engine) {
+    engine.register_fn("ratio", |w: &mut WHandle, num: N, den: D| {
+        let (num, den) = (num.names()?, den.names()?);
+        w.with(|l| l.window.ratio(&num, &den) as FLOAT)
+    });
 }
 
 fn float_or_unit(v: Option<f64>) -> Dynamic {
@@ -152,18 +197,6 @@ pub(crate) fn register(engine: &mut Engine) {
         .register_set("state", |w: &mut WHandle, m: Map| w.with(|l| l.state = m))
         .register_fn("count", |w: &mut WHandle| {
             w.with(|l| l.window.count() as INT)
-        })
-        .register_fn("count", |w: &mut WHandle, names: Dynamic| {
-            let names = names_arg(&names)?;
-            w.with(|l| l.window.count_of(&names) as INT)
-        })
-        .register_fn("ratio", |w: &mut WHandle, num: Dynamic, den: Dynamic| {
-            let (num, den) = (names_arg(&num)?, names_arg(&den)?);
-            w.with(|l| l.window.ratio(&num, &den) as FLOAT)
-        })
-        .register_fn("streak", |w: &mut WHandle, names: Dynamic| {
-            let names = names_arg(&names)?;
-            w.with(|l| l.window.streak(&names) as INT)
         })
         .register_fn("distinct", |w: &mut WHandle, field: &str| {
             w.with(|l| l.window.distinct(field) as INT)
@@ -197,6 +230,14 @@ pub(crate) fn register(engine: &mut Engine) {
         .register_fn("events", |w: &mut WHandle| {
             w.with(|l| l.window.events().map(event_dynamic).collect::<Array>())
         });
+    register_names::<ImmutableString>(engine);
+    register_names::<Array>(engine);
+    register_names::<Dynamic>(engine);
+    register_ratio::<ImmutableString, ImmutableString>(engine);
+    register_ratio::<ImmutableString, Array>(engine);
+    register_ratio::<Array, ImmutableString>(engine);
+    register_ratio::<Array, Array>(engine);
+    register_ratio::<Dynamic, Dynamic>(engine);
 }
 
 /// Registers the event type: map-like reads, `to_map`, and JSON text.
@@ -215,6 +256,12 @@ fn register_event(engine: &mut Engine) {
         .register_fn("to_map", |e: &mut EventRef| event_map(&e.0))
         .register_fn("to_string", text)
         .register_fn("to_debug", text);
+    // `e.name` would find the indexer too, but only after Rhai has looked for
+    // a getter and built a "function not found" error to fall back from, on
+    // every `filter(e)` call. A getter per field makes it one lookup.
+    for &name in FIELDS.iter().chain(&["extra"]) {
+        engine.register_get(name, move |e: &mut EventRef| field_value(&e.0, name));
+    }
 }
 
 /// An event as a map (SPEC §4): every field present, missing values as

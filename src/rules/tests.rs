@@ -422,7 +422,8 @@ fn w_api_matches_the_window() {
         for x in [
             w.count(), w.count("not_answer_call"), w.count(["not_answer_call", "accept_call"]),
             w.ratio("not_answer_call", ["not_answer_call", "accept_call"]),
-            w.streak("not_answer_call"), w.streak(["accept_call"]),
+            w.ratio(["not_answer_call"], "accept_call"), w.ratio(["accept_call"], ["not_answer_call"]),
+            w.ratio("accept_call", "not_answer_call"), w.streak("not_answer_call"), w.streak(["accept_call"]),
             w.distinct("user_id"), w.sum("total_num"), w.avg("total_num"),
             w.min("total_num"), w.max("total_num"), w.percentile("total_num", 50),
             w.percentile("total_num", 99.5), w.sum("ring_secs"),
@@ -446,19 +447,22 @@ fn w_api_matches_the_window() {
     let out = run(&r, &evs, &mut Map::new()).expect("ok");
     assert_eq!(
         summary(&out),
-        Some("3|2|3|0.6666666666666666|2|0|1|13.0|4.333333333333333|1.0|8.0|4.0|8.0||10|not_answer_call|callee||v|3|8|alice|1400000001|1000|")
+        Some("3|2|3|0.6666666666666666|2.0|0.5|0.5|2|0|1|13.0|4.333333333333333|1.0|8.0|4.0|8.0||10|not_answer_call|callee||v|3|8|alice|1400000001|1000|")
     );
 }
 
 #[test]
 fn w_errors_are_run_errors() {
-    for body in [
-        "w.count(5)",
-        "w.percentile(\"x\", 101)",
-        "w.ratio([1], \"a\")",
+    for (body, says) in [
+        ("w.count(5)", "got i64"),
+        ("w.streak(())", "got ()"),
+        ("w.percentile(\"x\", 101)", "between 0 and 100"),
+        ("w.ratio([1], \"a\")", "got an array holding a non-string"),
+        ("w.ratio(\"a\", 2.5)", "got f64"),
     ] {
         let e = run_err(&rule_with_check(body));
         assert!(e.position.is_some(), "{body}: {e}");
+        assert!(e.message.contains(says), "{body}: {e}");
     }
 }
 
