@@ -134,8 +134,14 @@ enum Batch {
 const BATCH: u64 = 1024;
 
 /// Batches the engine threads may be ahead of the merge (each channel
-/// holds one more than this).
-const IN_FLIGHT: usize = 3;
+/// holds one more than this). The shares of rules differ in cost (on the
+/// example rules the dearest does 1.6 times the work of the cheapest), and
+/// a deep queue lets the cheaper shares and the reader run ahead instead of
+/// idling while the dearest catches up: 16 against 3 measured 367k against
+/// 354k callbacks/s (medians of 8 alternating runs, 1M callbacks, 2 cores).
+/// A batch is shared by every engine thread, so this holds at most 16 × 1024
+/// events more in memory.
+const IN_FLIGHT: usize = 16;
 
 /// A transition with where it goes in the output: the engine call that
 /// produced it (every worker makes the same calls, in the same order) and,
