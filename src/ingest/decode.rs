@@ -442,6 +442,13 @@ fn to_seconds(t: i64) -> i64 {
 
 /// `NormalEnd` → `normal_end`, `Hang Up` → `hang_up`, `not_answer` stays.
 pub fn snake_case(s: &str) -> Text {
+    // Most values arrive in snake_case already (`start_call`): then the
+    // loop below would give them back unchanged, a char at a time.
+    let b = s.as_bytes();
+    let snake = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_';
+    if b.first() != Some(&b'_') && b.iter().all(snake) && !b.windows(2).any(|w| w == b"__") {
+        return Text::from(s);
+    }
     let mut out = Text::with_capacity(s.len() + 4);
     let mut prev_lower = false;
     for c in s.trim().chars() {
@@ -651,5 +658,18 @@ mod tests {
         assert_eq!(snake_case("CallBusy"), "call_busy");
         assert_eq!(snake_case("not_answer"), "not_answer");
         assert_eq!(snake_case("Hang Up"), "hang_up");
+        for s in ["", "a", "_a", "a__b", "a_", "ab_9c", "a_b__", "__"] {
+            let slow: String = s
+                .split('_')
+                .filter(|p| !p.is_empty())
+                .collect::<Vec<_>>()
+                .join("_");
+            let slow = if s.ends_with('_') && !slow.is_empty() {
+                slow + "_"
+            } else {
+                slow
+            };
+            assert_eq!(snake_case(s), slow, "{s:?}");
+        }
     }
 }
