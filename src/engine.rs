@@ -378,23 +378,31 @@ impl Engine {
     /// Feeds one event at engine time `now`. With `evaluate = false` the
     /// windows are filled but no rule runs (rebuilding after a restart).
     pub fn on_event(&mut self, event: Event, now: i64, evaluate: bool) -> Vec<Transition> {
-        self.on_shared_event(Arc::new(event), now, evaluate)
+        self.on_shared_event(&Arc::new(event), now, evaluate)
     }
 
     /// [`Engine::on_event`] for an event other engines may hold too
     /// (replay runs one engine per share of the rules on the same events).
+    /// Borrowed: only a window that takes the event adds a reference, and
+    /// most events are taken by none of one share's rules.
     pub fn on_shared_event(
         &mut self,
-        mut event: Arc<Event>,
+        event: &Arc<Event>,
         now: i64,
         evaluate: bool,
     ) -> Vec<Transition> {
-        if event.event_time > now + self.settings.max_clock_skew_secs {
+        let adjusted;
+        let event = if event.event_time > now + self.settings.max_clock_skew_secs {
             // A client's bad clock must neither be rejected nor expire
-            // everyone's windows. (Copied first if another engine has it.)
-            Arc::make_mut(&mut event).event_time = now;
+            // everyone's windows. (A copy: other engines may hold it.)
+            let mut e = Event::clone(event);
+            e.event_time = now;
             self.future_events += 1;
-        }
+            adjusted = Arc::new(e);
+            &adjusted
+        } else {
+            event
+        };
         let mut out = Vec::new();
         let max_events = self.settings.max_events_per_key;
         for slot in &mut self.slots {
@@ -406,7 +414,7 @@ impl Engine {
                 dirty,
             } = slot;
             let key = &mut self.key;
-            let Some(ks) = RuleSlot::admit(rule, stats, keys, key, &event, now, max_events) else {
+            let Some(ks) = RuleSlot::admit(rule, stats, keys, key, event, now, max_events) else {
                 continue;
             };
             ks.window.expire(now);
@@ -625,7 +633,8 @@ fn evaluate_inner(
     stats.evaluations += 1;
     // The monotonic clock only feeds the duration metric; engine time
     // (`now`) alone drives decisions, so replay stays deterministic.
-    let started = std::time::Instant::now();
+    // Read only while there is room to record it (replay never drains).
+    let started = (stats.durations.len() < MAX_DURATIONS).then(std::time::Instant::now);
     // A key without state lends the script an empty map, boxed only if
     // the script fills it.
     let mut fresh = rhai::Map::new();
@@ -640,7 +649,7 @@ fn evaluate_inner(
     } else if !fresh.is_empty() {
         ks.set_state(fresh);
     }
-    if stats.durations.len() < MAX_DURATIONS {
+    if let Some(started) = started {
         stats.durations.push(started.elapsed().as_secs_f64());
     }
     let condition = match outcome {
@@ -740,6 +749,21 @@ mod tests {
         let id = record.id();
         e.on_event(ev(101, "alice"), 101, true);
         assert_eq!(e.take_dirty(), vec![Persist::Delete(id)]);
+    }
+
+    #[test]
+    fn an_event_from_the_future_enters_at_now_and_others_keep_theirs() {
+        let mut e = engine(rule("[]", "`${w.last().event_time}`"));
+        let shared = Arc::new(ev(100_000, "alice"));
+        let fired = e.on_shared_event(&shared, 1_000, true);
+        assert_eq!(fired[0].alert.summary, "1000");
+        assert_eq!(e.future_events(), 1);
+        // Another engine holding the same event still sees its own time.
+        assert_eq!(shared.event_time, 100_000);
+        // Within the skew it keeps its time.
+        let fired = e.on_event(ev(1_050, "alice"), 1_000, true);
+        assert!(fired.is_empty(), "still firing, no new transition");
+        assert_eq!(e.future_events(), 1);
     }
 
     #[test]

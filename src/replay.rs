@@ -205,7 +205,7 @@ impl Worker {
             let n = current.max(t);
             self.now = Some(n);
             self.step += 1;
-            let by_rule = self.engine.on_shared_event(event.clone(), n, true);
+            let by_rule = self.engine.on_shared_event(event, n, true);
             out.extend(by_rule.into_iter().map(|tr| Placed {
                 step: self.step,
                 rule_index: self.rule_index[self.engine.rule_position(&tr.alert.rule)],
