@@ -135,12 +135,12 @@ const BATCH: u64 = 1024;
 
 /// Batches the engine threads may be ahead of the merge (each channel
 /// holds one more than this). The shares of rules differ in cost (on the
-/// example rules the dearest does 1.6 times the work of the cheapest), and
-/// a deep queue lets the cheaper shares and the reader run ahead instead of
-/// idling while the dearest catches up: 16 against 3 measured 367k against
-/// 354k callbacks/s (medians of 8 alternating runs, 1M callbacks, 2 cores).
-/// A batch is shared by every engine thread, so this holds at most 16 × 1024
-/// events more in memory.
+/// example rules, two shares make 709k and 552k evaluations per 1M
+/// callbacks), and a deep queue lets the cheaper share and the reader run
+/// ahead instead of idling while the dearest catches up: 16 against 3
+/// measured 367k against 354k callbacks/s (medians of 8 alternating runs,
+/// 1M callbacks, 2 cores). A batch is shared by every engine thread, so
+/// this holds at most 16 × 1024 events more in memory.
 const IN_FLIGHT: usize = 16;
 
 /// A transition with where it goes in the output: the engine call that
@@ -233,12 +233,14 @@ pub fn replay(
     inputs: Vec<(String, Box<dyn BufRead + Send>)>,
     out: &mut dyn Write,
 ) -> Result<ReplaySummary, ReplayError> {
-    // One share more than cores: rules differ in cost, and with more
-    // shares than cores the scheduler evens the load out (measured on two
-    // cores over the example rules: median 2.98 s against 3.3 s for 1M
-    // callbacks).
+    // One share per core. With only three batches in flight, one share
+    // more than cores evened out the rules' uneven costs (2.98 s against
+    // 3.3 s for 1M callbacks on two cores); with sixteen the cheaper share
+    // simply runs ahead, and every extra share is one more thread walking
+    // every event: 384k against 365k callbacks/s (medians of 10
+    // alternating runs), and 346k against 308k in a noisier series.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    replay_on(cores + 1, config, rules, inputs, out)
+    replay_on(cores, config, rules, inputs, out)
 }
 
 /// [`replay`] with the rules shared out among (at most) `threads` engine
