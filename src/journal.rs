@@ -436,10 +436,16 @@ pub fn each_line<R: BufRead, E: From<io::Error>>(
         }
         line_no += 1;
         let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        if !line.iter().all(u8::is_ascii_whitespace) {
+        if !is_blank(line) {
             f(line_no, line)?;
         }
     }
+}
+
+/// A line of only whitespace: skipped by every reader of SPEC §3 lines
+/// (it still counts for the line numbers of the lines after it).
+fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(u8::is_ascii_whitespace)
 }
 
 /// Reads recorded callbacks from a reader, one per line; blank lines are
@@ -458,7 +464,7 @@ pub fn read_records<R: BufRead + 'static>(
                 Ok(l) => l,
                 Err(e) => return Some(Err(JournalError::Io(e))),
             };
-            if line.iter().all(u8::is_ascii_whitespace) {
+            if is_blank(&line) {
                 return None;
             }
             Some(
