@@ -203,6 +203,8 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         let metrics = metrics.clone();
         let ready = ready.clone();
         let tick = config.rules.tick;
+        let holder = dispatcher.clone();
+        let hold = move |ts: Vec<Transition>| holder.hold_silenced(ts);
         let deliver = move |ts: Vec<Tracked>| dispatcher.submit(ts);
         let snapshot = snapshot.clone();
         let engine_store = store.clone();
@@ -223,7 +225,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
                     ready,
                     snapshot,
                 };
-                run_engine(task, deliver)
+                run_engine(task, hold, deliver)
             })
             .context("spawning the engine thread")?;
         let t = Instant::now();
@@ -418,7 +420,13 @@ struct EngineTask {
     snapshot: Arc<RwLock<Snapshot>>,
 }
 
-fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Tracked>)) {
+/// `hold` learns, once the saved alert states are back, which firing
+/// alerts a silence covers; `deliver` takes every transition after that.
+fn run_engine(
+    task: EngineTask,
+    hold: impl FnOnce(Vec<Transition>),
+    deliver: impl Fn(Vec<Tracked>),
+) {
     let EngineTask {
         mut engine,
         restored,
@@ -483,6 +491,7 @@ fn run_engine(task: EngineTask, deliver: impl Fn(Vec<Tracked>)) {
         engine.restore(r);
     }
     let now = now_secs();
+    hold(engine.firing_transitions(now));
     let t = Instant::now();
     let mut rebuilt = 0usize;
     for batch in history {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use hashbrown::hash_map::EntryRef;
 
-use crate::alert::{Alert, Condition, Policy, Tracker};
+use crate::alert::{Alert, AlertStatus, Condition, Policy, Tracker};
 use crate::event::Event;
 use crate::rules::{CheckCtx, CheckOutcome, Key, KeyBuf, KeyView, Rule};
 use crate::window::Window;
@@ -361,6 +361,28 @@ impl Engine {
             alerts: self.active_alerts(),
             rules,
         }
+    }
+
+    /// Every firing alert as the transition that announced it, at `now`
+    /// (for the dispatcher to learn, on start, which silences hold what).
+    pub fn firing_transitions(&self, now: i64) -> Vec<Transition> {
+        let mut out = Vec::new();
+        for slot in &self.slots {
+            let notify = Some(slot.rule.spec().notify.clone()).filter(|n| !n.is_empty());
+            for ks in slot.keys.values() {
+                let Some(alert) = ks.tracker.as_ref().and_then(|t| t.current()) else {
+                    continue;
+                };
+                if alert.status == AlertStatus::Firing {
+                    out.push(Transition {
+                        alert: alert.clone(),
+                        notify: notify.clone(),
+                        at: now,
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// Alerts currently pending or firing.

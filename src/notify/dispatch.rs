@@ -9,8 +9,13 @@
 //! outbox, so a crash at any point between the engine and the outbox, or
 //! while a group waits out `group_wait`, neither loses it nor sends it
 //! twice: [`Dispatcher::resume`] resubmits what is left on the next start.
+//!
+//! A transition a silence keeps back is held (in memory) and sent once no
+//! silence covers it any more, as Alertmanager does: an alert still firing
+//! when its silence ends or is deleted goes out with its group then, not
+//! at its next repeat, possibly hours later.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -21,14 +26,23 @@ use super::group::{GroupSettings, Grouper};
 use super::outbox::Outbox;
 use super::silence;
 use super::{receivers_for, Receivers};
+use crate::alert::AlertStatus;
 use crate::config::Config;
 use crate::engine::Transition;
 use crate::metrics::{Metrics, ReceiverLabels};
-use crate::store::Store;
+use crate::store::{Silence, Store};
 
 /// A transition and its id in the store's pending table (`None` if it
 /// could not be saved: it is still delivered, just not crash-proof).
 pub type Tracked = (Option<i64>, Transition);
+
+/// The newest transition of an alert that a silence kept back, and whether
+/// the alert's firing was ever sent (a resolve is only worth sending if it
+/// was).
+struct Held {
+    transition: Transition,
+    announced: bool,
+}
 
 /// The grouper and, for each pending id in it, how many receivers' groups
 /// still hold it.
@@ -42,9 +56,20 @@ pub struct Dispatcher {
     config: std::sync::RwLock<Arc<Config>>,
     store: Arc<Mutex<Store>>,
     groups: Mutex<Groups>,
+    /// By fingerprint. Never locked while taking `groups`.
+    held: Mutex<HashMap<String, Held>>,
     outbox: Arc<Outbox>,
     metrics: Arc<Metrics>,
     wake: Notify,
+}
+
+/// The silence among `silences` that covers `labels` at `now`, if any.
+fn covering<'s>(
+    silences: &'s [Silence],
+    labels: &BTreeMap<String, String>,
+    now: i64,
+) -> Option<&'s Silence> {
+    silences.iter().find(|s| silence::silences(s, labels, now))
 }
 
 fn unix(t: SystemTime) -> i64 {
@@ -74,6 +99,7 @@ impl Dispatcher {
                 grouper,
                 owed: HashMap::new(),
             }),
+            held: Mutex::new(HashMap::new()),
             outbox,
             metrics,
             wake: Notify::new(),
@@ -98,6 +124,22 @@ impl Dispatcher {
 
     fn groups(&self) -> std::sync::MutexGuard<'_, Groups> {
         self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The stored silences; `None` (logged, with what happens `instead`)
+    /// if they cannot be read.
+    fn read_silences(&self, instead: &str) -> Option<Vec<Silence>> {
+        match self.store().silences() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read silences; {instead}");
+                None
+            }
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
@@ -157,17 +199,12 @@ impl Dispatcher {
             return;
         }
         let now = SystemTime::now();
-        let silences = match self.store().silences() {
-            Ok(s) => s,
-            Err(e) => {
-                // Better a notification too many than a lost one.
-                tracing::error!(error = %e, "cannot read silences; notifying anyway");
-                Vec::new()
-            }
-        };
+        // Better a notification too many than a lost one.
+        let silences = self.read_silences("notifying anyway").unwrap_or_default();
         let config = self.config();
         let mut groups = self.groups();
         let mut unowed = Vec::new();
+        let mut silenced = Vec::new();
         for (id, t) in transitions {
             let mut receivers = receivers_for(
                 &t.alert,
@@ -178,9 +215,7 @@ impl Dispatcher {
             if let Some(done) = id.and_then(|id| reached.get(&id)) {
                 receivers.retain(|r| !done.contains(r));
             }
-            let silenced_by = silences
-                .iter()
-                .find(|s| silence::silences(s, &t.alert.labels, unix(now)));
+            let silenced_by = covering(&silences, &t.alert.labels, unix(now));
             if let Some(s) = silenced_by {
                 tracing::info!(rule = %t.alert.rule, fingerprint = %t.alert.fingerprint, silence = %s.id, "alert silenced");
                 for r in &receivers {
@@ -193,8 +228,11 @@ impl Dispatcher {
                         .inc();
                 }
                 unowed.extend(id);
+                silenced.push(t);
                 continue;
             }
+            // Sent or unrouted: whatever a silence held back is outdated.
+            self.held().remove(&t.alert.fingerprint);
             if receivers.is_empty() {
                 unowed.extend(id);
                 continue;
@@ -207,6 +245,9 @@ impl Dispatcher {
             }
         }
         drop(groups);
+        for t in silenced {
+            self.hold(t);
+        }
         self.release(&unowed);
         // Groups already due (group_wait = 0, or an interval that has
         // passed) go to the durable outbox right here, on the caller's
@@ -216,6 +257,90 @@ impl Dispatcher {
         // crash could lose it.
         self.flush(now);
         self.wake.notify_one();
+    }
+
+    /// Keeps a silenced transition to send when its silence ends.
+    fn hold(&self, t: Transition) {
+        let mut held = self.held();
+        let fingerprint = t.alert.fingerprint.clone();
+        let firing = t.alert.status == AlertStatus::Firing;
+        let announced = match held.remove(&fingerprint) {
+            // Fired and resolved under the silence: nobody was told it
+            // fired, so nobody needs telling it stopped.
+            Some(h) if !firing && !h.announced => return,
+            Some(h) => h.announced,
+            // A resolve, or a repeat (sent after the first firing), with
+            // nothing held: the firing went out before the silence began.
+            None => !firing || t.at > t.alert.starts_at,
+        };
+        held.insert(
+            fingerprint,
+            Held {
+                transition: t,
+                announced,
+            },
+        );
+    }
+
+    /// Holds the firing alerts of a restarted engine that a silence covers
+    /// now: what a silence held back before the restart was only in
+    /// memory. Whether each was sent before its silence began is not known,
+    /// so each counts as sent: when the silence ends it goes out again, and
+    /// so does a resolve that comes first (better a notification too many
+    /// than a lost one). Call once at start.
+    pub fn hold_silenced(&self, firing: Vec<Transition>) {
+        if firing.is_empty() {
+            return;
+        }
+        let Some(silences) = self.read_silences("not holding silenced alerts") else {
+            return;
+        };
+        let now = unix(SystemTime::now());
+        let mut held = self.held();
+        for t in firing {
+            if covering(&silences, &t.alert.labels, now).is_some() {
+                held.insert(
+                    t.alert.fingerprint.clone(),
+                    Held {
+                        transition: t,
+                        announced: true,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Routes the transitions silences held back that no silence covers
+    /// any more (it ended, or was deleted).
+    fn release_unsilenced(&self, now: SystemTime) {
+        if self.held().is_empty() {
+            return;
+        }
+        let Some(silences) = self.read_silences("holding silenced alerts") else {
+            return;
+        };
+        let free: Vec<Tracked> = {
+            let mut held = self.held();
+            let ended: Vec<String> = held
+                .iter()
+                .filter(|(_, h)| {
+                    covering(&silences, &h.transition.alert.labels, unix(now)).is_none()
+                })
+                .map(|(f, _)| f.clone())
+                .collect();
+            ended
+                .iter()
+                .filter_map(|f| held.remove(f))
+                .map(|h| (None, h.transition))
+                .collect()
+        };
+        if !free.is_empty() {
+            tracing::info!(
+                alerts = free.len(),
+                "silence over: sending what it held back"
+            );
+            self.route(free, &HashMap::new());
+        }
     }
 
     fn flush(&self, now: SystemTime) {
@@ -258,6 +383,7 @@ impl Dispatcher {
         tokio::pin!(shutdown);
         loop {
             let now = SystemTime::now();
+            self.release_unsilenced(now);
             self.flush(now);
             let wait = self
                 .groups()
@@ -344,17 +470,22 @@ mod tests {
                 .submit(ids.into_iter().map(Some).zip(ts).collect());
         }
 
-        /// Rules of the queued notifications for `receiver`.
-        fn queued(&self, receiver: &str) -> Vec<Vec<String>> {
+        /// The notifications queued for `receiver`, oldest first.
+        fn notifications(&self, receiver: &str) -> Vec<super::super::Notification> {
             lock(&self.store)
                 .due(receiver, i64::MAX, 100)
                 .expect("due")
                 .iter()
-                .map(|item| {
-                    let n: super::super::Notification =
-                        serde_json::from_str(&item.payload).expect("payload");
-                    n.alerts.into_iter().map(|a| a.rule).collect()
-                })
+                .map(|item| serde_json::from_str(&item.payload).expect("payload"))
+                .collect()
+        }
+
+        /// Rules of the queued notifications for `receiver`.
+        fn queued(&self, receiver: &str) -> Vec<Vec<String>> {
+            let rules = |n: super::super::Notification| n.alerts.into_iter().map(|a| a.rule);
+            self.notifications(receiver)
+                .into_iter()
+                .map(|n| rules(n).collect())
                 .collect()
         }
 
@@ -425,6 +556,114 @@ mod tests {
         assert_eq!(second.queued("ops"), vec![vec!["a"]]);
         assert_eq!(second.queued("mail"), vec![vec!["a"]]);
         assert_eq!(second.pending(), 0);
+    }
+
+    fn silence_rule(r: &Run, rule: &str, ends_at: i64) {
+        let silence = crate::store::Silence {
+            id: format!("s-{rule}"),
+            matchers: vec![crate::store::Matcher {
+                name: "rule".into(),
+                value: rule.into(),
+                is_regex: false,
+                is_equal: true,
+            }],
+            starts_at: unix(SystemTime::now()) - 3600,
+            ends_at,
+            comment: String::new(),
+            created_by: String::new(),
+        };
+        lock(&r.store).put_silence(&silence).expect("put silence");
+    }
+
+    fn resolved(rule: &str, notify: &[&str]) -> Transition {
+        let mut t = transition(rule, notify);
+        t.alert.status = AlertStatus::Resolved;
+        t.alert.ends_at = Some(t.at + 600);
+        t.at += 600;
+        t
+    }
+
+    /// A dispatcher loop iteration `days` from now, when every group is
+    /// due (`drain` would mark groups sent a century ahead, holding back
+    /// the group's next notification as long).
+    fn tick(r: &Run, days: u64) {
+        r.dispatcher.release_unsilenced(SystemTime::now());
+        r.dispatcher
+            .flush(SystemTime::now() + Duration::from_secs(days * 86_400));
+    }
+
+    /// Ends the silence on `rule` and lets the dispatcher notice (day 2).
+    fn end_silence(r: &Run, rule: &str) {
+        silence_rule(r, rule, unix(SystemTime::now()) - 1);
+        tick(r, 2);
+    }
+
+    /// Statuses of the alerts queued for `receiver`, in order.
+    fn statuses(r: &Run, receiver: &str) -> Vec<String> {
+        let alerts = r.notifications(receiver).into_iter().flat_map(|n| n.alerts);
+        alerts.map(|a| a.status.as_str().to_string()).collect()
+    }
+
+    #[test]
+    fn an_alert_firing_when_its_silence_ends_is_sent_then() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = run(dir.path());
+        silence_rule(&r, "a", unix(SystemTime::now()) + 3600);
+        r.submit(vec![transition("a", &["ops"]), transition("b", &["ops"])]);
+        tick(&r, 1);
+        assert_eq!(r.queued("ops"), vec![vec!["b"]], "a is silenced");
+        end_silence(&r, "a");
+        assert_eq!(r.queued("ops"), vec![vec!["b"], vec!["a"]]);
+        assert_eq!(statuses(&r, "ops"), ["firing", "firing"]);
+        // Sent once: nothing is held any more.
+        tick(&r, 3);
+        assert_eq!(r.queued("ops").len(), 2);
+    }
+
+    #[test]
+    fn an_alert_that_fired_and_resolved_under_a_silence_is_never_sent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = run(dir.path());
+        silence_rule(&r, "a", unix(SystemTime::now()) + 3600);
+        r.submit(vec![transition("a", &["ops"])]);
+        r.submit(vec![resolved("a", &["ops"])]);
+        end_silence(&r, "a");
+        assert!(r.queued("ops").is_empty());
+    }
+
+    #[test]
+    fn a_resolve_a_silence_held_back_is_sent_when_it_ends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = run(dir.path());
+        r.submit(vec![transition("a", &["ops"])]);
+        tick(&r, 1);
+        silence_rule(&r, "a", unix(SystemTime::now()) + 3600);
+        // A repeat and the resolve, both under the silence.
+        let mut repeat = transition("a", &["ops"]);
+        repeat.at += 300;
+        r.submit(vec![repeat]);
+        r.submit(vec![resolved("a", &["ops"])]);
+        tick(&r, 1);
+        assert_eq!(statuses(&r, "ops"), ["firing"]);
+        end_silence(&r, "a");
+        assert_eq!(statuses(&r, "ops"), ["firing", "resolved"]);
+    }
+
+    #[test]
+    fn a_transition_sent_after_a_silence_replaces_what_it_held() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = run(dir.path());
+        silence_rule(&r, "a", unix(SystemTime::now()) + 3600);
+        r.submit(vec![transition("a", &["ops"])]);
+        // Deleted through the API, and the alert resolved and fired again
+        // before the dispatcher looked: only the new firing goes out.
+        silence_rule(&r, "a", unix(SystemTime::now()) - 1);
+        let mut again = transition("a", &["ops"]);
+        again.at += 900;
+        again.alert.starts_at += 900;
+        r.submit(vec![again]);
+        tick(&r, 1);
+        assert_eq!(r.queued("ops"), vec![vec!["a"]]);
     }
 
     #[test]

@@ -346,6 +346,16 @@ async fn silences_stop_matching_alerts_survive_restarts_and_expire() {
     let (status, expired) = d.api(Method::DELETE, &path, None, None).await;
     assert_eq!(status, 200, "{expired}");
     assert_eq!(silences(&d).await, [(id.clone(), "expired".to_string())]);
+    // The alerts it held back that still fire go out now, not at their next
+    // repeat: carol's, and alice's from before the restart.
+    let mut unsilenced = Vec::new();
+    for _ in 0..2 {
+        let got = hook.next_within(Duration::from_secs(10)).await.json();
+        unsilenced.extend(users(&got));
+    }
+    unsilenced.sort();
+    let firing = |u: &str| (u.to_string(), "firing".to_string());
+    assert_eq!(unsilenced, [firing("alice"), firing("carol")]);
     call_and_expect(&d, &mut hook, "erin", "Android", true).await;
     let (status, _) = d
         .api(Method::DELETE, "/api/v1/silences/nope", None, None)
