@@ -270,6 +270,19 @@ pub struct Engine {
     key: KeyBuf,
 }
 
+impl Transition {
+    /// `alert` of `rule` at engine time `at`, going where the rule's
+    /// `notify` says (routes decide when it says nothing).
+    fn of(rule: &Rule, alert: Alert, at: i64) -> Transition {
+        let notify = &rule.spec().notify;
+        Transition {
+            alert,
+            notify: (!notify.is_empty()).then(|| notify.clone()),
+            at,
+        }
+    }
+}
+
 fn policy_of(rule: &Rule, settings: &EngineSettings) -> Policy {
     let spec = rule.spec();
     Policy {
@@ -368,17 +381,12 @@ impl Engine {
     pub fn firing_transitions(&self, now: i64) -> Vec<Transition> {
         let mut out = Vec::new();
         for slot in &self.slots {
-            let notify = Some(slot.rule.spec().notify.clone()).filter(|n| !n.is_empty());
             for ks in slot.keys.values() {
                 let Some(alert) = ks.tracker.as_ref().and_then(|t| t.current()) else {
                     continue;
                 };
                 if alert.status == AlertStatus::Firing {
-                    out.push(Transition {
-                        alert: alert.clone(),
-                        notify: notify.clone(),
-                        at: now,
-                    });
+                    out.push(Transition::of(&slot.rule, alert.clone(), now));
                 }
             }
         }
@@ -559,11 +567,7 @@ impl Engine {
                 };
                 let labels = slot.rule.key_view(key).labels();
                 if let Some(alert) = tracker.observe(&slot.policy, &labels, None, now) {
-                    out.push(Transition {
-                        alert,
-                        notify: Some(slot.rule.spec().notify.clone()).filter(|n| !n.is_empty()),
-                        at: now,
-                    });
+                    out.push(Transition::of(&slot.rule, alert, now));
                 }
             }
         }
@@ -706,11 +710,7 @@ fn evaluate_inner(
     if !tracker.is_active() {
         ks.tracker = None;
     }
-    notify.map(|alert| Transition {
-        alert,
-        notify: Some(rule.spec().notify.clone()).filter(|n| !n.is_empty()),
-        at: now,
-    })
+    notify.map(|alert| Transition::of(rule, alert, now))
 }
 
 #[cfg(test)]
