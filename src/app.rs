@@ -203,9 +203,6 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         let metrics = metrics.clone();
         let ready = ready.clone();
         let tick = config.rules.tick;
-        let holder = dispatcher.clone();
-        let hold = move |ts: Vec<Transition>| holder.hold_silenced(ts);
-        let deliver = move |ts: Vec<Tracked>| dispatcher.submit(ts);
         let snapshot = snapshot.clone();
         let engine_store = store.clone();
         let restored = restore_records(&store);
@@ -224,8 +221,9 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
                     tick,
                     ready,
                     snapshot,
+                    dispatcher,
                 };
-                run_engine(task, hold, deliver)
+                run_engine(task)
             })
             .context("spawning the engine thread")?;
         let t = Instant::now();
@@ -288,7 +286,6 @@ pub fn retention_ms(max_window_secs: i64, config: &Config) -> i64 {
     (need + 600) * 1000
 }
 
-/// Prunes journal segments past retention once a minute until stopped.
 /// How long an expired silence stays in the store (and in
 /// `GET /api/v1/silences`, as `expired`): five days, Alertmanager's
 /// default `--data.retention`, so an operator can still see what was
@@ -418,15 +415,12 @@ struct EngineTask {
     tick: std::time::Duration,
     ready: Arc<AtomicBool>,
     snapshot: Arc<RwLock<Snapshot>>,
+    /// Learns, once the saved alert states are back, which firing alerts
+    /// a silence covers; then takes every transition.
+    dispatcher: Arc<Dispatcher>,
 }
 
-/// `hold` learns, once the saved alert states are back, which firing
-/// alerts a silence covers; `deliver` takes every transition after that.
-fn run_engine(
-    task: EngineTask,
-    hold: impl FnOnce(Vec<Transition>),
-    deliver: impl Fn(Vec<Tracked>),
-) {
+fn run_engine(task: EngineTask) {
     let EngineTask {
         mut engine,
         restored,
@@ -439,6 +433,7 @@ fn run_engine(
         tick,
         ready,
         snapshot,
+        dispatcher,
     } = task;
     let publish = |engine: &Engine| {
         let s = engine.snapshot();
@@ -491,7 +486,7 @@ fn run_engine(
         engine.restore(r);
     }
     let now = now_secs();
-    hold(engine.firing_transitions(now));
+    dispatcher.hold_silenced(engine.firing_transitions(now));
     let t = Instant::now();
     let mut rebuilt = 0usize;
     for batch in history {
@@ -503,7 +498,7 @@ fn run_engine(
     let first = engine.evaluate_all(now);
     let first = persist(&mut engine, first);
     publish(&engine);
-    deliver(first);
+    dispatcher.submit(first);
     tracing::info!(
         events = rebuilt,
         alert_states = restored_count,
@@ -535,7 +530,7 @@ fn run_engine(
                             // The API shows an alert before its
                             // notification can arrive anywhere.
                             publish(&engine);
-                            deliver(out);
+                            dispatcher.submit(out);
                             last_publish = Instant::now();
                         }
                     }
@@ -554,7 +549,7 @@ fn run_engine(
                         let out = engine.reload(rules, &history, now_secs());
                         let out = persist(&mut engine, out);
                         publish(&engine);
-                        deliver(out);
+                        dispatcher.submit(out);
                         let _ = reply.send(before);
                     }
                     // No reloads any more; a closed channel must not
@@ -565,7 +560,7 @@ fn run_engine(
                     let out = engine.on_tick(now_secs());
                     let out = persist(&mut engine, out);
                     publish(&engine);
-                    deliver(out);
+                    dispatcher.submit(out);
                     publish_stats(&mut engine, &metrics, &mut published);
                     last_publish = Instant::now();
                 }
