@@ -56,7 +56,7 @@ pub struct Dispatcher {
     config: std::sync::RwLock<Arc<Config>>,
     store: Arc<Mutex<Store>>,
     groups: Mutex<Groups>,
-    /// By fingerprint. Never locked while taking `groups`.
+    /// By fingerprint. Never locked together with `groups`.
     held: Mutex<HashMap<String, Held>>,
     outbox: Arc<Outbox>,
     metrics: Arc<Metrics>,
@@ -70,6 +70,28 @@ fn covering<'s>(
     now: i64,
 ) -> Option<&'s Silence> {
     silences.iter().find(|s| silence::silences(s, labels, now))
+}
+
+/// Keeps a silenced transition to send when its silence ends.
+fn hold(held: &mut HashMap<String, Held>, t: Transition) {
+    let fingerprint = t.alert.fingerprint.clone();
+    let firing = t.alert.status == AlertStatus::Firing;
+    let announced = match held.remove(&fingerprint) {
+        // Fired and resolved under the silence: nobody was told it
+        // fired, so nobody needs telling it stopped.
+        Some(h) if !firing && !h.announced => return,
+        Some(h) => h.announced,
+        // A resolve, or a repeat (sent after the first firing), with
+        // nothing held: the firing went out before the silence began.
+        None => !firing || t.at > t.alert.starts_at,
+    };
+    held.insert(
+        fingerprint,
+        Held {
+            transition: t,
+            announced,
+        },
+    );
 }
 
 fn unix(t: SystemTime) -> i64 {
@@ -205,6 +227,8 @@ impl Dispatcher {
         let mut groups = self.groups();
         let mut unowed = Vec::new();
         let mut silenced = Vec::new();
+        // Sent or unrouted: whatever a silence held back for them is outdated.
+        let mut settled = Vec::new();
         for (id, t) in transitions {
             let mut receivers = receivers_for(
                 &t.alert,
@@ -231,8 +255,7 @@ impl Dispatcher {
                 silenced.push(t);
                 continue;
             }
-            // Sent or unrouted: whatever a silence held back is outdated.
-            self.held().remove(&t.alert.fingerprint);
+            settled.push(t.alert.fingerprint.clone());
             if receivers.is_empty() {
                 unowed.extend(id);
                 continue;
@@ -245,8 +268,14 @@ impl Dispatcher {
             }
         }
         drop(groups);
-        for t in silenced {
-            self.hold(t);
+        {
+            let mut held = self.held();
+            for fingerprint in &settled {
+                held.remove(fingerprint);
+            }
+            for t in silenced {
+                hold(&mut held, t);
+            }
         }
         self.release(&unowed);
         // Groups already due (group_wait = 0, or an interval that has
@@ -257,29 +286,6 @@ impl Dispatcher {
         // crash could lose it.
         self.flush(now);
         self.wake.notify_one();
-    }
-
-    /// Keeps a silenced transition to send when its silence ends.
-    fn hold(&self, t: Transition) {
-        let mut held = self.held();
-        let fingerprint = t.alert.fingerprint.clone();
-        let firing = t.alert.status == AlertStatus::Firing;
-        let announced = match held.remove(&fingerprint) {
-            // Fired and resolved under the silence: nobody was told it
-            // fired, so nobody needs telling it stopped.
-            Some(h) if !firing && !h.announced => return,
-            Some(h) => h.announced,
-            // A resolve, or a repeat (sent after the first firing), with
-            // nothing held: the firing went out before the silence began.
-            None => !firing || t.at > t.alert.starts_at,
-        };
-        held.insert(
-            fingerprint,
-            Held {
-                transition: t,
-                announced,
-            },
-        );
     }
 
     /// Holds the firing alerts of a restarted engine that a silence covers
@@ -409,10 +415,8 @@ impl Dispatcher {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::alert::{Alert, AlertStatus};
+    use crate::alert::Alert;
 
     fn transition(rule: &str, notify: &[&str]) -> Transition {
         Transition {
