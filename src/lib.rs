@@ -16,6 +16,7 @@
 //! - [`reload`]: hot reload of config and rules, all-or-nothing.
 //! - [`replay`]: offline evaluation of recorded callbacks in event time.
 //! - [`metrics`]: the Prometheus registry.
+//! - [`lograte`]: one log line per interval for repeated errors.
 //! - [`api`]: health, readiness, metrics and admin endpoints.
 //! - [`notify`]: receivers (log, email, webhook, chat services,
 //!   Alertmanager), grouping and the durable outbox.
@@ -29,6 +30,7 @@ pub mod engine;
 pub mod event;
 pub mod ingest;
 pub mod journal;
+pub mod lograte;
 pub mod metrics;
 pub mod notify;
 pub mod reload;

@@ -483,7 +483,9 @@ impl Ingest {
             this.lock_in_flight().remove(&key);
             let _ = in_flight.send(Some(stored.is_ok()));
             if let Err(e) = stored {
-                tracing::error!(error = %e, "journal append failed; callback refused");
+                // The journal writer logs the failure itself, once per
+                // interval however many callbacks it refuses.
+                tracing::debug!(error = %e, "journal append failed; callback refused");
                 if let Ok(mut d) = this.dedup.lock() {
                     d.release(key);
                 }
@@ -505,8 +507,10 @@ impl Ingest {
         .await
         .unwrap_or_else(|e| Err(format!("store task failed: {e}")));
         if let Err(e) = stored {
+            // Not durable, so not acknowledged: 503 with `Retry-After`
+            // makes Tencent deliver it again once the disk has recovered.
             return Err(Failure::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
+                StatusCode::SERVICE_UNAVAILABLE,
                 "journal_error",
                 format!("callback not stored: {e}"),
             ));

@@ -4,6 +4,7 @@
 mod support;
 
 mod delivery;
+mod faults;
 mod ingest;
 mod notify;
 mod props;
