@@ -3,7 +3,7 @@
 //! server and real HTTP servers; outages, restarts, chat-service errors,
 //! silences, the admin API's auth and `callwatch notify-test`.
 
-mod harness;
+pub(crate) mod harness;
 mod trace;
 
 use std::net::SocketAddr;
