@@ -122,13 +122,16 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         Store::open(&config.state.dir).context("opening the store in state.dir")?,
     ));
     let receivers = Arc::new(Receivers::from_config(&config).context("building receivers")?);
-    let outbox = Arc::new(Outbox::new(
-        store.clone(),
-        receivers.clone(),
-        metrics.clone(),
-        config.alerting.give_up_after,
-        config.alerting.max_retry_interval,
-    ));
+    let outbox = Arc::new(
+        Outbox::new(
+            store.clone(),
+            receivers.clone(),
+            metrics.clone(),
+            config.alerting.give_up_after,
+            config.alerting.max_retry_interval,
+        )
+        .with_max_queued(config.alerting.max_queued_per_receiver),
+    );
     let dispatcher = Arc::new(Dispatcher::new(
         &config,
         &receivers,

@@ -3,6 +3,8 @@
 //! will not take writes or was deleted, receivers that lie about
 //! `Retry-After`, answer with endless bodies or hang.
 
+mod big_reply;
 mod disk_full;
 mod journal_tail;
+mod receivers;
 mod tmpfs;

@@ -3,7 +3,7 @@
 //! input and sandbox escapes, admin API auth from another host, overload.
 
 mod crash;
-mod daemon;
+pub(crate) mod daemon;
 mod hostile;
 mod netns;
 mod overload;
