@@ -127,3 +127,94 @@ async fn a_full_disk_refuses_with_503_and_keeps_every_acknowledged_callback() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Fires on a call start and resolves 3 s later, when the window empties:
+/// a transition decided on a tick, with no callback (and no journal
+/// write) involved.
+const SHORT_RULE: &str = r#"
+// Test rule: a call start fires for its caller until the window empties.
+const RULE = #{
+    events: ["start_call"],
+    group_by: ["user_id"],
+    window: "3s",
+    severity: "warning",
+};
+
+fn check(w) {
+    w.count() >= 1
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transition_the_store_cannot_save_is_retried_and_then_notified() {
+    use crate::delivery::harness::{add_receiver, webhook, Dirs, Running};
+    use crate::notify::http_sink::{Canned, Sink};
+    use std::time::{Duration, Instant};
+
+    let Some(fs) = Tmpfs::mount("4m") else {
+        return;
+    };
+    let mut hook = Sink::start(Canned::new(200, "")).await;
+    let dirs = Dirs::with_rules(&[("short", SHORT_RULE)]);
+    let mut config = dirs.config();
+    config.state.dir = fs.path().join("state");
+    add_receiver(&mut config, "ops", webhook(hook.url("/hook")));
+    let d = Running::start(config.clone()).await;
+    d.start_call("alice", "Android", "c1").await;
+    assert_eq!(hook.next().await.json()["status"], "firing");
+    // Only once the delivery is recorded: a store that cannot record it
+    // rightly sends it again.
+    d.wait_notifications("ops", "sent", 1, Duration::from_secs(5))
+        .await;
+
+    // The disk fills up before the alert resolves.
+    let filler = fs.fill();
+    let t0 = Instant::now();
+    loop {
+        let m = d.metrics().await;
+        if crate::support::metric(&m, "callwatch_store_write_failures_total", &[]) >= 2.0 {
+            assert_eq!(
+                crate::support::metric(&m, "callwatch_unsaved_transitions", &[]),
+                1.0
+            );
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the store never failed: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if let Some(early) = hook.try_next() {
+        panic!(
+            "notified before it was saved: {}",
+            String::from_utf8_lossy(&early.body)
+        );
+    }
+
+    // Space again: the resolve is saved on the next tick, then sent.
+    std::fs::remove_file(&filler).expect("freeing space");
+    let freed = Instant::now();
+    let resolved = hook.next_within(Duration::from_secs(10)).await.json();
+    eprintln!(
+        "resolve notified {:?} after space came back",
+        freed.elapsed()
+    );
+    assert_eq!(resolved["status"], "resolved");
+    assert_eq!(resolved["alerts"][0]["labels"]["user_id"], "alice");
+    let m = d.metrics().await;
+    assert_eq!(
+        crate::support::metric(&m, "callwatch_unsaved_transitions", &[]),
+        0.0
+    );
+    d.stop().await;
+
+    // Saved for good: a restart neither resends nor loses anything.
+    let d = Running::start(config).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        hook.try_next().is_none(),
+        "a notification repeated after restart"
+    );
+    d.stop().await;
+}
