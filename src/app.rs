@@ -120,9 +120,13 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         engine_tx,
     ));
 
+    let store_existed = crate::store::exists(&config.state.dir);
     let store = Arc::new(Mutex::new(
         Store::open(&config.state.dir).context("opening the store in state.dir")?,
     ));
+    if !store_existed {
+        unsaved::warn_if_store_recreated(&config.state.dir, &metrics);
+    }
     let receivers = Arc::new(Receivers::from_config(&config).context("building receivers")?);
     let outbox = Arc::new(
         Outbox::new(

@@ -84,10 +84,21 @@ pub struct Store {
     conn: Connection,
 }
 
+/// The store's file under a state dir.
+fn db_path(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join("callwatch.db")
+}
+
+/// Whether a store file exists under `state_dir` (before opening it,
+/// which creates one).
+pub fn exists(state_dir: &Path) -> bool {
+    db_path(state_dir).exists()
+}
+
 impl Store {
     /// Opens (creating if needed) the store under `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
-        let conn = Connection::open(state_dir.join("callwatch.db")).map_err(sql("open"))?;
+        let conn = Connection::open(db_path(state_dir)).map_err(sql("open"))?;
         Self::init(conn)
     }
 

@@ -7,8 +7,12 @@
 //! again with everything waiting. Transitions are notified once saved, so
 //! the order "saved, then notified" that makes restarts safe holds even
 //! through a fault.
+//!
+//! It also notices the opposite fault at start: a store created fresh
+//! next to a journal that already holds callbacks, i.e. a deleted store.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -17,6 +21,31 @@ use crate::lograte::LogRate;
 use crate::metrics::Metrics;
 use crate::notify::dispatch::Tracked;
 use crate::store::Store;
+
+/// Called when the store did not exist before this start: if the journal
+/// holds callbacks, the store was deleted (or state.dir half restored),
+/// so silences and alert states are gone and every active alert will be
+/// announced again as new. The daemon keeps serving (callbacks are still
+/// safe), but says so loudly: an ERROR line, the
+/// `callwatch_store_recreated` gauge, and a `detail` in `/readyz`.
+pub(super) fn warn_if_store_recreated(state_dir: &Path, metrics: &Metrics) {
+    let dir = crate::journal::journal_dir(state_dir);
+    let segments = crate::journal::segments(&dir).unwrap_or_default();
+    let bytes: u64 = segments
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    if bytes == 0 {
+        return;
+    }
+    metrics.faults.store_recreated.set(1);
+    tracing::error!(
+        state_dir = %state_dir.display(),
+        journal_bytes = bytes,
+        "the store (callwatch.db) was missing and has been created empty, but the journal holds callbacks: silences, alert states and queued notifications are lost, and active alerts will be notified again as new; restore callwatch.db from a backup if there is one"
+    );
+}
 
 /// What waits to be saved.
 pub(super) struct Unsaved {

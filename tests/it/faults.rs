@@ -7,4 +7,5 @@ mod big_reply;
 mod disk_full;
 mod journal_tail;
 mod receivers;
+mod store_deleted;
 mod tmpfs;
