@@ -3,6 +3,7 @@
 //! server and real HTTP servers; outages, restarts, chat-service errors,
 //! silences, the admin API's auth and `callwatch notify-test`.
 
+mod admin_api;
 mod harness;
 mod trace;
 
