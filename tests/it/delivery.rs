@@ -4,7 +4,7 @@
 //! silences, the admin API's auth and `callwatch notify-test`.
 
 mod admin_api;
-mod harness;
+pub(crate) mod harness;
 mod trace;
 
 use std::net::SocketAddr;

@@ -174,6 +174,9 @@ async fn raw(method: Method, url: &str, token: Option<&str>, body: Vec<u8>) -> (
     (status, v)
 }
 
+/// A request (method, path, token, body) and the status it must get.
+type Case<'a> = (Method, &'a str, Option<&'a str>, Vec<u8>, u16);
+
 #[tokio::test]
 async fn api_failures_answer_an_error_body_and_the_callback_keeps_tencents() {
     let dirs = Dirs::with_rules(&[("first_call", FIRST_CALL_RULE)]);
@@ -182,7 +185,7 @@ async fn api_failures_answer_an_error_body_and_the_callback_keeps_tencents() {
     let d = Running::start(config).await;
     let t = Some("s3cret");
     let big = vec![b' '; 70 * 1024];
-    let cases: Vec<(Method, &str, Option<&str>, Vec<u8>, u16)> = vec![
+    let cases: Vec<Case> = vec![
         (Method::GET, "/api/v1/alerts", None, vec![], 401),
         (Method::GET, "/api/v1/nothing", None, vec![], 401),
         (Method::GET, "/api/v1/nothing", t, vec![], 404),

@@ -11,21 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::daemon::{free_addr, Home};
+use crate::delivery::harness::FIRST_CALL_RULE;
 use crate::notify::http_sink::{Canned, Received, Sink};
-
-/// Fires for each caller's first `start_call` and stays firing.
-const FIRST_CALL: &str = r#"
-const RULE = #{
-    events: ["start_call"],
-    group_by: ["platform", "user_id"],
-    window: "10m",
-    severity: "warning",
-};
-
-fn check(w) {
-    w.count() >= 1
-}
-"#;
 
 /// Config sections sending alerts to `hook` with `group_wait` 1 s and a
 /// `group_interval` of 10 minutes, grouped by `group_by` (a TOML array).
@@ -132,7 +119,7 @@ async fn assert_quiet(hook: &mut Sink, quiet: Duration) {
 async fn the_cli_silences_an_alert_and_expiring_it_releases_the_alert() {
     let mut hook = Sink::start(Canned::new(200, "")).await;
     let home = Home::new(
-        &[("first_call", FIRST_CALL)],
+        &[("first_call", FIRST_CALL_RULE)],
         &hook_config(&hook, r#"["rule", "user_id"]"#, ""),
     );
     let _daemon = home.start().await;
@@ -238,7 +225,7 @@ async fn a_released_alert_arrives_within_group_wait_not_group_interval() {
     // sent" when alice's silence ends, the case that used to wait for
     // group_interval (10 minutes here).
     let home = Home::new(
-        &[("first_call", FIRST_CALL)],
+        &[("first_call", FIRST_CALL_RULE)],
         &hook_config(&hook, r#"["rule"]"#, ""),
     );
     let _daemon = home.start().await;
@@ -282,7 +269,7 @@ async fn cli_errors_say_what_to_fix_with_exit_codes() {
 
     let hook = Sink::start(Canned::new(200, "")).await;
     let home = Home::new(
-        &[("first_call", FIRST_CALL)],
+        &[("first_call", FIRST_CALL_RULE)],
         &hook_config(&hook, r#"["rule"]"#, r#"admin_token = "s3cret""#),
     );
     let _daemon = home.start().await;
