@@ -1,4 +1,5 @@
-//! The journal: every accepted callback, appended as one SPEC §3 JSON line
+//! The journal: every accepted callback, appended as one recorded-callback JSON line
+//! (docs/recording.md)
 //! to segment files under `state.dir/journal/` before its 200 is sent.
 //! One writer thread owns the files; it batches whatever requests are
 //! waiting into one write and (with `fsync = "batch"`) one fsync, so
@@ -28,7 +29,7 @@ use crate::config::FsyncPolicy;
 use crate::lograte::LogRate;
 use crate::metrics::Metrics;
 
-/// One recorded callback (SPEC §3), exactly as it came in.
+/// One recorded callback (docs/recording.md), exactly as it came in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -475,7 +476,7 @@ impl Journal {
             .await
     }
 
-    /// Appends a ready-made journal line (one SPEC §3 record, no newline).
+    /// Appends a ready-made journal line (one recorded callback, no newline).
     pub async fn append_line(&self, line: Vec<u8>, received_at: i64) -> Result<(), JournalError> {
         let (ack, done) = oneshot::channel();
         self.tx
@@ -544,7 +545,7 @@ pub fn each_line<R: BufRead, E: From<io::Error>>(
     }
 }
 
-/// A line of only whitespace: skipped by every reader of SPEC §3 lines
+/// A line of only whitespace: skipped by every reader of recorded callbacks
 /// (it still counts for the line numbers of the lines after it).
 fn is_blank(line: &[u8]) -> bool {
     line.iter().all(u8::is_ascii_whitespace)
