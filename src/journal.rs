@@ -1,6 +1,6 @@
-//! The journal: every accepted callback, appended as one recorded-callback JSON line
-//! (docs/recording.md)
-//! to segment files under `state.dir/journal/` before its 200 is sent.
+//! The journal: every accepted callback, appended as one recorded-callback
+//! JSON line (docs/recording.md) to segment files under
+//! `state.dir/journal/` before its 200 is sent.
 //! One writer thread owns the files; it batches whatever requests are
 //! waiting into one write and (with `fsync = "batch"`) one fsync, so
 //! throughput survives durability (group commit). Segments rotate by size

@@ -40,6 +40,10 @@ use crate::store::{Silence, Store};
 /// could not be saved: it is still delivered, just not crash-proof).
 pub type Tracked = (Option<i64>, Transition);
 
+/// A due notification with the pending ids it still owes (`done`) and
+/// finishes (`finished`) once queued.
+type Queueable = (Notification, Vec<i64>, Vec<i64>);
+
 /// The newest transition of an alert that a silence kept back, and whether
 /// the alert's firing was ever sent (a resolve is only worth sending if it
 /// was).
@@ -71,7 +75,7 @@ pub struct Dispatcher {
     wake: Notify,
     /// Due notifications the outbox could not take (the store failed),
     /// with the pending ids they release; retried before anything newer.
-    unqueued: Mutex<Vec<(Notification, Vec<i64>, Vec<i64>)>>,
+    unqueued: Mutex<Vec<Queueable>>,
     log_rate: LogRate,
 }
 
@@ -168,7 +172,7 @@ impl Dispatcher {
         }
     }
 
-    fn unqueued(&self) -> std::sync::MutexGuard<'_, Vec<(Notification, Vec<i64>, Vec<i64>)>> {
+    fn unqueued(&self) -> std::sync::MutexGuard<'_, Vec<Queueable>> {
         self.unqueued.lock().unwrap_or_else(|p| p.into_inner())
     }
 
