@@ -190,7 +190,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
     let (prune_stop, prune_stopped) = oneshot::channel::<()>();
     let (close_engine, engine_closed) = oneshot::channel::<()>();
     let (engine, prune_task) = {
-        let engine = Engine::new(rules, EngineSettings::from(&config));
+        let engine = Engine::new(rules, EngineSettings::live(&config));
         let retention = retention_ms(engine.max_window_secs(), &config);
         // The server already answers (/readyz 503, /callback 503) while
         // the journal is read back. The engine thread starts first and

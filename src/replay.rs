@@ -208,7 +208,7 @@ impl Worker {
             let by_rule = self.engine.on_shared_event(event, n, true);
             out.extend(by_rule.into_iter().map(|tr| Placed {
                 step: self.step,
-                rule_index: self.rule_index[self.engine.rule_position(&tr.alert.rule)],
+                rule_index: self.rule_index[self.engine.rule_position(crate::builtin::source_rule(&tr.alert))],
                 transition: tr,
             }));
         }
