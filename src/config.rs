@@ -406,7 +406,7 @@ impl<'de> Deserialize<'de> for ReceiverConfig {
     }
 }
 
-/// The receiver kinds of SPEC §6, a closed set.
+/// The receiver kinds, a closed set.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ReceiverKind {
@@ -669,7 +669,10 @@ impl Config {
         let (s, r) = (&self.server, &self.rules);
         for (key, zero) in [
             ("server.max_connections", s.max_connections == 0),
-            ("server.header_read_timeout", s.header_read_timeout.is_zero()),
+            (
+                "server.header_read_timeout",
+                s.header_read_timeout.is_zero(),
+            ),
             ("server.idle_timeout", s.idle_timeout.is_zero()),
             ("rules.max_keys_per_rule", r.max_keys_per_rule == 0),
             ("rules.cpu_budget_window", r.cpu_budget_window.is_zero()),

@@ -232,7 +232,8 @@ impl RuleSlot {
         let raise = Raise {
             severity: "critical",
             summary: format!("rule {name} suspended: it {reason}"),
-            value: share,
+            value: serde_json::Number::from_f64((share * 100.0).round() / 100.0)
+                .map_or(serde_json::Value::Null, serde_json::Value::Number),
         };
         self.suspended = Some(reason);
         builtin.raise(RULE_SUSPENDED, &self.rule, raise, now)
@@ -265,7 +266,7 @@ fn key_limit_alert(slot: &RuleSlot, builtin: &mut BuiltinAlerts, now: i64) -> Op
             "rule {name} tracks its limit of {} keys; new keys are not tracked",
             slot.max_keys
         ),
-        value: slot.max_keys as f64,
+        value: serde_json::Value::from(slot.max_keys),
     };
     builtin.raise(RULE_KEYS_LIMIT, &slot.rule, raise, now)
 }
@@ -336,6 +337,7 @@ fn spec_json(rule: &Rule, policy: &Policy) -> serde_json::Value {
         "labels": spec.labels,
         "notify": spec.notify,
         "resolve": spec.resolve,
+        "max_keys": spec.max_keys,
     })
 }
 

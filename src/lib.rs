@@ -12,11 +12,14 @@
 //! - [`rules`]: the Rhai engine, rule loading and validation, the `w` API (pure).
 //! - [`engine`]: windows per rule and key, check scheduling, alert states (pure).
 //! - [`alert`]: the alert object and its state machine (pure).
+//! - [`builtin`]: alerts the engine raises about rules themselves (pure).
+//! - [`budget`]: the per-rule CPU budget that suspends a runaway rule.
 //! - [`store`]: SQLite store for the outbox, silences and persisted state.
 //! - [`reload`]: hot reload of config and rules, all-or-nothing.
 //! - [`replay`]: offline evaluation of recorded callbacks in event time.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`api`]: health, readiness, metrics and admin endpoints.
+//! - [`server`]: the HTTP accept loop: connection cap, header and idle timeouts.
 //! - [`notify`]: receivers (log, email, webhook, chat services,
 //!   Alertmanager), grouping and the durable outbox.
 //! - [`app`]: wiring, startup recovery and ordered shutdown.
@@ -24,6 +27,8 @@
 pub mod alert;
 pub mod api;
 pub mod app;
+pub mod budget;
+pub mod builtin;
 pub mod config;
 pub mod engine;
 pub mod event;
@@ -34,5 +39,6 @@ pub mod notify;
 pub mod reload;
 pub mod replay;
 pub mod rules;
+pub mod server;
 pub mod store;
 pub mod window;

@@ -2,12 +2,15 @@
 //! daemon on real sockets: SIGKILL at random points, hot reload, hostile
 //! input and sandbox escapes, admin API auth from another host, overload.
 
+mod connections;
 mod crash;
 mod daemon;
 mod hostile;
 mod netns;
 mod overload;
 mod reload;
+mod runaway;
 mod sandbox;
 mod sink;
+mod token;
 mod trace;

@@ -46,7 +46,7 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
 async fn flood_gets_503_bounded_memory_and_every_200_processed() {
     let home = Home::new(
         &[("slow", SLOW)],
-        "[server]\nqueue_capacity = 4\n[rules]\ntick = \"1s\"\n",
+        "[server]\nqueue_capacity = 4\n[rules]\ntick = \"1s\"\ncpu_budget = 0\n",
     );
     let daemon = home.start().await;
     let ok = Arc::new(AtomicU64::new(0));
