@@ -1,8 +1,11 @@
 //! The per-rule CPU budget: how much of the engine thread's time one rule
-//! (its `filter` and `check` calls) may take over a window before the
-//! engine suspends it, so one runaway rule cannot make every other rule
-//! and ingest fall behind. Reads the monotonic clock, so it runs only in
-//! the live daemon; replay and rule tests stay deterministic without it.
+//! (its `filter` and `check` calls, its share of ticks) may take over a
+//! window before the engine suspends it, so one runaway rule cannot make
+//! every other rule and ingest fall behind. Reads the monotonic clock, so
+//! it runs only in the live daemon; replay and rule tests stay
+//! deterministic without it. Elapsed time rather than thread CPU time: on
+//! a starved machine a runaway rule never gets enough CPU to exceed a CPU
+//! allowance, yet it is what keeps the engine behind.
 
 use std::time::{Duration, Instant};
 
@@ -29,7 +32,7 @@ impl CpuBudget {
     }
 }
 
-/// Time one rule used in the current window.
+/// Engine time one rule used in the current window.
 #[derive(Debug, Clone, Default)]
 pub struct CpuMeter {
     window_start: Option<Instant>,
@@ -37,7 +40,7 @@ pub struct CpuMeter {
 }
 
 impl CpuMeter {
-    /// Adds `spent`, ending at `at`, to the window (a new window starts
+    /// Adds `spent`, measured up to `at`, to the window (a new window starts
     /// once the current one is over). Returns the share of the window
     /// used when that is over the budget.
     pub fn charge(&mut self, spent: Duration, at: Instant, budget: &CpuBudget) -> Option<f64> {

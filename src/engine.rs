@@ -208,18 +208,16 @@ impl RuleSlot {
         }
     }
 
-    /// Charges the time since `started` to the rule; past its budget the
-    /// rule is suspended (logged once, counted) and the built-in alert
-    /// raised.
+    /// Charges `spent` engine time to the rule; past its budget the rule is
+    /// suspended (logged once, counted) and the built-in alert raised.
     fn charge(
         &mut self,
-        started: std::time::Instant,
+        spent: std::time::Duration,
         budget: &CpuBudget,
         builtin: &mut BuiltinAlerts,
         now: i64,
     ) -> Option<Transition> {
-        let at = std::time::Instant::now();
-        let share = self.cpu.charge(at - started, at, budget)?;
+        let share = self.cpu.charge(spent, std::time::Instant::now(), budget)?;
         let name = self.rule.name();
         let reason = format!(
             "used {:.0} % of the engine's time within {} (budget {:.0} %)",
@@ -401,7 +399,8 @@ impl EngineSettings {
         let started = self.cpu_budget.map(|_| std::time::Instant::now());
         slot.evaluate_keys(now, tick_only, out);
         if let (Some(budget), Some(started)) = (&self.cpu_budget, started) {
-            out.extend(slot.charge(started, budget, builtin, now));
+            let spent = started.elapsed();
+            out.extend(slot.charge(spent, budget, builtin, now));
         }
         true
     }
@@ -594,11 +593,13 @@ impl Engine {
             event
         };
         let mut out = Vec::new();
+        // One clock read per rule: each rule is charged the time since
+        // the previous read.
+        let mut mark = self.settings.cpu_budget.map(|_| std::time::Instant::now());
         for slot in &mut self.slots {
             if slot.suspended.is_some() {
                 continue;
             }
-            let started = self.settings.cpu_budget.map(|_| std::time::Instant::now());
             let limits = self.settings.key_limits(slot);
             let RuleSlot {
                 rule,
@@ -625,8 +626,11 @@ impl Engine {
                 }
                 None => {}
             }
-            if let (Some(budget), Some(started)) = (&self.settings.cpu_budget, started) {
-                out.extend(slot.charge(started, budget, &mut self.builtin, now));
+            if let (Some(budget), Some(mark)) = (&self.settings.cpu_budget, mark.as_mut()) {
+                let t = std::time::Instant::now();
+                let spent = t.saturating_duration_since(*mark);
+                *mark = t;
+                out.extend(slot.charge(spent, budget, &mut self.builtin, now));
             }
         }
         out
