@@ -286,3 +286,25 @@ pub(crate) async fn watch_rules(dir: PathBuf, reloader: Arc<Reloader>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_live_keys_may_change_without_a_restart() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.server.admin_token = "rotated".into();
+        new.server.shutdown_timeout = Duration::from_secs(3);
+        new.alerting.default_receivers = vec![];
+        assert!(restart_required(&old, &new).is_empty());
+        new.server.queue_capacity = 8;
+        new.rules.tick = Duration::from_secs(1);
+        new.receivers.push(new.receivers[0].clone());
+        assert_eq!(
+            restart_required(&old, &new),
+            vec!["receivers", "rules.tick", "server.queue_capacity"]
+        );
+    }
+}

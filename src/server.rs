@@ -60,6 +60,8 @@ const RESERVED_FDS: u64 = 256;
 
 /// Raises the soft open-file limit to the hard one and returns how many
 /// connections fit under it (at most `wanted`).
+// rlim_t is u64 on Linux but not on every platform.
+#[allow(clippy::unnecessary_cast)]
 fn connections_that_fit(wanted: usize) -> usize {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
