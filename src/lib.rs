@@ -20,6 +20,7 @@
 //! - [`metrics`]: the Prometheus registry.
 //! - [`api`]: health, readiness, metrics and admin endpoints.
 //! - [`server`]: the HTTP accept loop: connection cap, header and idle timeouts.
+//! - [`client`]: `callwatch alerts` and `callwatch silence`, clients of the admin API.
 //! - [`notify`]: receivers (log, email, webhook, chat services,
 //!   Alertmanager), grouping and the durable outbox.
 //! - [`app`]: wiring, startup recovery and ordered shutdown.
@@ -29,6 +30,7 @@ pub mod api;
 pub mod app;
 pub mod budget;
 pub mod builtin;
+pub mod client;
 pub mod config;
 pub mod engine;
 pub mod event;
