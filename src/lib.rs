@@ -17,6 +17,7 @@
 //! - [`store`]: SQLite store for the outbox, silences and persisted state.
 //! - [`reload`]: hot reload of config and rules, all-or-nothing.
 //! - [`replay`]: offline evaluation of recorded callbacks in event time.
+//! - [`simulate`]: realistic callback traffic with injected anomalies.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`api`]: health, readiness, metrics and admin endpoints.
 //! - [`server`]: the HTTP accept loop: connection cap, header and idle timeouts.
@@ -42,5 +43,6 @@ pub mod reload;
 pub mod replay;
 pub mod rules;
 pub mod server;
+pub mod simulate;
 pub mod store;
 pub mod window;
