@@ -62,8 +62,9 @@ pub fn ops_routes(
 
 /// What the admin API reads and changes.
 pub struct Admin {
-    /// `server.admin_token`; empty serves loopback clients only.
-    pub token: String,
+    /// `server.admin_token` as in force (a reload changes it); empty
+    /// serves loopback clients only.
+    pub token: Arc<RwLock<String>>,
     pub store: Arc<Mutex<Store>>,
     pub snapshot: Arc<RwLock<Snapshot>>,
     pub reloader: Arc<crate::app::Reloader>,
@@ -165,10 +166,12 @@ pub fn admin_routes(
     admin: Arc<Admin>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
     let token = admin.token.clone();
-    let auth = warp::addr::remote()
+    let auth = crate::server::remote()
         .and(warp::header::optional::<String>("authorization"))
         .and_then(move |peer: Option<SocketAddr>, header: Option<String>| {
-            let r = authorize(&token, peer, header.as_deref());
+            let current = token.read().unwrap_or_else(|p| p.into_inner());
+            let r = authorize(&current, peer, header.as_deref());
+            drop(current);
             async move { r.map_err(|(status, msg)| warp::reject::custom(Refused(status, msg))) }
         })
         .untuple_one();

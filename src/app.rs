@@ -51,8 +51,9 @@ pub struct Daemon {
     notify_stop: watch::Sender<bool>,
     prune_stop: oneshot::Sender<()>,
     prune_task: JoinHandle<()>,
-    /// Tells the engine to take no more callbacks and drain its queue.
-    close_engine: oneshot::Sender<()>,
+    /// Tells the engine to take no more callbacks and drain its queue
+    /// until the deadline given.
+    close_engine: oneshot::Sender<Instant>,
     dispatcher_task: JoinHandle<()>,
     outbox_task: JoinHandle<()>,
     engine: std::thread::JoinHandle<()>,
@@ -166,7 +167,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         dispatcher.clone(),
     ));
     let admin = Arc::new(Admin {
-        token: config.server.admin_token.clone(),
+        token: reloader.admin_token(),
         store: store.clone(),
         snapshot: snapshot.clone(),
         reloader: reloader.clone(),
@@ -187,19 +188,20 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         .with_context(|| format!("binding server.listen {addr}"))?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(
-        warp::serve(routes)
-            .incoming(listener)
-            .graceful(async move {
-                let _ = stopped.await;
-            })
-            .run(),
-    );
+    let server = tokio::spawn(crate::server::serve(
+        listener,
+        routes,
+        crate::server::Limits::from(&config.server),
+        metrics.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
 
     let (prune_stop, prune_stopped) = oneshot::channel::<()>();
-    let (close_engine, engine_closed) = oneshot::channel::<()>();
+    let (close_engine, engine_closed) = oneshot::channel::<Instant>();
     let (engine, prune_task) = {
-        let engine = Engine::new(rules, EngineSettings::from(&config));
+        let engine = Engine::new(rules, EngineSettings::live(&config));
         let retention = retention_ms(engine.max_window_secs(), &config);
         // The server already answers (/readyz 503, /callback 503) while
         // the journal is read back. The engine thread starts first and
@@ -373,6 +375,14 @@ fn publish_stats(
             .late_events
             .get_or_create(&labels)
             .inc_by(stats.late_events - before.late_events);
+        metrics
+            .rule_keys_refused
+            .get_or_create(&labels)
+            .inc_by(stats.keys_refused.saturating_sub(before.keys_refused));
+        metrics
+            .rule_suspensions
+            .get_or_create(&labels)
+            .inc_by(stats.suspensions.saturating_sub(before.suspensions));
         metrics.rule_keys.get_or_create(&labels).set(keys as i64);
         *before = stats;
     }
@@ -416,8 +426,9 @@ struct EngineTask {
     /// batches as the journal is read; closed when reading is done.
     history: std::sync::mpsc::Receiver<Vec<Event>>,
     rx: mpsc::Receiver<Accepted>,
-    /// Shutdown: close the queue (new callbacks get a 503), drain it, stop.
-    close: oneshot::Receiver<()>,
+    /// Shutdown: close the queue (new callbacks get a 503), drain it
+    /// until the deadline, stop.
+    close: oneshot::Receiver<Instant>,
     ctl: mpsc::Receiver<EngineCmd>,
     store: Arc<Mutex<Store>>,
     metrics: Arc<Metrics>,
@@ -512,12 +523,23 @@ fn run_engine(task: EngineTask) {
         let mut last_publish = Instant::now();
         let mut close = std::pin::pin!(close);
         let mut closing = false;
+        let mut deadline = None;
         let mut ctl_open = true;
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
+                    // Past the shutdown deadline the rest stays in the
+                    // journal, which the next start reads back into the
+                    // windows.
+                    Some(_) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                        tracing::warn!(
+                            left = rx.len() + 1,
+                            "shutdown_timeout reached: queued callbacks will be evaluated from the journal at the next start"
+                        );
+                        break;
+                    }
                     Some(accepted) => {
                         metrics.queue_depth.dec();
                         let now = now_secs();
@@ -541,8 +563,9 @@ fn run_engine(task: EngineTask) {
                 // Connections warp gave up on at shutdown may still hold a
                 // sender, so the queue is closed explicitly rather than by
                 // waiting for every sender to drop.
-                _ = &mut close, if !closing => {
+                d = &mut close, if !closing => {
                     closing = true;
+                    deadline = d.ok();
                     rx.close();
                 }
                 cmd = ctl.recv(), if ctl_open => match cmd {
@@ -603,18 +626,28 @@ impl Daemon {
         }
         let _ = stop.send(());
         let _ = prune_stop.send(());
-        let timeout = config.server.shutdown_timeout;
+        // The whole stop fits in server.shutdown_timeout (the value now
+        // in force, reloads included): half of it for requests in
+        // progress, the engine until 80 %, notifications until 95 %.
+        let timeout = reloader
+            .shutdown_timeout()
+            .unwrap_or(config.server.shutdown_timeout);
+        let started = Instant::now();
+        let by = |share: f64| started + timeout.mul_f64(share);
         let mut server = server;
-        if tokio::time::timeout(timeout, &mut server).await.is_err() {
+        if tokio::time::timeout_at(by(0.5).into(), &mut server)
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 ?timeout,
                 "in-flight requests did not finish in time; closing them"
             );
             server.abort();
         }
-        // Callbacks already acknowledged are in the queue; the engine
-        // processes them all before it stops.
-        let _ = close_engine.send(());
+        // Callbacks already acknowledged are in the queue and the
+        // journal; the engine works through the queue until its deadline.
+        let _ = close_engine.send(by(0.8));
         drop(ingest);
         drop(reloader);
         let joined = tokio::task::spawn_blocking(move || engine.join()).await;
@@ -623,9 +656,18 @@ impl Daemon {
         }
         // Groups still waiting go to the outbox (persisted), then the
         // delivery workers stop; what is queued is sent on the next start.
+        // Pending transitions and the outbox are in the store, so cutting
+        // delivery short loses nothing: it resumes at the next start.
         let _ = notify_stop.send(true);
-        let _ = dispatcher_task.await;
-        let _ = outbox_task.await;
+        for mut task in [dispatcher_task, outbox_task] {
+            if tokio::time::timeout_at(by(0.95).into(), &mut task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("notifications still in progress at shutdown_timeout; resumed at the next start");
+                task.abort();
+            }
+        }
         let _ = prune_task.await;
         journal.flush().await.context("flushing journal")?;
         match Arc::try_unwrap(journal) {

@@ -113,11 +113,21 @@ pub struct ServerConfig {
     /// Bearer token for `/api/*`; empty serves loopback clients only.
     #[serde(deserialize_with = "lenient_string")]
     pub admin_token: String,
-    /// How long shutdown waits for in-flight requests.
+    /// How long shutdown may take in all: in-flight requests, then the
+    /// engine queue, then notifications; what is left is recovered at the
+    /// next start.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
     /// Accepted callbacks waiting for the rule engine; when full, `/callback` answers 503.
     pub queue_capacity: usize,
+    /// Open connections served at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this long of its first byte.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in progress is closed after this long.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -132,6 +142,9 @@ impl Default for ServerConfig {
             admin_token: String::new(),
             shutdown_timeout: Duration::from_secs(10),
             queue_capacity: 65_536,
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -168,6 +181,14 @@ pub struct RulesConfig {
     pub max_map_size: usize,
     /// Events kept per window and key; the oldest are dropped beyond it.
     pub max_events_per_key: usize,
+    /// Keys a rule tracks at most unless its `RULE.max_keys` says otherwise.
+    pub max_keys_per_rule: usize,
+    /// Share of the engine thread's time one rule may take over
+    /// `cpu_budget_window` before it is suspended; 0 disables the check.
+    pub cpu_budget: f64,
+    /// The window over which `cpu_budget` is measured.
+    #[serde(with = "humantime_serde")]
+    pub cpu_budget_window: Duration,
 }
 
 impl Default for RulesConfig {
@@ -182,6 +203,9 @@ impl Default for RulesConfig {
             max_array_size: 10_000,
             max_map_size: 10_000,
             max_events_per_key: 10_000,
+            max_keys_per_rule: 100_000,
+            cpu_budget: 0.5,
+            cpu_budget_window: Duration::from_secs(10),
         }
     }
 }
@@ -387,7 +411,7 @@ impl<'de> Deserialize<'de> for ReceiverConfig {
     }
 }
 
-/// The receiver kinds of SPEC §6, a closed set.
+/// The receiver kinds, a closed set.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ReceiverKind {
@@ -601,6 +625,7 @@ impl Config {
         if self.rules.tick.is_zero() {
             return Err(invalid("rules.tick", "must be greater than 0"));
         }
+        self.validate_limits()?;
         let mut seen_apps = std::collections::HashSet::new();
         for (i, app) in self.apps.iter().enumerate() {
             if !seen_apps.insert(app.sdkappid) {
@@ -645,6 +670,33 @@ impl Config {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Connection, key and CPU limits: each positive (the CPU budget a
+    /// share of one thread, 0 meaning off).
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let (s, r) = (&self.server, &self.rules);
+        for (key, zero) in [
+            ("server.max_connections", s.max_connections == 0),
+            (
+                "server.header_read_timeout",
+                s.header_read_timeout.is_zero(),
+            ),
+            ("server.idle_timeout", s.idle_timeout.is_zero()),
+            ("rules.max_keys_per_rule", r.max_keys_per_rule == 0),
+            ("rules.cpu_budget_window", r.cpu_budget_window.is_zero()),
+        ] {
+            if zero {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if !(0.0..=1.0).contains(&r.cpu_budget) {
+            return Err(invalid(
+                "rules.cpu_budget",
+                "must be a share between 0 (off) and 1 (the whole engine thread)",
+            ));
         }
         Ok(())
     }

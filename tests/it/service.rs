@@ -3,12 +3,15 @@
 //! input and sandbox escapes, admin API auth from another host, overload.
 
 mod admin_cli;
+mod connections;
 mod crash;
 pub(crate) mod daemon;
 mod hostile;
 mod netns;
 mod overload;
 mod reload;
+mod runaway;
 mod sandbox;
 mod sink;
+mod token;
 mod trace;
