@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use hashbrown::hash_map::EntryRef;
 
-use crate::alert::{Alert, AlertStatus, Condition, Policy, Tracker};
+use crate::alert::{Alert, AlertStatus, Condition, Evidence, Policy, ResolveReason, Tracker};
 use crate::event::Event;
 use crate::rules::{CheckCtx, CheckOutcome, Key, KeyBuf, KeyView, Rule};
 use crate::window::Window;
@@ -249,6 +249,10 @@ pub struct EngineSettings {
     /// Event times further ahead than this are treated as now.
     pub max_clock_skew_secs: i64,
     pub max_events_per_key: usize,
+    /// Most events an alert shows as evidence.
+    pub evidence_events: usize,
+    /// `server.external_url`, for each alert's `url`.
+    pub external_url: Option<String>,
 }
 
 impl From<&crate::config::Config> for EngineSettings {
@@ -257,6 +261,9 @@ impl From<&crate::config::Config> for EngineSettings {
             repeat_secs: config.alerting.repeat.as_secs() as i64,
             max_clock_skew_secs: config.server.max_clock_skew.as_secs() as i64,
             max_events_per_key: config.rules.max_events_per_key,
+            evidence_events: config.alerting.evidence_events,
+            external_url: Some(config.server.external_url.trim_end_matches('/').to_string())
+                .filter(|u| !u.is_empty()),
         }
     }
 }
@@ -292,7 +299,25 @@ fn policy_of(rule: &Rule, settings: &EngineSettings) -> Policy {
         repeat_secs: spec.repeat_secs.unwrap_or(settings.repeat_secs),
         resolve: spec.resolve,
         labels: spec.labels.clone(),
+        annotations: rule.annotations().clone(),
+        external_url: settings.external_url.clone(),
+        evidence_events: settings.evidence_events,
     }
+}
+
+/// Completes an alert about to be notified: the newest events of `window`
+/// as evidence unless `check` chose some. Done only for transitions, so
+/// evaluations that notify nothing pay nothing for it.
+fn with_evidence(mut alert: Alert, window: &Window, max: usize) -> Alert {
+    if alert.evidence.is_empty() {
+        alert.evidence = window
+            .events()
+            .rev()
+            .take(max)
+            .map(|e| Evidence::of(e))
+            .collect();
+    }
+    alert
 }
 
 impl Engine {
@@ -530,6 +555,7 @@ impl Engine {
                     self.slots.push(slot);
                 }
                 previous => {
+                    let edited = previous.is_some();
                     let mut slot = RuleSlot::new(rule, &self.settings);
                     if let Some(p) = previous {
                         // Keys keep their alert state across an edit;
@@ -554,7 +580,7 @@ impl Engine {
                         }
                         slot.stats = p.stats;
                     }
-                    fresh.push(self.slots.len());
+                    fresh.push((self.slots.len(), edited));
                     self.slots.push(slot);
                 }
             }
@@ -566,13 +592,15 @@ impl Engine {
                     continue;
                 };
                 let labels = slot.rule.key_view(key).labels();
-                if let Some(alert) = tracker.observe(&slot.policy, &labels, None, now) {
+                if let Some(mut alert) = tracker.observe(&slot.policy, &labels, None, now) {
+                    alert.reason = Some(ResolveReason::RuleRemoved);
+                    let alert = with_evidence(alert, &ks.window, slot.policy.evidence_events);
                     out.push(Transition::of(&slot.rule, alert, now));
                 }
             }
         }
         let max_events = self.settings.max_events_per_key;
-        for &i in &fresh {
+        for &(i, edited) in &fresh {
             let slot = &mut self.slots[i];
             for e in history {
                 let event = Arc::new(e.clone());
@@ -586,7 +614,16 @@ impl Engine {
                     max_events,
                 );
             }
+            let from = out.len();
             slot.evaluate_keys(now, false, &mut out);
+            if edited {
+                // What the edit itself resolved.
+                for t in &mut out[from..] {
+                    if t.alert.status == AlertStatus::Resolved {
+                        t.alert.reason = Some(ResolveReason::RuleChanged);
+                    }
+                }
+            }
         }
         out
     }
@@ -685,11 +722,15 @@ fn evaluate_inner(
             severity,
             labels,
             value,
+            annotations,
+            evidence,
         }) => Some(Condition {
             summary,
             severity: severity.map(|s| s.as_str().to_string()),
             labels,
             value,
+            annotations,
+            evidence,
         }),
         Err(e) => {
             // A broken evaluation leaves the alert as it was: an error is
@@ -710,7 +751,17 @@ fn evaluate_inner(
     if !tracker.is_active() {
         ks.tracker = None;
     }
-    notify.map(|alert| Transition::of(rule, alert, now))
+    notify.map(|mut alert| {
+        if alert.status == AlertStatus::Resolved {
+            alert.reason = Some(if ks.window.is_empty() {
+                ResolveReason::Expired
+            } else {
+                ResolveReason::Cleared
+            });
+        }
+        let alert = with_evidence(alert, &ks.window, policy.evidence_events);
+        Transition::of(rule, alert, now)
+    })
 }
 
 #[cfg(test)]
@@ -735,6 +786,8 @@ mod tests {
                 repeat_secs: 3600,
                 max_clock_skew_secs: 60,
                 max_events_per_key: 100,
+                evidence_events: 5,
+                external_url: None,
             },
         )
     }

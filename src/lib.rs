@@ -12,6 +12,7 @@
 //! - [`rules`]: the Rhai engine, rule loading and validation, the `w` API (pure).
 //! - [`engine`]: windows per rule and key, check scheduling, alert states (pure).
 //! - [`alert`]: the alert object and its state machine (pure).
+//! - [`annotations`]: `RULE.annotations` templates, checked at load (pure).
 //! - [`store`]: SQLite store for the outbox, silences and persisted state.
 //! - [`reload`]: hot reload of config and rules, all-or-nothing.
 //! - [`replay`]: offline evaluation of recorded callbacks in event time.
@@ -22,6 +23,7 @@
 //! - [`app`]: wiring, startup recovery and ordered shutdown.
 
 pub mod alert;
+pub mod annotations;
 pub mod api;
 pub mod app;
 pub mod config;

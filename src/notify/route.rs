@@ -68,6 +68,11 @@ mod tests {
             fingerprint: "f".into(),
             starts_at: 0,
             ends_at: None,
+            key: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            evidence: Vec::new(),
+            url: None,
+            reason: None,
         }
     }
 

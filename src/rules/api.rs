@@ -264,6 +264,28 @@ fn register_event(engine: &mut Engine) {
     }
 }
 
+/// An event a rule returned as `evidence`: an event from the window, or a
+/// map with the event's fields (`e.to_map()`, a restored `w.state`).
+pub(crate) fn evidence_of(v: &Dynamic) -> Option<crate::alert::Evidence> {
+    if let Some(e) = v.read_lock::<EventRef>() {
+        return Some(crate::alert::Evidence::of(&e.0));
+    }
+    let m = v.read_lock::<Map>()?;
+    let text = |k: &str| {
+        m.get(k)
+            .filter(|x| !x.is_unit())
+            .and_then(super::spec::scalar_text)
+    };
+    Some(crate::alert::Evidence {
+        event_time: m.get("event_time")?.as_int().ok()?,
+        event: text("event")?,
+        user_id: text("user_id"),
+        call_id: text("call_id"),
+        platform: text("platform"),
+        call_result: text("call_result").filter(|s| !s.is_empty()),
+    })
+}
+
 /// An event as a map (SPEC §4): every field present, missing values as
 /// `()`, unknown body fields under `extra`.
 pub fn event_map(e: &Event) -> Map {

@@ -11,8 +11,17 @@ use crate::event::{Event, Field};
 
 /// Keys `RULE` may have.
 pub const KNOWN_KEYS: &[&str] = &[
-    "events", "where", "group_by", "window", "severity", "for", "repeat", "labels", "notify",
+    "events",
+    "where",
+    "group_by",
+    "window",
+    "severity",
+    "for",
+    "repeat",
+    "labels",
+    "notify",
     "resolve",
+    "annotations",
 ];
 
 /// How urgent an alert is.
@@ -68,6 +77,8 @@ pub struct RuleSpec {
     pub notify: Vec<String>,
     /// Whether a resolve is notified.
     pub resolve: bool,
+    /// `RULE.annotations`: name → template source (compiled by the loader).
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl RuleSpec {
@@ -149,6 +160,9 @@ pub(crate) fn parse(rule: &Map) -> Result<RuleSpec, Vec<SpecProblem>> {
     let labels = p.take(optional(rule, "labels", labels)).flatten();
     let notify = p.take(optional(rule, "notify", names)).unwrap_or_default();
     let resolve = p.take(optional(rule, "resolve", boolean)).flatten();
+    let annotations = p
+        .take(optional(rule, "annotations", templates))
+        .unwrap_or_default();
 
     match (events, window_secs) {
         (Some(events), Some(window_secs)) if p.0.is_empty() => Ok(RuleSpec {
@@ -162,6 +176,7 @@ pub(crate) fn parse(rule: &Map) -> Result<RuleSpec, Vec<SpecProblem>> {
             labels: labels.unwrap_or_default(),
             notify,
             resolve: resolve.unwrap_or(true),
+            annotations,
         }),
         _ => Err(p.0),
     }
@@ -266,6 +281,19 @@ fn labels(v: &Dynamic, key: &str) -> Result<Option<BTreeMap<String, String>>, Sp
         })
         .collect::<Result<_, _>>()
         .map(Some)
+}
+
+/// A map of template strings.
+fn templates(v: &Dynamic, key: &str) -> Result<BTreeMap<String, String>, SpecProblem> {
+    let Some(map) = v.read_lock::<Map>() else {
+        return Err(type_problem(key, "a map of template strings", v));
+    };
+    map.iter()
+        .map(|(k, v)| match v.clone().into_string() {
+            Ok(text) => Ok((k.to_string(), text)),
+            Err(_) => Err(type_problem(&format!("{key}.{k}"), "a string", v)),
+        })
+        .collect()
 }
 
 fn where_map(v: &Dynamic, key: &str) -> Result<Vec<(String, Vec<String>)>, SpecProblem> {

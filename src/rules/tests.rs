@@ -346,6 +346,8 @@ fn check_return_values_decode() {
             severity: Some(Severity::Critical),
             labels,
             value: Some(3.0),
+            annotations: BTreeMap::new(),
+            evidence: None,
         }
     );
     let partial = out("#{ value: 0.5 }", &mut st).expect("ok");

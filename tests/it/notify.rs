@@ -44,6 +44,11 @@ fn alert(status: AlertStatus, user: &str, summary: &str) -> Alert {
         value: json!(0.25),
         starts_at: STARTS,
         ends_at: (status == AlertStatus::Resolved).then_some(ENDS),
+        key: BTreeMap::new(),
+        annotations: BTreeMap::new(),
+        evidence: Vec::new(),
+        url: None,
+        reason: None,
     }
 }
 
