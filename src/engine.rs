@@ -874,4 +874,69 @@ mod tests {
         );
         assert_eq!(t.alert.labels.get("platform"), None);
     }
+
+    fn resolved_reasons(ts: &[Transition]) -> Vec<(AlertStatus, Option<ResolveReason>)> {
+        ts.iter()
+            .map(|t| (t.alert.status, t.alert.reason))
+            .collect()
+    }
+
+    #[test]
+    fn transitions_carry_evidence_and_resolve_reasons() {
+        // Fires while alice has at least two calls in the window.
+        let mut e = engine(rule("[\"user_id\"]", "w.count() >= 2"));
+        e.on_event(ev(100, "alice"), 100, true);
+        let fired = e.on_event(
+            Event {
+                call_id: Some("c-2".into()),
+                ..ev(101, "alice")
+            },
+            101,
+            true,
+        );
+        let [t] = fired.as_slice() else {
+            panic!("expected one firing, got {fired:?}");
+        };
+        let calls: Vec<_> = t.alert.evidence.iter().map(|e| e.event_time).collect();
+        assert_eq!(calls, [101, 100], "newest first");
+        assert_eq!(t.alert.evidence[0].call_id.as_deref(), Some("c-2"));
+        assert_eq!(t.alert.key["user_id"], "alice");
+        // The API's current alert is not given evidence on every evaluation.
+        assert!(e.active_alerts()[0].evidence.is_empty());
+        // One event leaves the window: still one in it, the check clears.
+        let cleared = e.on_tick(100 + 3600);
+        assert_eq!(
+            resolved_reasons(&cleared),
+            [(AlertStatus::Resolved, Some(ResolveReason::Cleared))]
+        );
+        assert_eq!(cleared[0].alert.evidence.len(), 1);
+
+        // A rule that fires on any event resolves as expired when its
+        // window empties.
+        let mut e = engine(rule("[\"user_id\"]", "w.count() > 0"));
+        e.on_event(ev(100, "alice"), 100, true);
+        let expired = e.on_tick(100 + 3600);
+        assert_eq!(
+            resolved_reasons(&expired),
+            [(AlertStatus::Resolved, Some(ResolveReason::Expired))]
+        );
+        assert!(expired[0].alert.evidence.is_empty());
+
+        // An edit that stops it firing, then a removal.
+        let mut e = engine(rule("[\"user_id\"]", "w.count() > 0"));
+        e.on_event(ev(100, "alice"), 100, true);
+        let history = [ev(100, "alice")];
+        let changed = e.reload(vec![rule("[\"user_id\"]", "w.count() > 5")], &history, 100);
+        assert_eq!(
+            resolved_reasons(&changed),
+            [(AlertStatus::Resolved, Some(ResolveReason::RuleChanged))]
+        );
+        e.reload(vec![rule("[\"user_id\"]", "w.count() > 0")], &history, 100);
+        let removed = e.reload(Vec::new(), &[], 100);
+        assert_eq!(
+            resolved_reasons(&removed),
+            [(AlertStatus::Resolved, Some(ResolveReason::RuleRemoved))]
+        );
+        assert_eq!(removed[0].alert.evidence.len(), 1);
+    }
 }
