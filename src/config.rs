@@ -600,7 +600,7 @@ impl Config {
         }
         self.timezone()?;
         let url = &self.server.external_url;
-        if !url.is_empty() && !(url.starts_with("http://") || url.starts_with("https://")) {
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
             return Err(invalid(
                 "server.external_url",
                 format!("{url:?} must start with http:// or https://"),

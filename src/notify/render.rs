@@ -22,8 +22,10 @@ use super::Notification;
 const PLACED: &[&str] = &["description", "runbook_url", "summary"];
 
 /// Evidence rows per alert tried, in order, when a chat message is too
-/// long: all of them, then fewer, before whole alerts are left out.
-const EVIDENCE_STEPS: &[usize] = &[usize::MAX, 3, 1, 0];
+/// long: all of them, then fewer, before whole alerts are left out. The
+/// newest row stays: one CallId to look up is what makes an alert
+/// actionable.
+const EVIDENCE_STEPS: &[usize] = &[usize::MAX, 3, 1];
 
 /// The templates and the zone times are shown in.
 pub(crate) struct Render {
@@ -68,6 +70,7 @@ struct AlertView {
     /// `user_id=alice platform=Android`; empty for a rule without group_by.
     key: String,
     value: Option<String>,
+    /// The labels other than the key's.
     labels: String,
     started: String,
     ended: Option<String>,
@@ -77,8 +80,6 @@ struct AlertView {
     notes: Vec<Note>,
     url: Option<String>,
     evidence: Vec<EvidenceView>,
-    /// Events the alert carries, shown or not.
-    evidence_total: usize,
     /// Events left out to fit the message.
     evidence_more: usize,
     /// The zone's abbreviation, for evidence times.
@@ -95,6 +96,18 @@ fn template_env() -> Environment<'static> {
             minijinja::AutoEscape::None
         }
     });
+    // minijinja's HTML escaping also turns `/` into `&#x2f;`, which mail
+    // clients decode but makes every link unreadable in the source; only
+    // the characters that matter in text and quoted attributes are escaped.
+    env.set_formatter(|out, state, value| match value.as_str() {
+        Some(s)
+            if matches!(state.auto_escape(), minijinja::AutoEscape::Html) && !value.is_safe() =>
+        {
+            out.write_str(&html_escape(s))
+                .map_err(minijinja::Error::from)
+        }
+        _ => minijinja::escape_formatter(out, state, value),
+    });
     for (name, source) in [
         ("block.txt", include_str!("templates/block.txt")),
         ("block.md", include_str!("templates/block.md")),
@@ -108,6 +121,14 @@ fn template_env() -> Environment<'static> {
         }
     }
     env
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 fn slack_escape(s: &str) -> String {
@@ -173,7 +194,15 @@ impl Render {
             description: a.annotations.get("description").map(|d| esc(d)),
             key: esc(&pairs(&a.key, " ")),
             value: text::value(a).map(|v| esc(&v)),
-            labels: esc(&pairs(&a.labels, ", ")),
+            // The key's labels are shown as the key.
+            labels: esc(&pairs(
+                &a.labels
+                    .iter()
+                    .filter(|(k, _)| !a.key.contains_key(*k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                ", ",
+            )),
             started: self.time(a.starts_at),
             ended: ended.map(|e| self.time(e)),
             duration: ended.map(|e| {
@@ -203,7 +232,6 @@ impl Render {
                     call_result: dash(&e.call_result),
                 })
                 .collect(),
-            evidence_total: a.evidence.len(),
             evidence_more: a.evidence.len() - shown,
             zone: self.zone(a.starts_at),
         }
