@@ -1,4 +1,4 @@
-//! Grouping (SPEC §6): alerts for the same receiver with the same values of
+//! Grouping: alerts for the same receiver with the same values of
 //! the `alerting.group_by` labels go out as one [`Notification`]. A pure
 //! state machine in the manner of Alertmanager's aggregation groups, with
 //! time passed in:

@@ -1,4 +1,4 @@
-//! The machine-readable bodies: the generic webhook body of SPEC §6 and the
+//! The machine-readable bodies: the generic webhook body (docs/alerts.md) and the
 //! alert list of Alertmanager's `POST /api/v2/alerts`. No size limit
 //! applies; receivers of these parse JSON rather than show it to people.
 

@@ -199,7 +199,7 @@ fn compile_annotations(spec: &spec::RuleSpec) -> Result<Annotations, Vec<Templat
 }
 
 /// Stands in for a `for:` map key, which Rhai rejects because `for` is a
-/// keyword although SPEC's `RULE` has one. Same length, so every position
+/// keyword although the documented `RULE` has one. Same length, so every position
 /// in error messages stays true.
 const FOR_STAND_IN: &str = "FOR";
 
