@@ -21,8 +21,8 @@ pub const NAMES: &[&str] = &[
     "starts_at",
 ];
 
-/// Functions minijinja provides that a template may call.
-const GLOBALS: &[&str] = &["range", "dict", "namespace"];
+/// What minijinja provides that a template may use.
+const GLOBALS: &[&str] = &["range", "dict", "namespace", "loop"];
 
 /// A problem with one annotation template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +54,9 @@ pub struct Annotations {
     names: Vec<String>,
     /// The sources, shown instead of a render that fails anyway.
     sources: BTreeMap<String, String>,
+    /// Whether a failed render was logged: a firing alert is rebuilt on
+    /// every evaluation, and one warning says all there is to say.
+    warned: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Annotations {
@@ -68,6 +71,7 @@ impl Default for Annotations {
             env: environment(),
             names: Vec::new(),
             sources: BTreeMap::new(),
+            warned: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -141,7 +145,7 @@ impl Annotations {
         for var in used {
             let mut parts = var.splitn(3, '.');
             let top = parts.next().unwrap_or_default();
-            let at = source.find(top);
+            let at = find_in_tags(source, top);
             if !NAMES.contains(&top) && !GLOBALS.contains(&top) {
                 problems.push((
                     at,
@@ -159,7 +163,7 @@ impl Annotations {
                 if !known_labels.contains(label) {
                     let known: Vec<&str> = known_labels.iter().map(String::as_str).collect();
                     problems.push((
-                        source.find(&format!("labels.{label}")).or(at),
+                        find_in_tags(source, &format!("labels.{label}")).or(at),
                         format!(
                             "unknown label `{label}` in template (known: {}); a label that \
                              only check adds is unknown at load: return annotations from \
@@ -208,13 +212,37 @@ impl Annotations {
             .iter()
             .map(|name| {
                 let text = self.render_one(name, ctx).unwrap_or_else(|e| {
-                    tracing::warn!(rule = %ctx.rule, annotation = %name, error = %describe(&e), "annotation template failed");
+                    let first = !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed);
+                    if first {
+                        tracing::warn!(rule = %ctx.rule, annotation = %name, error = %describe(&e), "annotation template failed; showing its source");
+                    }
                     self.sources.get(name).cloned().unwrap_or_default()
                 });
                 (name.clone(), text)
             })
             .collect()
     }
+}
+
+/// Byte offset of `name` where a template reads it: inside `{{ }}` or
+/// `{% %}` and not part of a longer name; else its first occurrence.
+fn find_in_tags(source: &str, name: &str) -> Option<usize> {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    let in_tag = |at: usize| {
+        let before = &source[..at];
+        let open = before.rfind("{{").max(before.rfind("{%"));
+        let close = before.rfind("}}").max(before.rfind("%}"));
+        open.is_some() && open > close
+    };
+    source
+        .match_indices(name)
+        .map(|(i, _)| i)
+        .find(|&i| {
+            let whole = !source[..i].ends_with(|c: char| ident(c) || c == '.')
+                && !source[i + name.len()..].starts_with(ident);
+            whole && in_tag(i)
+        })
+        .or_else(|| source.find(name))
 }
 
 /// minijinja's message without the template name it prefixes.
@@ -270,6 +298,10 @@ mod tests {
             "{errs:?}"
         );
         assert_eq!(errs[0].offset, Some(6));
+        // The name where the template reads it, not in the text before.
+        let errs = Annotations::compile(&templates(&[("d", "the user is {{ user }}")]), &known)
+            .expect_err("unknown name");
+        assert_eq!(errs[0].offset, Some(15), "{errs:?}");
         let errs = Annotations::compile(&templates(&[("d", "{{ labels.platform }}")]), &known)
             .expect_err("unknown label");
         assert!(
