@@ -1,12 +1,16 @@
-//! Alerts: the SPEC §6 alert object and the per-(rule, key) state machine
+//! Alerts: the alert object (docs/alerts.md) and the per-(rule, key) state machine
 //! (pending → firing → resolved, with `for` and `repeat`). Pure: time is
 //! passed in and the machine returns the transitions to notify; it never
 //! sends anything itself.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::annotations::{Annotations, TemplateContext};
+use crate::event::Event;
 
 /// Lifecycle of one alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -27,7 +31,7 @@ impl AlertStatus {
     }
 }
 
-/// The alert object of SPEC §6 (webhook `alerts[]`, replay output, API).
+/// The alert object of docs/alerts.md (webhook `alerts[]`, replay output, API).
 /// Times are Unix seconds internally and RFC 3339 on the wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
@@ -43,6 +47,74 @@ pub struct Alert {
     pub starts_at: i64,
     #[serde(with = "rfc3339_opt")]
     pub ends_at: Option<i64>,
+    /// The key the alert is about: the rule's `group_by` fields and values.
+    #[serde(default)]
+    pub key: BTreeMap<String, String>,
+    /// `RULE.annotations` rendered for this alert, then `check`'s.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// Calls that show the problem, newest first (gathered when the alert
+    /// is notified, not on every evaluation).
+    #[serde(default)]
+    pub evidence: Vec<Evidence>,
+    /// `{server.external_url}/ui/alerts/{fingerprint}`, when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Why a resolved alert resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<ResolveReason>,
+}
+
+/// Why an alert resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolveReason {
+    /// `check` stopped firing.
+    Cleared,
+    /// The window emptied.
+    Expired,
+    /// The rule was edited and no longer fires.
+    RuleChanged,
+    /// The rule was removed.
+    RuleRemoved,
+}
+
+impl ResolveReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResolveReason::Cleared => "cleared",
+            ResolveReason::Expired => "expired",
+            ResolveReason::RuleChanged => "rule_changed",
+            ResolveReason::RuleRemoved => "rule_removed",
+        }
+    }
+}
+
+/// One event shown with an alert, enough to find the call in the TRTC
+/// console.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    #[serde(with = "rfc3339")]
+    pub event_time: i64,
+    pub event: String,
+    pub user_id: Option<String>,
+    pub call_id: Option<String>,
+    pub platform: Option<String>,
+    pub call_result: Option<String>,
+}
+
+impl Evidence {
+    pub fn of(e: &Event) -> Evidence {
+        let text = |t: &Option<crate::event::Text>| t.as_ref().map(|s| s.to_string());
+        Evidence {
+            event_time: e.event_time,
+            event: e.event.to_string(),
+            user_id: text(&e.user_id),
+            call_id: text(&e.call_id),
+            platform: text(&e.platform),
+            call_result: Some(e.call_result.to_string()).filter(|s| !s.is_empty()),
+        }
+    }
 }
 
 /// Stable identity of an alert: SHA-256 over the rule name and the key
@@ -116,6 +188,10 @@ pub struct Condition {
     pub severity: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub value: Option<f64>,
+    /// Annotations from `check`; they win over `RULE.annotations`.
+    pub annotations: BTreeMap<String, String>,
+    /// Events `check` chose as evidence; `None` lets the engine choose.
+    pub evidence: Option<Vec<Evidence>>,
 }
 
 /// The per-rule settings the state machine needs.
@@ -128,6 +204,12 @@ pub struct Policy {
     pub resolve: bool,
     /// Labels from `RULE.labels`.
     pub labels: BTreeMap<String, String>,
+    /// `RULE.annotations`, compiled.
+    pub annotations: Arc<Annotations>,
+    /// `server.external_url`, without a trailing `/`.
+    pub external_url: Option<String>,
+    /// Most events shown as evidence (`alerting.evidence_events`).
+    pub evidence_events: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -201,25 +283,50 @@ impl Tracker {
             .summary
             .clone()
             .unwrap_or_else(|| default_summary(&policy.rule, key));
+        let value = c
+            .value
+            .and_then(serde_json::Number::from_f64)
+            .map(|n| match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                    serde_json::Value::from(f as i64)
+                }
+                _ => serde_json::Value::Number(n),
+            })
+            .unwrap_or(serde_json::Value::Null);
+        let mut annotations = if policy.annotations.is_empty() {
+            BTreeMap::new()
+        } else {
+            policy.annotations.render(&TemplateContext {
+                labels: &labels,
+                value: &value,
+                summary: &summary,
+                rule: &policy.rule,
+                severity: &severity,
+                starts_at: &format_rfc3339(starts_at),
+            })
+        };
+        annotations.extend(c.annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let fingerprint = fingerprint(&policy.rule, key);
+        let mut evidence = c.evidence.clone().unwrap_or_default();
+        evidence.truncate(policy.evidence_events);
         Alert {
             rule: policy.rule.clone(),
             status,
             severity,
             summary,
             labels,
-            value: c
-                .value
-                .and_then(serde_json::Number::from_f64)
-                .map(|n| match n.as_f64() {
-                    Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
-                        serde_json::Value::from(f as i64)
-                    }
-                    _ => serde_json::Value::Number(n),
-                })
-                .unwrap_or(serde_json::Value::Null),
-            fingerprint: fingerprint(&policy.rule, key),
+            value,
+            url: policy
+                .external_url
+                .as_ref()
+                .map(|base| format!("{base}/ui/alerts/{fingerprint}")),
+            fingerprint,
             starts_at,
             ends_at: None,
+            key: key.clone(),
+            annotations,
+            evidence,
+            reason: None,
         }
     }
 
@@ -304,6 +411,9 @@ mod tests {
             repeat_secs,
             resolve: true,
             labels: [("team".to_string(), "mobile".to_string())].into(),
+            annotations: Arc::default(),
+            external_url: None,
+            evidence_events: 5,
         }
     }
 
@@ -371,6 +481,7 @@ mod tests {
             severity: Some("critical".into()),
             labels: [("team".to_string(), "web".to_string())].into(),
             value: Some(0.25),
+            ..Condition::default()
         };
         let mut t = Tracker::default();
         let a = t.observe(&p, &key(), Some(&c), 0).expect("fires");
@@ -396,13 +507,30 @@ mod tests {
             fingerprint: fingerprint("r", &labels),
             starts_at: 1_764_100_800,
             ends_at: None,
+            key: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            evidence: Vec::new(),
+            url: None,
+            reason: None,
         };
         let v = serde_json::to_value(&a).expect("serialize");
         assert_eq!(v["status"], "firing");
         assert_eq!(v["starts_at"], "2025-11-25T20:00:00Z");
         assert_eq!(v["ends_at"], serde_json::Value::Null);
-        let back: Alert = serde_json::from_value(v).expect("deserialize");
+        let back: Alert = serde_json::from_value(v.clone()).expect("deserialize");
         assert_eq!(back, a);
         assert_eq!(a.fingerprint.len(), 32);
+        assert_eq!(v["annotations"], serde_json::json!({}));
+        assert_eq!(v["evidence"], serde_json::json!([]));
+        assert!(v.get("url").is_none() && v.get("reason").is_none());
+        // An alert saved before annotations, evidence and reasons existed
+        // still loads.
+        let old = serde_json::json!({
+            "rule": "r", "status": "firing", "severity": "warning", "summary": "s",
+            "labels": {}, "value": null, "fingerprint": "f",
+            "starts_at": "2025-11-25T20:00:00Z", "ends_at": null,
+        });
+        let back: Alert = serde_json::from_value(old).expect("old alert loads");
+        assert!(back.annotations.is_empty() && back.evidence.is_empty());
     }
 }

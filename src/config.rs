@@ -128,6 +128,10 @@ pub struct ServerConfig {
     /// A connection with no request in progress is closed after this long.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Base URL people reach callwatch at (e.g. `https://callwatch.example.com`);
+    /// alerts then link to `{external_url}/ui/alerts/{fingerprint}`. Empty: no links.
+    #[serde(deserialize_with = "lenient_string")]
+    pub external_url: String,
 }
 
 impl Default for ServerConfig {
@@ -145,6 +149,7 @@ impl Default for ServerConfig {
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            external_url: String::new(),
         }
     }
 }
@@ -269,6 +274,10 @@ pub struct AlertingConfig {
     pub max_queued_per_receiver: usize,
     /// Receivers for alerts no rule `notify` or route claims.
     pub default_receivers: Vec<String>,
+    /// Most events an alert carries as `evidence` (the newest of its window).
+    pub evidence_events: usize,
+    /// IANA time zone notifications show times in (`UTC`, `Asia/Shanghai`…).
+    pub timezone: String,
 }
 
 impl Default for AlertingConfig {
@@ -282,6 +291,8 @@ impl Default for AlertingConfig {
             max_retry_interval: Duration::from_secs(300),
             max_queued_per_receiver: 10_000,
             default_receivers: vec!["log".into()],
+            evidence_events: 5,
+            timezone: "UTC".into(),
         }
     }
 }
@@ -411,7 +422,7 @@ impl<'de> Deserialize<'de> for ReceiverConfig {
     }
 }
 
-/// The receiver kinds, a closed set.
+/// The receiver kinds (docs/alerts.md), a closed set.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ReceiverKind {
@@ -622,6 +633,14 @@ impl Config {
                 "must be greater than 0",
             ));
         }
+        self.timezone()?;
+        let url = &self.server.external_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid(
+                "server.external_url",
+                format!("{url:?} must start with http:// or https://"),
+            ));
+        }
         if self.rules.tick.is_zero() {
             return Err(invalid("rules.tick", "must be greater than 0"));
         }
@@ -699,6 +718,17 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// `alerting.timezone` as a time zone.
+    pub fn timezone(&self) -> Result<jiff::tz::TimeZone, ConfigError> {
+        let name = &self.alerting.timezone;
+        jiff::tz::TimeZone::get(name).map_err(|e| {
+            invalid(
+                "alerting.timezone",
+                format!("{name:?} is not an IANA time zone name (e.g. UTC, Asia/Shanghai): {e}"),
+            )
+        })
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -839,6 +869,22 @@ default_receivers = ["ops"]
     fn unknown_key_inside_a_section_from_env_is_named() {
         let err = load_str("", &[("CALLWATCH_SERVER__LISTN", "x")]).unwrap_err();
         assert!(err.to_string().contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn timezone_and_external_url_are_checked() {
+        let c = load_str(
+            "[alerting]\ntimezone = \"Asia/Shanghai\"\nevidence_events = 3\n\
+             [server]\nexternal_url = \"https://cw.example.com/\"\n",
+            &[],
+        )
+        .expect("load");
+        assert_eq!(c.alerting.evidence_events, 3);
+        assert!(c.timezone().is_ok());
+        let err = load_str("[alerting]\ntimezone = \"Mars/Olympus\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("alerting.timezone"), "{err}");
+        let err = load_str("[server]\nexternal_url = \"cw.example.com\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("server.external_url"), "{err}");
     }
 
     #[test]

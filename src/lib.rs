@@ -14,6 +14,7 @@
 //! - [`alert`]: the alert object and its state machine (pure).
 //! - [`builtin`]: alerts the engine raises about rules themselves (pure).
 //! - [`budget`]: the per-rule CPU budget that suspends a runaway rule.
+//! - [`annotations`]: `RULE.annotations` templates, checked at load (pure).
 //! - [`store`]: SQLite store for the outbox, silences and persisted state.
 //! - [`reload`]: hot reload of config and rules, all-or-nothing.
 //! - [`replay`]: offline evaluation of recorded callbacks in event time.
@@ -28,6 +29,7 @@
 //! - [`app`]: wiring, startup recovery and ordered shutdown.
 
 pub mod alert;
+pub mod annotations;
 pub mod api;
 pub mod app;
 pub mod budget;

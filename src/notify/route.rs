@@ -1,4 +1,4 @@
-//! Routing (SPEC §6): which receivers an alert goes to. A rule's `notify`
+//! Routing: which receivers an alert goes to. A rule's `notify`
 //! list wins; else the `[[routes]]` in order, the first whose `match`
 //! labels all equal the alert's (`continue = true` goes on to later
 //! routes); else `alerting.default_receivers`. Pure: no I/O, no clock.
@@ -68,6 +68,11 @@ mod tests {
             fingerprint: "f".into(),
             starts_at: 0,
             ends_at: None,
+            key: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            evidence: Vec::new(),
+            url: None,
+            reason: None,
         }
     }
 
