@@ -19,6 +19,7 @@
 //! - [`api`]: health, readiness, metrics and admin endpoints.
 //! - [`notify`]: receivers (log, email, webhook, chat services,
 //!   Alertmanager), grouping and the durable outbox.
+//! - [`quiet`]: inhibit rules, time intervals and regex label matchers (pure).
 //! - [`app`]: wiring, startup recovery and ordered shutdown.
 
 pub mod alert;
@@ -31,6 +32,7 @@ pub mod ingest;
 pub mod journal;
 pub mod metrics;
 pub mod notify;
+pub mod quiet;
 pub mod reload;
 pub mod replay;
 pub mod rules;

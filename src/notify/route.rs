@@ -79,6 +79,9 @@ mod tests {
                 .collect::<BTreeMap<_, _>>(),
             receivers: receivers.iter().map(|r| r.to_string()).collect(),
             continue_,
+            match_re: BTreeMap::new(),
+            mute_time_intervals: Vec::new(),
+            active_time_intervals: Vec::new(),
         }
     }
 
