@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::quiet::labels::anchored;
 use crate::store::{Matcher, Silence};
 
 /// A matcher problem, naming the matcher.
@@ -17,11 +18,6 @@ pub enum SilenceError {
     EmptyName,
     #[error("endsAt must be after startsAt")]
     BadRange,
-}
-
-fn anchored(pattern: &str) -> Result<regex::Regex, regex::Error> {
-    // Alertmanager anchors regex matchers at both ends.
-    regex::Regex::new(&format!("^(?:{pattern})$"))
 }
 
 /// Checks a silence before it is stored.
