@@ -51,6 +51,8 @@ pub struct Admin {
     pub store: Arc<Mutex<Store>>,
     pub snapshot: Arc<RwLock<Snapshot>>,
     pub reloader: Arc<crate::app::Reloader>,
+    /// Says which alerts are inhibited or muted, and by what.
+    pub dispatcher: Arc<crate::notify::dispatch::Dispatcher>,
 }
 
 #[derive(Debug)]
@@ -214,6 +216,39 @@ impl Admin {
         }
     }
 
+    /// The active alerts, each with `inhibited_by` (fingerprints of the
+    /// firing alerts inhibiting it) and `muted_by` (time intervals muting
+    /// it for at least one receiver).
+    fn alerts_json(&self) -> serde_json::Value {
+        let snapshot = self.snapshot();
+        let notify_of = |rule: &str| -> Option<Vec<String>> {
+            let info = snapshot.rules.iter().find(|r| r.name == rule)?;
+            let notify: Vec<String> =
+                serde_json::from_value(info.config.get("notify")?.clone()).ok()?;
+            (!notify.is_empty()).then_some(notify)
+        };
+        let alerts: Vec<_> = snapshot
+            .alerts
+            .iter()
+            .map(|a| (a.clone(), notify_of(&a.rule)))
+            .collect();
+        let now = crate::ingest::now_ms() / 1000;
+        let status = self.dispatcher.quiet_status(&alerts, now);
+        let list: Vec<serde_json::Value> = alerts
+            .iter()
+            .zip(status)
+            .map(|((a, _), (inhibited_by, muted_by))| {
+                let mut v = serde_json::to_value(a).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("inhibited_by".into(), inhibited_by.into());
+                    o.insert("muted_by".into(), muted_by.into());
+                }
+                v
+            })
+            .collect();
+        serde_json::json!({ "alerts": list })
+    }
+
     fn snapshot(&self) -> Snapshot {
         self.snapshot
             .read()
@@ -240,12 +275,7 @@ pub fn admin_routes(
         .clone()
         .and(warp::path!("alerts"))
         .and(warp::get())
-        .map(move || {
-            json_reply(
-                StatusCode::OK,
-                &serde_json::json!({"alerts": a.snapshot().alerts}),
-            )
-        });
+        .map(move || json_reply(StatusCode::OK, &a.alerts_json()));
     let a = admin.clone();
     let rules = base
         .clone()

@@ -162,6 +162,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         store: store.clone(),
         snapshot: snapshot.clone(),
         reloader: reloader.clone(),
+        dispatcher: dispatcher.clone(),
     });
     let routes = ingest
         .routes()

@@ -238,6 +238,7 @@ fn spec_json(rule: &Rule, policy: &Policy) -> serde_json::Value {
         "labels": spec.labels,
         "notify": spec.notify,
         "resolve": spec.resolve,
+        "keep_firing_for_secs": spec.keep_firing_for_secs,
     })
 }
 
@@ -291,6 +292,7 @@ fn policy_of(rule: &Rule, settings: &EngineSettings) -> Policy {
         for_secs: spec.for_secs,
         repeat_secs: spec.repeat_secs.unwrap_or(settings.repeat_secs),
         resolve: spec.resolve,
+        keep_firing_for_secs: spec.keep_firing_for_secs,
         labels: spec.labels.clone(),
     }
 }

@@ -11,8 +11,17 @@ use crate::event::{Event, Field};
 
 /// Keys `RULE` may have.
 pub const KNOWN_KEYS: &[&str] = &[
-    "events", "where", "group_by", "window", "severity", "for", "repeat", "labels", "notify",
+    "events",
+    "where",
+    "group_by",
+    "window",
+    "severity",
+    "for",
+    "repeat",
+    "labels",
+    "notify",
     "resolve",
+    "keep_firing_for",
 ];
 
 /// How urgent an alert is.
@@ -68,6 +77,8 @@ pub struct RuleSpec {
     pub notify: Vec<String>,
     /// Whether a resolve is notified.
     pub resolve: bool,
+    /// How long a firing alert stays firing after `check` stops firing.
+    pub keep_firing_for_secs: i64,
 }
 
 impl RuleSpec {
@@ -149,6 +160,9 @@ pub(crate) fn parse(rule: &Map) -> Result<RuleSpec, Vec<SpecProblem>> {
     let labels = p.take(optional(rule, "labels", labels)).flatten();
     let notify = p.take(optional(rule, "notify", names)).unwrap_or_default();
     let resolve = p.take(optional(rule, "resolve", boolean)).flatten();
+    let keep_firing_for = p
+        .take(optional(rule, "keep_firing_for", duration))
+        .flatten();
 
     match (events, window_secs) {
         (Some(events), Some(window_secs)) if p.0.is_empty() => Ok(RuleSpec {
@@ -162,6 +176,7 @@ pub(crate) fn parse(rule: &Map) -> Result<RuleSpec, Vec<SpecProblem>> {
             labels: labels.unwrap_or_default(),
             notify,
             resolve: resolve.unwrap_or(true),
+            keep_firing_for_secs: keep_firing_for.unwrap_or(0),
         }),
         _ => Err(p.0),
     }
