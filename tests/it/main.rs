@@ -7,6 +7,7 @@ mod delivery;
 mod ingest;
 mod notify;
 mod props;
+mod quiet;
 mod rules;
 mod service;
 mod shutdown;
