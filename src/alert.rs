@@ -1,4 +1,4 @@
-//! Alerts: the SPEC §6 alert object and the per-(rule, key) state machine
+//! Alerts: the alert object and the per-(rule, key) state machine
 //! (pending → firing → resolved, with `for` and `repeat`). Pure: time is
 //! passed in and the machine returns the transitions to notify; it never
 //! sends anything itself.
@@ -27,7 +27,7 @@ impl AlertStatus {
     }
 }
 
-/// The alert object of SPEC §6 (webhook `alerts[]`, replay output, API).
+/// The alert object (webhook `alerts[]`, replay output, API).
 /// Times are Unix seconds internally and RFC 3339 on the wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {

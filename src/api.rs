@@ -1,4 +1,4 @@
-//! Operational HTTP endpoints (SPEC §8): `/healthz`, `/readyz`, `/metrics`.
+//! Operational HTTP endpoints: `/healthz`, `/readyz`, `/metrics`.
 //! The admin API under `/api/v1` (alerts, rules, silences) with its
 //! authorisation: a bearer token, or loopback peers only when none is set.
 

@@ -394,7 +394,7 @@ impl<'de> Deserialize<'de> for ReceiverConfig {
     }
 }
 
-/// The receiver kinds of SPEC §6, a closed set.
+/// The receiver kinds, a closed set.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ReceiverKind {

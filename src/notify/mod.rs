@@ -1,5 +1,5 @@
 //! Notifications: turning groups of alerts into messages and delivering them
-//! through the receiver kinds of SPEC §6 (log, email, webhook, the chat
+//! through the receiver kinds (log, email, webhook, the chat
 //! services and Alertmanager). This module owns the [`Notification`] that
 //! flows to a receiver, the [`NotifyError`] that tells the delivery
 //! machinery whether to retry, and the runtime [`Receiver`]s. It does not

@@ -1,4 +1,4 @@
-//! Routing (SPEC §6): which receivers an alert goes to. A rule's `notify`
+//! Routing: which receivers an alert goes to. A rule's `notify`
 //! list wins; else the `[[routes]]` in order, the first whose `match`
 //! labels all equal the alert's and whose `match_re` regexes all match
 //! (`continue = true` goes on to later routes); else

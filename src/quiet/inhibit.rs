@@ -145,7 +145,7 @@ mod tests {
         let active = vec![flatline.clone(), same_app.clone(), other_app.clone()];
         assert_eq!(
             inhibited_by(&rules, &same_app, &active),
-            [flatline.fingerprint.clone()]
+            std::slice::from_ref(&flatline.fingerprint)
         );
         assert!(inhibited_by(&rules, &other_app, &active).is_empty());
 
@@ -153,7 +153,7 @@ mod tests {
         let mut pending = flatline.clone();
         pending.status = AlertStatus::Pending;
         assert!(inhibited_by(&rules, &same_app, &[pending, same_app.clone()]).is_empty());
-        assert!(inhibited_by(&rules, &same_app, &[same_app.clone()]).is_empty());
+        assert!(inhibited_by(&rules, &same_app, std::slice::from_ref(&same_app)).is_empty());
     }
 
     #[test]
@@ -170,7 +170,7 @@ mod tests {
         };
         let a = alert("a", "warning", &[("sdkappid", "1")]);
         let b = alert("b", "warning", &[("sdkappid", "1")]);
-        assert!(inhibited_by(&[rule.clone()], &a, &[a.clone()]).is_empty());
+        assert!(inhibited_by(std::slice::from_ref(&rule), &a, std::slice::from_ref(&a)).is_empty());
         // `team` is absent on both: equal.
         assert_eq!(
             inhibited_by(&[rule], &a, &[a.clone(), b.clone()]),

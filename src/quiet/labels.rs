@@ -112,7 +112,7 @@ mod tests {
     fn regexes_are_anchored_and_absent_labels_are_empty() {
         let re = BTreeMap::from([("platform".to_string(), LabelPattern::new("And|iOS"))]);
         let none = BTreeMap::new();
-        assert!(matches(&none, &re, &labels(&[("platform", "Android")])) == false);
+        assert!(!matches(&none, &re, &labels(&[("platform", "Android")])));
         let re = BTreeMap::from([("platform".to_string(), LabelPattern::new("And.*|iOS"))]);
         assert!(matches(&none, &re, &labels(&[("platform", "Android")])));
         assert!(!matches(&none, &re, &labels(&[("platform", "xiOS")])));

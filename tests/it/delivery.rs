@@ -1,4 +1,4 @@
-//! Notifications through the whole daemon (SPEC §6-§8): callbacks posted
+//! Notifications through the whole daemon: callbacks posted
 //! over HTTP to an in-process daemon, alerts delivered to a real SMTP
 //! server and real HTTP servers; outages, restarts, chat-service errors,
 //! silences, the admin API's auth and `callwatch notify-test`.

@@ -153,7 +153,10 @@ fn an_app_wide_flatline_inhibits_user_alerts_of_that_app_only() {
         t0 + 20,
     );
     assert!(status[0].0.is_empty());
-    assert_eq!(status[1].0, [flatline.alert.fingerprint.clone()]);
+    assert_eq!(
+        status[1].0,
+        std::slice::from_ref(&flatline.alert.fingerprint)
+    );
     assert!(status[2].0.is_empty());
 
     // Still inhibited a minute later; once the flatline resolves, alice's
@@ -208,11 +211,10 @@ fn night_in_shanghai(config: &mut Config) {
         }],
         ..IntervalConfig::default()
     })];
-    let route = format!(
-        "match = {{ severity = \"warning\" }}\nreceivers = [\"ops\"]\nmute_time_intervals = [\"night\"]"
-    );
+    let route =
+        "match = { severity = \"warning\" }\nreceivers = [\"ops\"]\nmute_time_intervals = [\"night\"]";
     let route: crate::config::RouteConfig = figment::Figment::from(
-        <figment::providers::Toml as figment::providers::Format>::string(&route),
+        <figment::providers::Toml as figment::providers::Format>::string(route),
     )
     .extract()
     .expect("route");
