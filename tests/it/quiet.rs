@@ -254,3 +254,74 @@ mute_time_intervals = ["night"]
         ]
     );
 }
+
+/// Runs the real binary with `args` in `cwd`, environment cleared.
+fn callwatch_bin(cwd: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_callwatch"))
+        .args(args)
+        .current_dir(cwd)
+        .env_clear()
+        .output()
+        .expect("callwatch runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_names_a_misspelt_interval_by_its_path_and_replay_mutes_by_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).expect("rules dir");
+    std::fs::write(rules.join("users.rhai"), USER_RULE).expect("rule");
+    let config = |interval: &str| {
+        format!(
+            r#"[rules]
+dir = "rules"
+
+[[time_intervals]]
+name = "night"
+location = "Asia/Shanghai"
+times = [{{ start = "00:00", end = "07:00" }}]
+
+[[routes]]
+match = {{ severity = "critical" }}
+receivers = ["log"]
+
+[[routes]]
+match = {{ severity = "info" }}
+receivers = ["log"]
+
+[[routes]]
+match = {{ severity = "warning" }}
+receivers = ["log"]
+mute_time_intervals = ["{interval}"]
+"#
+        )
+    };
+    std::fs::write(dir.path().join("bad.toml"), config("nigth")).expect("config");
+    let (code, stdout, _) = callwatch_bin(dir.path(), &["check", "-c", "bad.toml"]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "routes[2].mute_time_intervals[0]: unknown time interval \"nigth\" (did you mean \"night\"?)"
+        ),
+        "{stdout}"
+    );
+
+    std::fs::write(dir.path().join("good.toml"), config("night")).expect("config");
+    let (code, stdout, stderr) = callwatch_bin(dir.path(), &["check", "-c", "good.toml"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    // 17:00 UTC is 01:00 in Shanghai.
+    let trace = callback("1400000001", "accept_call", "night", START + 17 * 3600);
+    std::fs::write(dir.path().join("trace.jsonl"), format!("{trace}\n")).expect("trace");
+    let (code, stdout, stderr) =
+        callwatch_bin(dir.path(), &["replay", "-c", "good.toml", "trace.jsonl"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let line: Value = serde_json::from_str(stdout.lines().next().unwrap_or("")).expect("a line");
+    assert_eq!(line["suppressed"], "muted", "{line}");
+    assert_eq!(line["receivers"], json!([]));
+    assert_eq!(line["muted_by"], json!(["night"]));
+}
