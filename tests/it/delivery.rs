@@ -4,7 +4,6 @@
 //! silences, the admin API's auth and `callwatch notify-test`.
 
 mod harness;
-mod quiet;
 mod trace;
 
 use std::net::SocketAddr;

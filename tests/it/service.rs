@@ -7,6 +7,7 @@ mod daemon;
 mod hostile;
 mod netns;
 mod overload;
+mod quiet;
 mod reload;
 mod sandbox;
 mod sink;
