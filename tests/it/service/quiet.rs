@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::daemon::Home;
-use super::reload::now_secs;
+use super::daemon::{get_json, Home};
+use super::reload::post_callback;
 use super::sink::Sink;
 
 /// Fires for an app while a call of the probe user `down` is in its 6 s
@@ -37,21 +37,7 @@ tick = "1s"
 "#;
 
 async fn start_call(client: &reqwest::Client, home: &Home, sdkappid: &str, user: &str) {
-    let url = home.url(&format!(
-        "/callback?sdkappid={sdkappid}&command=caller_start_call&contenttype=json&optplatform=iOS"
-    ));
-    let body = json!({
-        "UserId": user, "RoomId": "1", "TotalNum": 2, "MediaType": "Audio",
-        "CallType": "Single", "CallId": format!("{user}-{sdkappid}"), "Role": "caller",
-        "Event": "start_call", "CallResult": "", "EventTime": now_secs(),
-    });
-    let r = client
-        .post(url)
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("post callback");
-    assert_eq!(r.status(), 200, "callback refused");
+    post_callback(client, home, sdkappid, "caller_start_call", user).await;
 }
 
 /// (rule, user_id, status) of every alert the sink received, in order.
@@ -100,14 +86,7 @@ async fn an_app_wide_alert_inhibits_user_alerts_of_its_app_until_it_resolves() {
     wait_for(&sink, ("user_calls", "bob", "firing")).await;
 
     // The API shows alice's warning held back by app_down.
-    let alerts: Value = client
-        .get(home.url("/api/v1/alerts"))
-        .send()
-        .await
-        .expect("api")
-        .json()
-        .await
-        .expect("json");
+    let alerts = get_json(&home.url("/api/v1/alerts")).await;
     let list = alerts["alerts"].as_array().cloned().unwrap_or_default();
     let find = |rule: &str, user: &str| {
         list.iter()
