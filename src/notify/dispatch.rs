@@ -13,8 +13,11 @@
 //! A transition a silence, an inhibition or a muted route keeps back is
 //! held (in memory, see [`super::hold`]) and sent once nothing keeps it
 //! back any more, as Alertmanager does: an alert still firing when its
-//! silence, inhibition or mute ends goes out with its group then, not at
-//! its next repeat, possibly hours later.
+//! silence, inhibition or mute ends goes out then, not at its next
+//! repeat, possibly hours later. It waits `group_wait` at most, even if
+//! its group was notified moments ago: it is news nobody has heard, and
+//! holding it for the group's `group_interval` (minutes) would leave
+//! on-call thinking the quiet was still on.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -301,7 +304,12 @@ impl Dispatcher {
                 groups.owed.insert(id, receivers.len());
             }
             for r in &receivers {
-                groups.grouper.submit_tracked(r, t.alert.clone(), now, id);
+                if only.is_some() {
+                    // Released from a hold: due within `group_wait`.
+                    groups.grouper.submit_released(r, t.alert.clone(), now);
+                } else {
+                    groups.grouper.submit_tracked(r, t.alert.clone(), now, id);
+                }
             }
         }
         drop(groups);
@@ -635,6 +643,7 @@ mod tests {
             ends_at,
             comment: String::new(),
             created_by: String::new(),
+            updated_at: 0,
         };
         lock(&r.store).put_silence(&silence).expect("put silence");
     }
@@ -736,5 +745,58 @@ mod tests {
         let r = run(dir.path());
         r.submit(vec![transition("a", &[])]);
         assert_eq!(r.pending(), 0);
+    }
+
+    #[test]
+    fn a_released_alert_does_not_wait_for_its_groups_interval() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = run(dir.path());
+        // One group per rule: alice (silenced) shares it with bob.
+        let alert = |user: &str| {
+            let mut t = transition("a", &["ops"]);
+            t.alert.labels.insert("user_id".into(), user.into());
+            t.alert.fingerprint = format!("fp-{user}");
+            t
+        };
+        let silence = crate::store::Silence {
+            id: "s-alice".into(),
+            matchers: vec![crate::store::Matcher {
+                name: "user_id".into(),
+                value: "alice".into(),
+                is_regex: false,
+                is_equal: true,
+            }],
+            starts_at: unix(SystemTime::now()) - 60,
+            ends_at: unix(SystemTime::now()) + 3600,
+            comment: String::new(),
+            created_by: String::new(),
+            updated_at: 0,
+        };
+        lock(&r.store).put_silence(&silence).expect("put silence");
+        r.submit(vec![alert("alice"), alert("bob")]);
+        // Bob's group goes out now (as after group_wait).
+        r.dispatcher
+            .flush(SystemTime::now() + Duration::from_secs(30));
+        assert_eq!(r.notifications("ops").len(), 1);
+        lock(&r.store)
+            .put_silence(&crate::store::Silence {
+                ends_at: unix(SystemTime::now()) - 1,
+                ..silence
+            })
+            .expect("end silence");
+        let now = SystemTime::now();
+        r.dispatcher.release_unsuppressed(now);
+        // group_interval is 5 min; alice goes out after group_wait (30 s).
+        r.dispatcher.flush(now + Duration::from_secs(29));
+        assert_eq!(r.notifications("ops").len(), 1, "group_wait first");
+        r.dispatcher.flush(now + Duration::from_secs(31));
+        let sent = r.notifications("ops");
+        assert_eq!(sent.len(), 2, "alice must not wait for group_interval");
+        let users: Vec<&str> = sent[1]
+            .alerts
+            .iter()
+            .map(|a| a.labels["user_id"].as_str())
+            .collect();
+        assert_eq!(users, ["alice", "bob"]);
     }
 }
