@@ -202,6 +202,9 @@ pub struct Policy {
     pub for_secs: i64,
     pub repeat_secs: i64,
     pub resolve: bool,
+    /// `RULE.keep_firing_for`: a firing alert whose condition stops stays
+    /// firing this long, and resolves only if it stays quiet throughout.
+    pub keep_firing_for_secs: i64,
     /// Labels from `RULE.labels`.
     pub labels: BTreeMap<String, String>,
     /// `RULE.annotations`, compiled.
@@ -216,8 +219,17 @@ pub struct Policy {
 #[serde(tag = "phase", rename_all = "lowercase")]
 enum Phase {
     Inactive,
-    Pending { since: i64 },
-    Firing { since: i64, notified: i64 },
+    Pending {
+        since: i64,
+    },
+    Firing {
+        since: i64,
+        notified: i64,
+        /// When `check` stopped firing, while `keep_firing_for` holds
+        /// the alert firing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        quiet_since: Option<i64>,
+    },
 }
 
 /// Alert state of one (rule, key). Serialisable so it survives restarts.
@@ -354,20 +366,47 @@ impl Tracker {
                 self.phase = Phase::Firing {
                     since: now,
                     notified: now,
+                    quiet_since: None,
                 };
                 let a = Self::build(policy, key, c, AlertStatus::Firing, now);
                 self.current = Some(a.clone());
                 Some(a)
             }
-            (Some(c), Phase::Firing { since, notified }) => {
+            (
+                Some(c),
+                Phase::Firing {
+                    since, notified, ..
+                },
+            ) => {
                 let a = Self::build(policy, key, c, AlertStatus::Firing, since);
                 self.current = Some(a.clone());
-                if policy.repeat_secs > 0 && now - notified >= policy.repeat_secs {
-                    self.phase = Phase::Firing {
-                        since,
-                        notified: now,
-                    };
-                    Some(a)
+                let repeat = policy.repeat_secs > 0 && now - notified >= policy.repeat_secs;
+                self.phase = Phase::Firing {
+                    since,
+                    notified: if repeat { now } else { notified },
+                    quiet_since: None,
+                };
+                repeat.then_some(a)
+            }
+            (
+                None,
+                Phase::Firing {
+                    since,
+                    notified,
+                    quiet_since,
+                },
+            ) if now - quiet_since.unwrap_or(now) < policy.keep_firing_for_secs => {
+                // Quiet, but not for `keep_firing_for` yet: still firing
+                // (and repeating), so a condition that flaps around its
+                // threshold notifies once, not at every crossing.
+                let repeat = policy.repeat_secs > 0 && now - notified >= policy.repeat_secs;
+                self.phase = Phase::Firing {
+                    since,
+                    notified: if repeat { now } else { notified },
+                    quiet_since: Some(quiet_since.unwrap_or(now)),
+                };
+                if repeat {
+                    self.current.clone()
                 } else {
                     None
                 }
@@ -410,6 +449,7 @@ mod tests {
             for_secs,
             repeat_secs,
             resolve: true,
+            keep_firing_for_secs: 0,
             labels: [("team".to_string(), "mobile".to_string())].into(),
             annotations: Arc::default(),
             external_url: None,
@@ -532,5 +572,49 @@ mod tests {
         });
         let back: Alert = serde_json::from_value(old).expect("old alert loads");
         assert!(back.annotations.is_empty() && back.evidence.is_empty());
+    }
+
+    #[test]
+    fn keep_firing_for_rides_out_quiet_spells_shorter_than_it() {
+        let mut p = policy(0, 1000);
+        p.keep_firing_for_secs = 60;
+        let mut t = Tracker::default();
+        let mut sent = Vec::new();
+        // Firing and quiet in turn, every 20 s, for 200 s: one alert.
+        for (i, now) in (0..=200).step_by(20).enumerate() {
+            let c = (i % 2 == 0).then(|| firing(1.0));
+            sent.extend(t.observe(&p, &key(), c.as_ref(), now));
+        }
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert!(t.is_firing());
+        // Quiet from 220: still firing at 270, resolved at 280.
+        assert!(t.observe(&p, &key(), None, 220).is_none());
+        assert!(t.observe(&p, &key(), None, 270).is_none());
+        assert!(t.is_firing());
+        let done = t.observe(&p, &key(), None, 280).expect("resolves");
+        assert_eq!(done.status, AlertStatus::Resolved);
+        assert_eq!(done.starts_at, 0);
+        assert_eq!(done.ends_at, Some(280));
+        // A firing state saved before the field existed still reads.
+        let old = r#"{"phase":{"phase":"firing","since":1,"notified":2},"current":null}"#;
+        let back: Tracker = serde_json::from_str(old).expect("old state");
+        assert!(back.is_firing());
+    }
+
+    #[test]
+    fn an_alert_kept_firing_still_repeats() {
+        let mut p = policy(0, 100);
+        p.keep_firing_for_secs = 1000;
+        let mut t = Tracker::default();
+        assert!(t.observe(&p, &key(), Some(&firing(1.0)), 0).is_some());
+        assert!(t.observe(&p, &key(), None, 50).is_none());
+        let again = t.observe(&p, &key(), None, 100).expect("repeat");
+        assert_eq!(again.status, AlertStatus::Firing);
+        assert!(t
+            .observe(&p, &key(), None, 1049)
+            .is_some_and(|a| a.status == AlertStatus::Firing));
+        assert!(t
+            .observe(&p, &key(), None, 1050)
+            .is_some_and(|a| a.status == AlertStatus::Resolved));
     }
 }

@@ -13,6 +13,10 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::quiet::{InhibitRule, LabelPattern, TimeInterval};
+
+mod quiet;
+
 /// The top-level sections, which environment variables may address.
 const SECTIONS: &[&str] = &[
     "server",
@@ -23,6 +27,8 @@ const SECTIONS: &[&str] = &[
     "smtp",
     "receivers",
     "routes",
+    "inhibit_rules",
+    "time_intervals",
     "log",
 ];
 
@@ -67,6 +73,10 @@ pub struct Config {
     pub receivers: Vec<ReceiverConfig>,
     /// Label-based routing of alerts to receivers.
     pub routes: Vec<RouteConfig>,
+    /// While a source alert fires, matching target alerts are not sent.
+    pub inhibit_rules: Vec<InhibitRule>,
+    /// Named times that routes mute by or are active in.
+    pub time_intervals: Vec<TimeInterval>,
     /// Logging.
     pub log: LogConfig,
 }
@@ -88,6 +98,8 @@ impl Default for Config {
                 kind: ReceiverKind::Log,
             }],
             routes: Vec::new(),
+            inhibit_rules: Vec::new(),
+            time_intervals: Vec::new(),
             log: LogConfig::default(),
         }
     }
@@ -499,11 +511,23 @@ pub struct RouteConfig {
     /// Labels that must all equal the alert's.
     #[serde(rename = "match", default)]
     pub matchers: BTreeMap<String, String>,
+    /// Labels whose values must all match these regexes (anchored; an
+    /// absent label counts as empty).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_re: BTreeMap<String, LabelPattern>,
     /// Receivers for matching alerts.
     pub receivers: Vec<String>,
     /// Keep looking at later routes after a match.
     #[serde(default, rename = "continue")]
     pub continue_: bool,
+    /// `[[time_intervals]]` names: not sent to this route's receivers
+    /// while any of them contains now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mute_time_intervals: Vec<String>,
+    /// `[[time_intervals]]` names: if set, sent to this route's receivers
+    /// only while one of them contains now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub active_time_intervals: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -681,16 +705,17 @@ impl Config {
             }
         }
         for (i, route) in self.routes.iter().enumerate() {
-            for n in &route.receivers {
+            for (j, n) in route.receivers.iter().enumerate() {
                 if !known(n) {
+                    let hint = crate::quiet::did_you_mean(n, names.iter().copied());
                     return Err(invalid(
-                        format!("routes[{i}].receivers"),
-                        format!("unknown receiver {n:?}"),
+                        format!("routes[{i}].receivers[{j}]"),
+                        format!("unknown receiver {n:?}{hint}"),
                     ));
                 }
             }
         }
-        Ok(())
+        self.validate_quiet()
     }
 
     /// Connection, key and CPU limits: each positive (the CPU budget a
@@ -783,10 +808,10 @@ fn figment_message(e: &figment::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn load_str(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    pub(crate) fn load_str(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.toml");
         std::fs::write(&path, toml).expect("write");

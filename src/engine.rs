@@ -336,6 +336,7 @@ fn spec_json(rule: &Rule, policy: &Policy) -> serde_json::Value {
         "notify": spec.notify,
         "resolve": spec.resolve,
         "max_keys": spec.max_keys,
+        "keep_firing_for_secs": spec.keep_firing_for_secs,
     })
 }
 
@@ -451,6 +452,7 @@ fn policy_of(rule: &Rule, settings: &EngineSettings) -> Policy {
         for_secs: spec.for_secs,
         repeat_secs: spec.repeat_secs.unwrap_or(settings.repeat_secs),
         resolve: spec.resolve,
+        keep_firing_for_secs: spec.keep_firing_for_secs,
         labels: spec.labels.clone(),
         annotations: rule.annotations().clone(),
         external_url: settings.external_url.clone(),

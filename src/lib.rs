@@ -26,6 +26,7 @@
 //! - [`client`]: `callwatch alerts` and `callwatch silence`, clients of the admin API.
 //! - [`notify`]: receivers (log, email, webhook, chat services,
 //!   Alertmanager), grouping and the durable outbox.
+//! - [`quiet`]: inhibit rules, time intervals and regex label matchers (pure).
 //! - [`app`]: wiring, startup recovery and ordered shutdown.
 
 pub mod alert;
@@ -43,6 +44,7 @@ pub mod journal;
 pub mod lograte;
 pub mod metrics;
 pub mod notify;
+pub mod quiet;
 pub mod reload;
 pub mod replay;
 pub mod rules;

@@ -25,11 +25,13 @@
 //! - [`dispatch`]: transitions → routes, silences, grouper → outbox.
 //! - [`outbox`]: durable queue, per-receiver workers, retries and backoff.
 //! - [`silence`]: silence matching and validation.
+//! - [`hold`]: what silences, inhibitions and mutes keep back, and why.
 
 mod chat;
 pub mod dispatch;
 mod email;
 pub mod group;
+pub mod hold;
 mod http;
 mod json;
 mod log;

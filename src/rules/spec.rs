@@ -23,6 +23,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "resolve",
     "max_keys",
     "annotations",
+    "keep_firing_for",
 ];
 
 /// How urgent an alert is.
@@ -82,6 +83,8 @@ pub struct RuleSpec {
     pub max_keys: Option<usize>,
     /// `RULE.annotations`: name → template source (compiled by the loader).
     pub annotations: BTreeMap<String, String>,
+    /// How long a firing alert stays firing after `check` stops firing.
+    pub keep_firing_for_secs: i64,
 }
 
 impl RuleSpec {
@@ -167,6 +170,9 @@ pub(crate) fn parse(rule: &Map) -> Result<RuleSpec, Vec<SpecProblem>> {
     let annotations = p
         .take(optional(rule, "annotations", templates))
         .unwrap_or_default();
+    let keep_firing_for = p
+        .take(optional(rule, "keep_firing_for", duration))
+        .flatten();
 
     match (events, window_secs) {
         (Some(events), Some(window_secs)) if p.0.is_empty() => Ok(RuleSpec {
@@ -182,6 +188,7 @@ pub(crate) fn parse(rule: &Map) -> Result<RuleSpec, Vec<SpecProblem>> {
             resolve: resolve.unwrap_or(true),
             max_keys,
             annotations,
+            keep_firing_for_secs: keep_firing_for.unwrap_or(0),
         }),
         _ => Err(p.0),
     }

@@ -9,6 +9,7 @@ pub(crate) mod daemon;
 mod hostile;
 mod netns;
 mod overload;
+mod quiet;
 mod reload;
 mod runaway;
 mod sandbox;
