@@ -64,14 +64,7 @@ pub const FAMILY_A_COMMANDS: &[&str] = &[
 ];
 
 /// Family A call-status commands: the command is the call's result.
-pub const CALL_STATUS_COMMANDS: &[&str] = &[
-    "cancel",
-    "reject",
-    "not_answer",
-    "normal_end",
-    "call_busy",
-    "interrupt",
-];
+pub const CALL_STATUS_COMMANDS: &[&str] = crate::event::CALL_RESULTS.split_at(6).0;
 
 /// Family B commands (SPEC §2 B).
 pub const START_CALL: &str = "Call.CallbackAfterStartCall";

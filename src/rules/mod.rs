@@ -16,6 +16,7 @@ mod engine;
 mod errors;
 mod key;
 mod load;
+pub mod names;
 mod spec;
 
 use std::collections::BTreeMap;
@@ -75,6 +76,9 @@ pub struct Rule {
     has_filter: bool,
     /// Digest of the source text, to tell an edited rule on reload.
     source_digest: String,
+    /// What is suspicious but allowed (a platform callwatch does not
+    /// know), each message starting with `warning: `.
+    warnings: Vec<RuleError>,
 }
 
 impl fmt::Debug for Rule {
@@ -104,6 +108,12 @@ impl Rule {
 
     pub fn spec(&self) -> &RuleSpec {
         &self.spec
+    }
+
+    /// Problems found at load that do not stop the rule, as
+    /// `path:line:col: warning: message`.
+    pub fn warnings(&self) -> &[RuleError] {
+        &self.warnings
     }
 
     /// An empty window of this rule's width.
@@ -268,5 +278,7 @@ impl Rule {
     }
 }
 
+#[cfg(test)]
+mod mistakes;
 #[cfg(test)]
 mod tests;
