@@ -16,6 +16,7 @@
 //! - [`reload`]: hot reload of config and rules, all-or-nothing.
 //! - [`replay`]: offline evaluation of recorded callbacks in event time.
 //! - [`metrics`]: the Prometheus registry.
+//! - [`progress`]: progress bars on stderr for long offline runs.
 //! - [`api`]: health, readiness, metrics and admin endpoints.
 //! - [`notify`]: receivers (log, email, webhook, chat services,
 //!   Alertmanager), grouping and the durable outbox.
@@ -31,6 +32,7 @@ pub mod ingest;
 pub mod journal;
 pub mod metrics;
 pub mod notify;
+pub mod progress;
 pub mod reload;
 pub mod replay;
 pub mod rules;
