@@ -1,4 +1,4 @@
-//! The normalised call event of SPEC §4: the one type that flows from the
+//! The normalised call event (the fields rules see): the one type that flows from the
 //! callback decoders through the windows into the rules. It knows how to
 //! answer a field by name (for `where`, `distinct`, `sum`...) but nothing
 //! about HTTP, journals or Rhai.
@@ -71,7 +71,7 @@ impl Field<'_> {
     }
 }
 
-/// The field names of SPEC §4, in order; `extra` holds the rest.
+/// The event fields rules see, in order; `extra` holds the rest.
 pub const FIELDS: &[&str] = &[
     "sdkappid",
     "command",
@@ -215,7 +215,7 @@ impl Event {
         }
     }
 
-    /// The event as the JSON map rules and tests see (SPEC §4), with
+    /// The event as the JSON map rules and tests see, with
     /// `ring_secs`/`talk_secs` derived and missing values as null.
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();

@@ -1,5 +1,6 @@
-//! `callwatch replay`: feeds recorded callbacks (SPEC §3) through the rules
-//! offline, in event time, and prints one JSON line per alert transition.
+//! `callwatch replay`: feeds recorded callbacks (JSON Lines, as the
+//! journal keeps them) through the rules offline, in event time, and
+//! prints one JSON line per alert transition.
 //! Engine time is the newest event time seen and ticks happen every
 //! `rules.tick` of event time, so the same input gives the same bytes.
 

@@ -179,7 +179,7 @@ fn load_with(
 }
 
 /// Stands in for a `for:` map key, which Rhai rejects because `for` is a
-/// keyword although SPEC's `RULE` has one. Same length, so every position
+/// keyword although the documented `RULE` has one. Same length, so every position
 /// in error messages stays true.
 const FOR_STAND_IN: &str = "FOR";
 

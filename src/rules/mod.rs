@@ -48,7 +48,7 @@ pub struct CheckCtx<'a> {
     pub now: i64,
 }
 
-/// The decision of one `check` call (SPEC §5).
+/// The decision of one `check` call.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CheckOutcome {
     NotFiring,

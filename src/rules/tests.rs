@@ -520,7 +520,7 @@ fn check(w) {
     if n >= 3 { `${w.key.user_id} left ${n} calls in a row unanswered` }
 }
 "#;
-    let r = load(src).expect("the SPEC example loads");
+    let r = load(src).expect("the documented example loads");
     assert_eq!(r.spec().for_secs, 0);
     assert_eq!(r.spec().repeat_secs, Some(3600));
     let mut evs = vec![
