@@ -216,7 +216,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             match report.errors() {
                 0 => Ok(()),
                 n => Err(Failure::User(format!(
-                    "{n} rule evaluation(s) failed (output above is incomplete)"
+                    "{n} rule evaluation(s) failed (those rules' alerts may be missing above)"
                 ))),
             }
         }
