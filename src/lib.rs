@@ -15,9 +15,11 @@
 //! - [`store`]: SQLite store for the outbox, silences and persisted state.
 //! - [`reload`]: hot reload of config and rules, all-or-nothing.
 //! - [`replay`]: offline evaluation of recorded callbacks in event time.
+//! - [`simulate`]: realistic callback traffic with injected anomalies.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`progress`]: progress bars on stderr for long offline runs.
 //! - [`api`]: health, readiness, metrics and admin endpoints.
+//! - [`client`]: `callwatch alerts` and `callwatch silence`, clients of the admin API.
 //! - [`notify`]: receivers (log, email, webhook, chat services,
 //!   Alertmanager), grouping and the durable outbox.
 //! - [`app`]: wiring, startup recovery and ordered shutdown.
@@ -25,6 +27,7 @@
 pub mod alert;
 pub mod api;
 pub mod app;
+pub mod client;
 pub mod config;
 pub mod engine;
 pub mod event;
@@ -36,5 +39,6 @@ pub mod progress;
 pub mod reload;
 pub mod replay;
 pub mod rules;
+pub mod simulate;
 pub mod store;
 pub mod window;
