@@ -337,11 +337,15 @@ async fn housekeeping(
     }
 }
 
-/// Loads and compiles every rule, reporting all problems at once.
+/// Loads and compiles every rule, reporting all problems at once; what
+/// is suspicious but allowed is logged as a warning.
 pub fn load_rules(config: &Config) -> Result<Vec<Arc<Rule>>, Vec<String>> {
-    crate::rules::load_dir(&config.rules.dir, &config.rules)
-        .map(|rules| rules.into_iter().map(Arc::new).collect())
-        .map_err(|errs| errs.iter().map(|e| e.to_string()).collect())
+    let rules = crate::rules::load_dir(&config.rules.dir, &config.rules)
+        .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+    for w in rules.iter().flat_map(|r| r.warnings()) {
+        tracing::warn!(rule_file = %w.path.display(), "{w}");
+    }
+    Ok(rules.into_iter().map(Arc::new).collect())
 }
 
 fn now_secs() -> i64 {

@@ -37,6 +37,8 @@ pub struct RuleStats {
     /// Seconds per `check` call since the last [`Engine::take_durations`]
     /// (bounded; only for the duration histogram, never for decisions).
     pub durations: Vec<f64>,
+    /// Seconds spent in `check` in all (for `replay --summary`).
+    pub eval_secs: f64,
 }
 
 /// Most `check` durations kept between two metric publications.
@@ -895,8 +897,7 @@ fn evaluate_inner(
     stats.evaluations += 1;
     // The monotonic clock only feeds the duration metric; engine time
     // (`now`) alone drives decisions, so replay stays deterministic.
-    // Read only while there is room to record it (replay never drains).
-    let started = (stats.durations.len() < MAX_DURATIONS).then(std::time::Instant::now);
+    let started = std::time::Instant::now();
     // A key without state lends the script an empty map, boxed only if
     // the script fills it.
     let mut fresh = rhai::Map::new();
@@ -911,8 +912,11 @@ fn evaluate_inner(
     } else if !fresh.is_empty() {
         ks.set_state(fresh);
     }
-    if let Some(started) = started {
-        stats.durations.push(started.elapsed().as_secs_f64());
+    let took = started.elapsed().as_secs_f64();
+    stats.eval_secs += took;
+    // Kept only while there is room (replay never drains).
+    if stats.durations.len() < MAX_DURATIONS {
+        stats.durations.push(took);
     }
     let condition = match outcome {
         Ok(CheckOutcome::NotFiring) => None,

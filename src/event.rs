@@ -1,4 +1,4 @@
-//! The normalised call event of SPEC §4: the one type that flows from the
+//! The normalised call event (the fields rules see): the one type that flows from the
 //! callback decoders through the windows into the rules. It knows how to
 //! answer a field by name (for `where`, `distinct`, `sum`...) but nothing
 //! about HTTP, journals or Rhai.
@@ -71,7 +71,7 @@ impl Field<'_> {
     }
 }
 
-/// The field names of SPEC §4, in order; `extra` holds the rest.
+/// The event fields rules see, in order; `extra` holds the rest.
 pub const FIELDS: &[&str] = &[
     "sdkappid",
     "command",
@@ -94,6 +94,73 @@ pub const FIELDS: &[&str] = &[
     "talk_secs",
 ];
 
+/// Every value the `event` field takes: the steps of both callback
+/// families without their role prefix, and the call-status commands and
+/// call results that name an event when a callback has no `Event`.
+pub const EVENT_NAMES: &[&str] = &[
+    "start_call",
+    "receive_call",
+    "accept_call",
+    "call_accepted",
+    "not_answer_call",
+    "call_missed",
+    "reject_call",
+    "call_rejected",
+    "ignore_call",
+    "call_busy",
+    "cancel_call",
+    "call_canceled",
+    "call_failed",
+    "call_end",
+    "call_interrupted",
+    "invite_user",
+    "join_in_group_call",
+    "cancel",
+    "reject",
+    "not_answer",
+    "normal_end",
+    "interrupt",
+    "offline",
+];
+
+/// Values of `call_result` besides `""` (no result yet): family A's
+/// call-status commands (the first six) and family B's results.
+pub const CALL_RESULTS: &[&str] = &[
+    "cancel",
+    "reject",
+    "not_answer",
+    "normal_end",
+    "call_busy",
+    "interrupt",
+    "offline",
+];
+
+/// Platforms TUICallKit reports in `optplatform`. Tencent adds new ones,
+/// so an unknown platform is worth a warning, not an error.
+pub const PLATFORMS: &[&str] = &[
+    "iOS",
+    "Android",
+    "Web",
+    "miniProgram",
+    "Flutter",
+    "uni-app",
+    "Windows",
+    "Mac",
+];
+
+/// The fields whose values the decoders normalise to a closed set, with
+/// that set: a rule comparing them with anything else never matches.
+pub fn enumerated_values(field: &str) -> Option<&'static [&'static str]> {
+    match field {
+        "role" => Some(&["caller", "callee"]),
+        "media_type" => Some(&["audio", "video"]),
+        "call_type" => Some(&["single", "group"]),
+        "event" => Some(EVENT_NAMES),
+        "call_result" => Some(CALL_RESULTS),
+        _ => None,
+    }
+}
+
 fn text(v: &Option<Text>) -> Option<Field<'_>> {
     v.as_deref().map(Field::Str)
 }
@@ -109,8 +176,9 @@ impl Event {
         Some(self.end_ts? - self.accept_ts?)
     }
 
-    /// A field by its SPEC §4 name, falling back to unknown body fields
-    /// (scalars only), so rules can group and filter on them too.
+    /// A field by its event-model name, falling back to unknown body
+    /// fields (scalars only, as `extra.NAME` or plain `NAME`), so rules
+    /// can group and filter on them too.
     pub fn get(&self, name: &str) -> Option<Field<'_>> {
         match name {
             "sdkappid" => Some(Field::Int(self.sdkappid as i64)),
@@ -132,7 +200,10 @@ impl Event {
             "end_ts" => self.end_ts.map(Field::Int),
             "ring_secs" => self.ring_secs().map(Field::Int),
             "talk_secs" => self.talk_secs().map(Field::Int),
-            other => match self.extra.get(other)? {
+            other => match self
+                .extra
+                .get(other.strip_prefix("extra.").unwrap_or(other))?
+            {
                 Value::String(s) => Some(Field::Str(s)),
                 Value::Bool(b) => Some(Field::Bool(*b)),
                 Value::Number(n) => n
@@ -144,7 +215,7 @@ impl Event {
         }
     }
 
-    /// The event as the JSON map rules and tests see (SPEC §4), with
+    /// The event as the JSON map rules and tests see, with
     /// `ring_secs`/`talk_secs` derived and missing values as null.
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
@@ -186,6 +257,7 @@ mod tests {
         e.extra.insert("Region".into(), Value::from("eu"));
         e.extra.insert("Score".into(), Value::from(4.5));
         assert_eq!(e.get("Region"), Some(Field::Str("eu")));
+        assert_eq!(e.get("extra.Region"), Some(Field::Str("eu")));
         assert_eq!(e.get("Score").and_then(|f| f.as_f64()), Some(4.5));
         assert_eq!(e.to_json()["extra"]["Region"], "eu");
         assert_eq!(e.to_json()["user_id"], Value::Null);

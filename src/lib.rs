@@ -21,6 +21,7 @@
 //! - [`simulate`]: realistic callback traffic with injected anomalies.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`lograte`]: one log line per interval for repeated errors.
+//! - [`progress`]: progress bars on stderr for long offline runs.
 //! - [`api`]: health, readiness, metrics and admin endpoints.
 //! - [`server`]: the HTTP accept loop: connection cap, header and idle timeouts.
 //! - [`client`]: `callwatch alerts` and `callwatch silence`, clients of the admin API.
@@ -44,6 +45,7 @@ pub mod journal;
 pub mod lograte;
 pub mod metrics;
 pub mod notify;
+pub mod progress;
 pub mod quiet;
 pub mod reload;
 pub mod replay;

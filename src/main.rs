@@ -40,6 +40,9 @@ enum Command {
         /// Config file [default: config/callwatch.toml if present, else built-in defaults]
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Rules directory [default: rules.dir from the config]
+        #[arg(long, value_name = "DIR")]
+        rules: Option<PathBuf>,
     },
     /// Feed recorded callbacks through the rules offline, in event time, and
     /// print one JSON line per alert that fires, repeats or resolves.
@@ -50,7 +53,11 @@ enum Command {
         /// Rules directory [default: rules.dir from the config]
         #[arg(long, value_name = "DIR")]
         rules: Option<PathBuf>,
-        /// Recorded callbacks, one JSON object per line (`-` = stdin)
+        /// After the output, print a table per rule on stderr: alerts fired,
+        /// repeated and resolved, keys, failed evaluations, time in `check`
+        #[arg(long)]
+        summary: bool,
+        /// Recorded callbacks, one JSON object per line, plain or gzipped (`-` = stdin)
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
@@ -152,12 +159,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
             rt.block_on(callwatch::app::run(config, source, shutdown_signal()))
                 .map_err(Failure::Runtime)
         }
-        Command::Check { config } => {
-            let config = Config::load(config.as_deref()).map_err(|e| {
+        Command::Check { config, rules } => {
+            let mut config = Config::load(config.as_deref()).map_err(|e| {
                 // `check` prints problems on stdout, one per line.
                 println!("{e}");
                 Failure::User(String::from("config has errors"))
             })?;
+            if let Some(dir) = rules {
+                config.rules.dir = dir;
+            }
             let mut problems: Vec<String> = Vec::new();
             if let Err(e) = callwatch::notify::Receivers::from_config(&config) {
                 problems.push(format!("config: {e}"));
@@ -169,6 +179,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     Vec::new()
                 }
             };
+            // Warnings do not fail the check; they are printed first.
+            for w in rules.iter().flat_map(|r| r.warnings()) {
+                println!("{w}");
+            }
             if !problems.is_empty() {
                 for p in &problems {
                     println!("{p}");
@@ -190,6 +204,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Replay {
             config,
             rules,
+            summary,
             files,
         } => {
             let mut config = Config::load(config.as_deref())?;
@@ -202,45 +217,35 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             let rules = callwatch::app::load_rules(&config)
                 .map_err(|errs| Failure::User(errs.join("\n")))?;
-            let mut inputs: Vec<(String, Box<dyn std::io::BufRead + Send>)> = Vec::new();
-            for f in &files {
-                if f.as_os_str() == "-" {
-                    // `Stdin` rather than its lock: the input is read on another thread.
-                    inputs.push((
-                        "<stdin>".into(),
-                        Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin())),
-                    ));
-                } else {
-                    let file = std::fs::File::open(f)
-                        .map_err(|e| Failure::User(format!("{}: {e}", f.display())))?;
-                    inputs.push((
-                        f.display().to_string(),
-                        Box::new(std::io::BufReader::with_capacity(1 << 20, file)),
-                    ));
-                }
-            }
+            let progress =
+                callwatch::progress::Progress::for_bytes(callwatch::replay::total_size(&files));
+            let inputs = callwatch::replay::open_all(&files, &progress)
+                .map_err(|e| Failure::User(e.to_string()))?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            let summary = callwatch::replay::replay(&config, rules, inputs, &mut out).map_err(
-                |e| match e {
-                    callwatch::replay::ReplayError::Input(m) => Failure::User(m),
-                    other => Failure::Runtime(other.into()),
-                },
-            )?;
-            // Script errors were contained (each is logged as it happens);
-            // say once per rule how many there were, so a failing rule is
-            // not mistaken for a quiet one.
-            for (rule, _, stats) in &summary.rules {
-                if stats.errors > 0 {
-                    eprintln!(
-                        "callwatch: rule {rule}: {} script error(s) in {} evaluations; last: {}",
-                        stats.errors,
-                        stats.evaluations,
-                        stats.last_error.as_deref().unwrap_or("?")
-                    );
-                }
+            let result =
+                callwatch::replay::replay_with(&config, rules, inputs, &mut out, &progress);
+            progress.finish();
+            let report = result.map_err(|e| match e {
+                callwatch::replay::ReplayError::Input(m) => Failure::User(m),
+                other => Failure::Runtime(other.into()),
+            })?;
+            for name in &report.empty_inputs {
+                eprintln!("callwatch: warning: {name}: no callbacks in this input");
             }
-            Ok(())
+            if summary {
+                eprint!("{}", callwatch::replay::summary_table(&report));
+            }
+            // Script errors were contained (each is logged as it happens);
+            // say once per rule how many there were, and fail the run, so a
+            // failing rule is not mistaken for a quiet one.
+            eprint!("{}", callwatch::replay::error_report(&report));
+            match report.errors() {
+                0 => Ok(()),
+                n => Err(Failure::User(format!(
+                    "{n} rule evaluation(s) failed (those rules' alerts may be missing above)"
+                ))),
+            }
         }
         Command::Alerts { api, json } => Ok(callwatch::client::alerts(&api, json)?),
         Command::Silence { command } => Ok(callwatch::client::silence(&command)?),

@@ -1,4 +1,4 @@
-//! Decoding of TUICallKit callbacks (SPEC §2) into [`Event`]s: telling the
+//! Decoding of TUICallKit callbacks into [`Event`]s: telling the
 //! two callback families apart, type-checking the known fields, normalising
 //! case and units, and keeping unknown fields. Pure: the same query and body
 //! always give the same events, which is what lets `replay` re-read the
@@ -22,7 +22,7 @@ use family_b::decode_b;
 /// The query string of a callback, as name → value (the last value wins).
 pub type Query = Map<String, Value>;
 
-/// Which of the SPEC §2 families a callback belongs to.
+/// Which of the two callback families a callback belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
     /// Legacy call event / call status callbacks (`command=caller_start_call`).
@@ -40,7 +40,7 @@ impl Family {
     }
 }
 
-/// Family A call-event commands (SPEC §2 A).
+/// Family A call-event commands (legacy call event callbacks).
 pub const FAMILY_A_COMMANDS: &[&str] = &[
     "caller_start_call",
     "caller_call_accepted",
@@ -64,16 +64,9 @@ pub const FAMILY_A_COMMANDS: &[&str] = &[
 ];
 
 /// Family A call-status commands: the command is the call's result.
-pub const CALL_STATUS_COMMANDS: &[&str] = &[
-    "cancel",
-    "reject",
-    "not_answer",
-    "normal_end",
-    "call_busy",
-    "interrupt",
-];
+pub const CALL_STATUS_COMMANDS: &[&str] = crate::event::CALL_RESULTS.split_at(6).0;
 
-/// Family B commands (SPEC §2 B).
+/// Family B commands (current IM-style call callbacks).
 pub const START_CALL: &str = "Call.CallbackAfterStartCall";
 pub const END_CALL: &str = "Call.CallbackAfterEndCall";
 pub const MEMBER_CHANGED: &str = "Call.CallbackAfterMemberChanged";
@@ -129,7 +122,7 @@ pub struct Decoded {
     pub family: Family,
     /// Lowercase for family A, Tencent's spelling for family B.
     pub command: String,
-    /// Whether the command is one SPEC §2 lists (others are still accepted).
+    /// Whether the command is a documented one (others are still accepted).
     pub known_command: bool,
     /// The query's SDKAppID, 0 if it has none (only possible off-line).
     pub sdkappid: u64,
@@ -359,7 +352,7 @@ impl<'a, O: Object + ?Sized> Fields<'a, O> {
         }
     }
 
-    /// A string value, lowercased (SPEC §2: values arrive in either case).
+    /// A string value, lowercased (values arrive in either case).
     fn lower(&self, key: &str) -> Result<Option<Text>, DecodeError> {
         match self.get(key) {
             None => Ok(None),

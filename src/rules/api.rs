@@ -93,7 +93,8 @@ fn field_to_dynamic(f: Option<Field<'_>>) -> Dynamic {
     }
 }
 
-/// Field `name` of `e` as the event map would hold it.
+/// Field `name` of `e` as the event map would hold it. Only known fields
+/// (see [`event_field`] for reads by scripts).
 fn field_value(e: &Event, name: &str) -> Dynamic {
     if name == "extra" {
         Dynamic::from_map(map_from_json(&e.extra))
@@ -102,6 +103,33 @@ fn field_value(e: &Event, name: &str) -> Dynamic {
     } else {
         Dynamic::UNIT
     }
+}
+
+/// A script's read of field `name` (`e.name`, `e["name"]`): a known
+/// field, `()` when absent from this event, or an error naming a field
+/// that does not exist, since a misspelt name would otherwise read as
+/// "absent" forever.
+fn event_field(e: &Event, name: &str) -> RhaiResult<Dynamic> {
+    if name == "extra" || FIELDS.contains(&name) {
+        return Ok(field_value(e, name));
+    }
+    Err(super::names::check_field(name)
+        .and_then(|()| {
+            Err(format!(
+                "unknown field \"{name}\" (read body fields through e.extra: e.extra[\"{}\"])",
+                name.trim_start_matches("extra.")
+            ))
+        })
+        .unwrap_or_else(|m| m)
+        .into())
+}
+
+/// The field a window aggregate (`w.distinct`, `w.sum`...) reads, checked
+/// as [`event_field`] checks reads.
+fn window_field(field: &str) -> RhaiResult<&str> {
+    super::names::check_field(field)
+        .map(|()| field)
+        .map_err(Into::into)
 }
 
 fn event_dynamic(e: &Arc<Event>) -> Dynamic {
@@ -199,26 +227,31 @@ pub(crate) fn register(engine: &mut Engine) {
             w.with(|l| l.window.count() as INT)
         })
         .register_fn("distinct", |w: &mut WHandle, field: &str| {
+            let field = window_field(field)?;
             w.with(|l| l.window.distinct(field) as INT)
         })
         .register_fn("sum", |w: &mut WHandle, field: &str| {
+            let field = window_field(field)?;
             w.with(|l| float_or_unit(l.window.sum(field)))
         })
         .register_fn("avg", |w: &mut WHandle, field: &str| {
+            let field = window_field(field)?;
             w.with(|l| float_or_unit(l.window.avg(field)))
         })
         .register_fn("min", |w: &mut WHandle, field: &str| {
+            let field = window_field(field)?;
             w.with(|l| float_or_unit(l.window.min(field)))
         })
         .register_fn("max", |w: &mut WHandle, field: &str| {
+            let field = window_field(field)?;
             w.with(|l| float_or_unit(l.window.max(field)))
         })
         .register_fn("percentile", |w: &mut WHandle, field: &str, p: INT| {
-            let p = percentile_arg(p as f64)?;
+            let (field, p) = (window_field(field)?, percentile_arg(p as f64)?);
             w.with(|l| float_or_unit(l.window.percentile(field, p)))
         })
         .register_fn("percentile", |w: &mut WHandle, field: &str, p: FLOAT| {
-            let p = percentile_arg(p)?;
+            let (field, p) = (window_field(field)?, percentile_arg(p)?);
             w.with(|l| float_or_unit(l.window.percentile(field, p)))
         })
         .register_fn("first", |w: &mut WHandle| {
@@ -245,7 +278,7 @@ fn register_event(engine: &mut Engine) {
     let text = |e: &mut EventRef| e.0.to_json().to_string();
     engine
         .register_type_with_name::<EventRef>("Event")
-        .register_indexer_get(|e: &mut EventRef, name: ImmutableString| field_value(&e.0, &name))
+        .register_indexer_get(|e: &mut EventRef, name: ImmutableString| event_field(&e.0, &name))
         .register_fn("contains", |_: &mut EventRef, name: &str| {
             name == "extra" || FIELDS.contains(&name)
         })

@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use rhai::module_resolvers::DummyModuleResolver;
-use rhai::Engine;
+use rhai::{Engine, EvalAltResult, ImmutableString, FLOAT, INT};
 
 use super::api;
 use crate::config::RulesConfig;
@@ -52,6 +52,10 @@ pub fn build_engine(cfg: &RulesConfig) -> Engine {
         // as a second wall.
         .set_module_resolver(DummyModuleResolver::new())
         .set_strict_variables(true)
+        // Fast operators answer `3 > "3"` with a built-in `false` before
+        // looking at registered functions; without them the refusals
+        // below are found.
+        .set_fast_operators(false)
         .disable_symbol("eval")
         .disable_symbol("import")
         .on_print(|text| tracing::info!(rule = %current_rule(), "{text}"))
@@ -59,5 +63,35 @@ pub fn build_engine(cfg: &RulesConfig) -> Engine {
             |text, _source, pos| tracing::debug!(rule = %current_rule(), position = %pos, "{text}"),
         );
     api::register(&mut engine);
+    refuse_number_string_comparisons(&mut engine);
     engine
+}
+
+/// Comparison operators.
+const COMPARISONS: [&str; 6] = ["==", "!=", "<", "<=", ">", ">="];
+
+/// Makes comparing a number with a string a script error. Rhai's own
+/// answer is `false` (`true` for `!=`), which turns `w.count() > "3"`
+/// into a rule that silently never fires.
+fn refuse_number_string_comparisons(engine: &mut Engine) {
+    for op in COMPARISONS {
+        refuse::<INT, ImmutableString>(engine, op);
+        refuse::<ImmutableString, INT>(engine, op);
+        refuse::<FLOAT, ImmutableString>(engine, op);
+        refuse::<ImmutableString, FLOAT>(engine, op);
+    }
+}
+
+fn refuse<A, B>(engine: &mut Engine, op: &'static str)
+where
+    A: Clone + Send + Sync + std::fmt::Debug + 'static,
+    B: Clone + Send + Sync + std::fmt::Debug + 'static,
+{
+    engine.register_fn(op, move |a: A, b: B| -> Result<bool, Box<EvalAltResult>> {
+        Err(format!(
+            "cannot compare a number with a string: {a:?} {op} {b:?} \
+             (convert one side, e.g. parse_int(s) or n.to_string())"
+        )
+        .into())
+    });
 }

@@ -106,6 +106,9 @@ fn describe(mut e: EvalAltResult) -> (Option<(usize, usize)>, String) {
         EvalAltResult::ErrorModuleNotFound(module, _) => {
             format!("import is not allowed in rules (module {module:?})")
         }
+        // callwatch's own refusals (unknown fields, mixed comparisons, bad
+        // `w` arguments) already say what is wrong.
+        EvalAltResult::ErrorRuntime(d, _) if d.is_string() => d.to_string(),
         other => lowercase_first(&other.to_string()),
     };
     (pos, message)
@@ -142,16 +145,38 @@ fn lowercase_first(s: &str) -> String {
 /// Rhai keeps no positions for map literal keys. Falls back to the nearest
 /// found ancestor, then to `1:1`.
 pub(crate) fn locate(source: &str, keys: &[&str]) -> (usize, usize) {
-    let Some(mut at) = find_rule_decl(source) else {
-        return (1, 1);
+    locate_offset(source, keys).map_or((1, 1), |at| offset_to_line_col(source, at))
+}
+
+/// [`locate`], then the quoted `value` (e.g. `"call_rejectd"`) after that
+/// key, when there is one and it is found before the next key.
+pub(crate) fn locate_value(source: &str, keys: &[&str], value: Option<&str>) -> (usize, usize) {
+    let Some(value) = value else {
+        return locate(source, keys);
     };
+    let key_at = locate_offset(source, keys);
+    let Some(from) = key_at else {
+        return locate(source, keys);
+    };
+    let quoted = format!("\"{value}\"");
+    match source[from..].find(&quoted) {
+        // A value far past its key (in a later key or a function) would be
+        // a false find; the end of `RULE` bounds it.
+        Some(i) if !source[from..from + i].contains("};") => offset_to_line_col(source, from + i),
+        _ => offset_to_line_col(source, from),
+    }
+}
+
+/// The byte offset [`locate`] reports, if `RULE` is found.
+fn locate_offset(source: &str, keys: &[&str]) -> Option<usize> {
+    let mut at = find_rule_decl(source)?;
     for key in keys {
         match find_key(source, at, key) {
             Some(i) => at = i,
             None => break,
         }
     }
-    offset_to_line_col(source, at)
+    Some(at)
 }
 
 /// Best-effort position of byte `offset` inside the string literal that is

@@ -100,31 +100,47 @@ fn load_with(
     }
 
     let mut errors = Vec::new();
+    let mut warnings = Vec::new();
     let rule_pos = errors::locate(source, &[]);
-    let spec = match scope.get("RULE") {
-        None => {
-            errors.push(RuleError::start_of(
-                path,
-                "missing `const RULE = #{ ... };`",
-            ));
-            None
-        }
-        Some(v) => match v.read_lock::<Map>() {
+    // Where a problem sits: its key in `RULE`, and the quoted value at
+    // fault inside it when there is one.
+    let at = |p: &spec::SpecProblem| {
+        let keys: Vec<&str> = p.key.iter().flat_map(|k| k.split('.')).collect();
+        errors::locate_value(source, &keys, p.value.as_deref())
+    };
+    let spec =
+        match scope.get("RULE") {
             None => {
-                let msg = format!("RULE must be a map, got {}", v.type_name());
-                errors.push(RuleError::at(path, rule_pos, msg));
+                errors.push(RuleError::start_of(
+                    path,
+                    "missing `const RULE = #{ ... };`",
+                ));
                 None
             }
-            Some(map) => spec::parse(&restore_for_key(&map, renamed_for))
-                .map_err(|problems| {
-                    errors.extend(problems.into_iter().map(|p| {
-                        let keys: Vec<&str> = p.key.iter().flat_map(|k| k.split('.')).collect();
-                        RuleError::at(path, errors::locate(source, &keys), p.message)
-                    }))
-                })
-                .ok(),
-        },
-    };
+            Some(v) => match v.read_lock::<Map>() {
+                None => {
+                    let msg = format!("RULE must be a map, got {}", v.type_name());
+                    errors.push(RuleError::at(path, rule_pos, msg));
+                    None
+                }
+                Some(map) => match spec::parse(&restore_for_key(&map, renamed_for)) {
+                    Ok(parsed) => {
+                        warnings.extend(parsed.warnings.iter().map(|p| {
+                            RuleError::at(path, at(p), format!("warning: {}", p.message))
+                        }));
+                        Some(parsed.spec)
+                    }
+                    Err(problems) => {
+                        errors.extend(
+                            problems
+                                .iter()
+                                .map(|p| RuleError::at(path, at(p), p.message.clone())),
+                        );
+                        None
+                    }
+                },
+            },
+        };
 
     let arity = |fname: &str| {
         ast.iter_functions()
@@ -177,6 +193,7 @@ fn load_with(
             has_filter: !filter.is_empty(),
             source_digest: digest(source),
             annotations: Arc::new(annotations),
+            warnings,
         }),
         _ => Err(errors),
     }

@@ -16,6 +16,7 @@ mod engine;
 mod errors;
 mod key;
 mod load;
+pub mod names;
 mod spec;
 
 use std::collections::BTreeMap;
@@ -83,6 +84,9 @@ pub struct Rule {
     source_digest: String,
     /// `RULE.annotations`, compiled and checked.
     annotations: Arc<Annotations>,
+    /// What is suspicious but allowed (a platform callwatch does not
+    /// know), each message starting with `warning: `.
+    warnings: Vec<RuleError>,
 }
 
 impl fmt::Debug for Rule {
@@ -117,6 +121,12 @@ impl Rule {
     /// The compiled `RULE.annotations`.
     pub fn annotations(&self) -> &Arc<Annotations> {
         &self.annotations
+    }
+
+    /// Problems found at load that do not stop the rule, as
+    /// `path:line:col: warning: message`.
+    pub fn warnings(&self) -> &[RuleError] {
+        &self.warnings
     }
 
     /// An empty window of this rule's width.
@@ -305,5 +315,7 @@ impl Rule {
     }
 }
 
+#[cfg(test)]
+mod mistakes;
 #[cfg(test)]
 mod tests;

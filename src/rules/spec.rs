@@ -7,6 +7,7 @@ use std::fmt;
 
 use rhai::{Dynamic, Map};
 
+use super::names::{self, ValueCheck};
 use crate::event::{Event, Field};
 
 /// Keys `RULE` may have.
@@ -89,11 +90,15 @@ pub struct RuleSpec {
 
 impl RuleSpec {
     /// Whether `e` passes `where`: every field has one of its values
-    /// (compared as text).
+    /// (compared as text; `platform` in any case, since SDKs disagree on
+    /// `Web`/`web`).
     pub(crate) fn where_matches(&self, e: &Event) -> bool {
         self.where_
             .iter()
             .all(|(field, allowed)| match e.get(field) {
+                Some(Field::Str(s)) if field == "platform" => {
+                    allowed.iter().any(|a| a.eq_ignore_ascii_case(s))
+                }
                 Some(Field::Str(s)) => allowed.iter().any(|a| a == s),
                 Some(f) => {
                     let text = f.to_text();
@@ -104,17 +109,30 @@ impl RuleSpec {
     }
 }
 
-/// One problem in `RULE`: the key it concerns (if any) and what is wrong.
+/// One problem in `RULE`: the key it concerns (if any), the value at
+/// fault within it (if any; the loader finds it in the source) and what
+/// is wrong.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct SpecProblem {
     pub key: Option<String>,
+    pub value: Option<String>,
     pub message: String,
 }
 
 fn problem(key: &str, message: impl Into<String>) -> SpecProblem {
     SpecProblem {
         key: Some(key.to_string()),
+        value: None,
         message: message.into(),
+    }
+}
+
+/// A problem with `value` inside `key` (an event name in `events`, a
+/// field in `group_by`, a value in `where`).
+fn value_problem(key: &str, value: &str, message: impl Into<String>) -> SpecProblem {
+    SpecProblem {
+        value: Some(value.to_string()),
+        ..problem(key, message)
     }
 }
 
@@ -132,18 +150,34 @@ impl Problems {
     }
 }
 
+/// A checked `RULE` and what is suspicious but allowed in it.
+pub(crate) struct Parsed {
+    pub spec: RuleSpec,
+    pub warnings: Vec<SpecProblem>,
+}
+
 /// Checks `RULE` and converts it, collecting every problem.
-pub(crate) fn parse(rule: &Map) -> Result<RuleSpec, Vec<SpecProblem>> {
+pub(crate) fn parse(rule: &Map) -> Result<Parsed, Vec<SpecProblem>> {
     let mut p = Problems::default();
+    let mut warnings = Vec::new();
     for key in rule.keys() {
         if !KNOWN_KEYS.contains(&key.as_str()) {
             let known = KNOWN_KEYS.join(", ");
-            p.add(key, format!("RULE: unknown key `{key}` (known: {known})"));
+            let hint = names::did_you_mean(key, KNOWN_KEYS.iter().copied());
+            p.add(
+                key,
+                format!("RULE: unknown key `{key}`{hint} (known: {known})"),
+            );
         }
     }
     let events = p.take(required(rule, "events").and_then(|v| names(v, "events")));
     if events.as_ref().is_some_and(Vec::is_empty) {
         p.add("events", "RULE.events: names no event");
+    }
+    for name in events.iter().flatten() {
+        if let Err(m) = names::check_event(name) {
+            p.0.push(value_problem("events", name, m));
+        }
     }
     let window_secs = p
         .take(required(rule, "window").and_then(|v| duration(v, "window")))
@@ -154,9 +188,28 @@ pub(crate) fn parse(rule: &Map) -> Result<RuleSpec, Vec<SpecProblem>> {
     let where_ = p
         .take(optional(rule, "where", where_map))
         .unwrap_or_default();
+    for (field, values) in &where_ {
+        if let Err(m) = names::check_field(field) {
+            p.add(&format!("where.{field}"), m);
+            continue;
+        }
+        for v in values {
+            let key = format!("where.{field}");
+            match names::check_value(field, v) {
+                ValueCheck::Ok => {}
+                ValueCheck::Warning(m) => warnings.push(value_problem(&key, v, m)),
+                ValueCheck::Error(m) => p.0.push(value_problem(&key, v, m)),
+            }
+        }
+    }
     let group_by = p
         .take(optional(rule, "group_by", strings))
         .unwrap_or_default();
+    for field in &group_by {
+        if let Err(m) = names::check_field(field) {
+            p.0.push(value_problem("group_by", field, m));
+        }
+    }
     let severity = p.take(optional(rule, "severity", severity)).flatten();
     let for_secs = p.take(optional(rule, "for", duration)).flatten();
     let repeat_secs = p.take(optional(rule, "repeat", duration)).flatten();
@@ -175,20 +228,23 @@ pub(crate) fn parse(rule: &Map) -> Result<RuleSpec, Vec<SpecProblem>> {
         .flatten();
 
     match (events, window_secs) {
-        (Some(events), Some(window_secs)) if p.0.is_empty() => Ok(RuleSpec {
-            events,
-            where_,
-            group_by,
-            window_secs,
-            severity: severity.unwrap_or_default(),
-            for_secs: for_secs.unwrap_or(0),
-            repeat_secs,
-            labels: labels.unwrap_or_default(),
-            notify,
-            resolve: resolve.unwrap_or(true),
-            max_keys,
-            annotations,
-            keep_firing_for_secs: keep_firing_for.unwrap_or(0),
+        (Some(events), Some(window_secs)) if p.0.is_empty() => Ok(Parsed {
+            warnings,
+            spec: RuleSpec {
+                events,
+                where_,
+                group_by,
+                window_secs,
+                severity: severity.unwrap_or_default(),
+                for_secs: for_secs.unwrap_or(0),
+                repeat_secs,
+                labels: labels.unwrap_or_default(),
+                notify,
+                resolve: resolve.unwrap_or(true),
+                max_keys,
+                annotations,
+                keep_firing_for_secs: keep_firing_for.unwrap_or(0),
+            },
         }),
         _ => Err(p.0),
     }
@@ -197,6 +253,7 @@ pub(crate) fn parse(rule: &Map) -> Result<RuleSpec, Vec<SpecProblem>> {
 fn required<'a>(rule: &'a Map, key: &str) -> Result<&'a Dynamic, SpecProblem> {
     rule.get(key).ok_or_else(|| SpecProblem {
         key: None,
+        value: None,
         message: format!("RULE: missing required key `{key}`"),
     })
 }
@@ -242,13 +299,27 @@ fn names(v: &Dynamic, key: &str) -> Result<Vec<String>, SpecProblem> {
     strings(v, key).map_err(|_| type_problem(key, "a string or an array of strings", v))
 }
 
-/// A duration string such as `"30m"`, in seconds.
+/// Units a duration may use (humantime's), for suggestions.
+const DURATION_UNITS: &[&str] = &[
+    "s", "sec", "secs", "second", "seconds", "m", "min", "mins", "minute", "minutes", "h", "hr",
+    "hrs", "hour", "hours", "d", "day", "days", "w", "week", "weeks",
+];
+
+/// A duration string such as `"30m"` or `"10 minutes"`, in seconds.
 fn duration(v: &Dynamic, key: &str) -> Result<Option<i64>, SpecProblem> {
     let Ok(s) = v.clone().into_string() else {
         return Err(type_problem(key, "a duration string such as \"30m\"", v));
     };
-    let d = humantime::parse_duration(s.trim())
-        .map_err(|e| problem(key, format!("RULE.{key}: bad duration {s:?}: {e}")))?;
+    let d = humantime::parse_duration(s.trim()).map_err(|e| {
+        let why = match &e {
+            humantime::DurationError::UnknownUnit { unit, .. } => format!(
+                "unknown unit \"{unit}\"{} (a number with a unit: 90s, 15m, 1h, 2 days)",
+                names::did_you_mean(unit, DURATION_UNITS.iter().copied())
+            ),
+            other => other.to_string(),
+        };
+        problem(key, format!("RULE.{key}: bad duration {s:?}: {why}"))
+    })?;
     i64::try_from(d.as_secs())
         .map(Some)
         .map_err(|_| problem(key, format!("RULE.{key}: duration {s:?} is too long")))

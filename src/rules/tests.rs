@@ -89,7 +89,7 @@ fn loads_and_parses_rule_spec() {
     let r = load(
         r#"
 const RULE = #{
-    events: "missed", where: #{ role: ["callee", "caller"], sdkappid: 1400000001 },
+    events: "call_missed", where: #{ role: ["callee", "caller"], sdkappid: 1400000001 },
     group_by: ["user_id"], window: "1h 30m", severity: "critical", for: "2m",
     repeat: "1h", labels: #{ team: "mobile", tier: 1 }, notify: ["oncall"], resolve: false,
 };
@@ -99,7 +99,7 @@ fn filter(e) { e.user_id != "bot" }
     )
     .expect("loads");
     let s = r.spec();
-    assert_eq!(s.events, ["missed"]);
+    assert_eq!(s.events, ["call_missed"]);
     assert_eq!(s.window_secs, 5400);
     assert_eq!(s.for_secs, 120);
     assert_eq!(s.repeat_secs, Some(3600));
@@ -130,7 +130,7 @@ fn syntax_error_has_path_line_col() {
 #[test]
 fn rule_problems_are_all_reported_with_positions() {
     let errs = load_errors(
-        "// comment\nconst RULE = #{\n    events: [\"a\"],\n    windw: \"5m\",\n    severity: \"loud\",\n    for: \"soon\",\n};\nfn check(w) { true }\n",
+        "// comment\nconst RULE = #{\n    events: [\"start_call\"],\n    windw: \"5m\",\n    severity: \"loud\",\n    for: \"soon\",\n};\nfn check(w) { true }\n",
     );
     assert!(
         errs.iter()
@@ -237,7 +237,7 @@ fn load_dir_reports_every_file() {
 
     write(
         "c_bad.rhai",
-        "const RULE = #{ events: \"x\" };\nfn check(w) {}\n",
+        "const RULE = #{ events: \"start_call\" };\nfn check(w) {}\n",
     );
     write("d_bad.rhai", "fn check(w) { (( }\n");
     let errs = load_dir(dir.path(), &cfg()).expect_err("fails");
@@ -458,7 +458,7 @@ fn w_errors_are_run_errors() {
     for (body, says) in [
         ("w.count(5)", "got i64"),
         ("w.streak(())", "got ()"),
-        ("w.percentile(\"x\", 101)", "between 0 and 100"),
+        ("w.percentile(\"total_num\", 101)", "between 0 and 100"),
         ("w.ratio([1], \"a\")", "got an array holding a non-string"),
         ("w.ratio(\"a\", 2.5)", "got f64"),
     ] {
@@ -558,7 +558,7 @@ fn events_read_like_maps() {
         w.state.prev = e;
         let s = "";
         for x in [
-            type_of(e), e["user_id"], e.nope, "user_id" in e, "nope" in e, e.keys().len(),
+            type_of(e), e["user_id"], e.ring_secs, "user_id" in e, "nope" in e, e.keys().len(),
             type_of(m), m.user_id, m.extra.k, m.total_num, `${e}`.contains("user_id"), n,
         ] { s += `${x}|`; }
         s

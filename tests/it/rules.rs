@@ -6,6 +6,7 @@
 //! except where a test needs the engine's counters.
 
 mod harness;
+mod mistakes;
 
 use std::collections::BTreeMap;
 
@@ -368,7 +369,7 @@ fn runtime_failures_are_reported_by_the_replay_command() {
     let cwd = tempfile::tempdir().expect("tempdir");
     let rules = dir.path().to_str().expect("utf-8");
     let run = callwatch(cwd.path(), &["replay", "--rules", rules, "-"], &data);
-    assert_eq!(run.code, Some(0), "contained failures are not a failed run");
+    assert_eq!(run.code, Some(1), "failed evaluations fail the run");
     let (_tmp, path) = temp_file("trace.jsonl", &data);
     assert!(run.stdout == replay_file(alone.path(), &path));
     assert!(
