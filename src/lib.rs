@@ -14,6 +14,7 @@
 //! - [`alert`]: the alert object and its state machine (pure).
 //! - [`store`]: SQLite store for the outbox, silences and persisted state.
 //! - [`reload`]: hot reload of config and rules, all-or-nothing.
+//! - [`timeline`]: engine time from event time, shared by `replay` and `test`.
 //! - [`replay`]: offline evaluation of recorded callbacks in event time.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`api`]: health, readiness, metrics and admin endpoints.
@@ -35,4 +36,5 @@ pub mod reload;
 pub mod replay;
 pub mod rules;
 pub mod store;
+pub mod timeline;
 pub mod window;
