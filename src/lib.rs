@@ -16,6 +16,7 @@
 //! - [`reload`]: hot reload of config and rules, all-or-nothing.
 //! - [`timeline`]: engine time from event time, shared by `replay` and `test`.
 //! - [`replay`]: offline evaluation of recorded callbacks in event time.
+//! - [`ruletest`]: `callwatch test`, rule tests written as `*.test.toml` data.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`api`]: health, readiness, metrics and admin endpoints.
 //! - [`notify`]: receivers (log, email, webhook, chat services,
@@ -35,6 +36,7 @@ pub mod notify;
 pub mod reload;
 pub mod replay;
 pub mod rules;
+pub mod ruletest;
 pub mod store;
 pub mod timeline;
 pub mod window;

@@ -54,6 +54,16 @@ enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Run rule tests (`*.test.toml` files; a directory means every such
+    /// file under it) and print PASS or FAIL per file.
+    Test {
+        /// Config file [default: config/callwatch.toml if present, else built-in defaults]
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Test files or directories of them
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
     /// Send a clearly marked test notification through one receiver and
     /// report the outcome.
     NotifyTest {
@@ -214,6 +224,35 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 }
             }
             Ok(())
+        }
+        Command::Test { config, paths } => {
+            let config = Config::load(config.as_deref())?;
+            init_logging(&LogConfig {
+                level: "warn".into(),
+                ..config.log.clone()
+            });
+            let files = callwatch::ruletest::collect(&paths).map_err(Failure::User)?;
+            let stdout = std::io::stdout();
+            let summary = callwatch::ruletest::run(
+                &config,
+                &files,
+                &mut stdout.lock(),
+                &mut std::io::stderr(),
+            )
+            .map_err(|e| Failure::Runtime(e.into()))?;
+            if summary.ok() {
+                return Ok(());
+            }
+            Err(Failure::User(format!(
+                "{} of {} test file(s) failed{}",
+                summary.failed + summary.broken,
+                files.len(),
+                if summary.with_script_errors > 0 {
+                    ", or had script errors"
+                } else {
+                    ""
+                }
+            )))
         }
         Command::NotifyTest { config, receiver } => {
             let config = Config::load(config.as_deref())?;
