@@ -244,14 +244,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 return Ok(());
             }
             Err(Failure::User(format!(
-                "{} of {} test file(s) failed{}",
+                "{} of {} test file(s) failed ({} could not run, {} had script errors)",
                 summary.failed + summary.broken,
                 files.len(),
-                if summary.with_script_errors > 0 {
-                    ", or had script errors"
-                } else {
-                    ""
-                }
+                summary.broken,
+                summary.with_script_errors,
             )))
         }
         Command::NotifyTest { config, receiver } => {

@@ -31,14 +31,15 @@ pub struct Summary {
     pub failed: usize,
     /// Files that could not run (bad file, rule or input).
     pub broken: usize,
-    /// Files in which some rule had contained script errors.
+    /// Files in which some rule had contained script errors (also
+    /// counted as failed).
     pub with_script_errors: usize,
 }
 
 impl Summary {
     /// Everything passed, with no script error anywhere.
     pub fn ok(&self) -> bool {
-        self.failed == 0 && self.broken == 0 && self.with_script_errors == 0
+        self.failed == 0 && self.broken == 0
     }
 }
 
@@ -82,7 +83,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 
 /// Runs every test file, writing one `PASS path` or `FAIL path` line
 /// each (with the failures under it) to `out`, and a count of script
-/// errors per rule to `err`.
+/// errors per rule to `err` too (they fail the file).
 pub fn run(
     config: &Config,
     files: &[PathBuf],
@@ -93,37 +94,47 @@ pub fn run(
     for path in files {
         let report = runner::run_file(config, path);
         let shown = path.display();
+        // A rule that failed to evaluate fails its test even when the
+        // expectations held: an error is not evidence of a quiet rule.
+        let errors: Vec<String> = report
+            .script_errors
+            .iter()
+            .map(|(rule, stats)| {
+                format!(
+                    "rule {rule}: {} script error(s) in {} evaluations; last: {}",
+                    stats.errors,
+                    stats.evaluations,
+                    stats.last_error.as_deref().unwrap_or("?")
+                )
+            })
+            .collect();
+        let passed = matches!(report.outcome, Outcome::Pass) && errors.is_empty();
         match &report.outcome {
-            Outcome::Pass => {
-                summary.passed += 1;
-                writeln!(out, "PASS {shown}")?;
-            }
+            _ if passed => summary.passed += 1,
+            Outcome::Error(_) => summary.broken += 1,
+            Outcome::Pass | Outcome::Fail(_) => summary.failed += 1,
+        }
+        let verdict = if passed { "PASS" } else { "FAIL" };
+        writeln!(out, "{verdict} {shown}")?;
+        match &report.outcome {
+            Outcome::Pass => {}
             Outcome::Fail(mismatches) => {
-                summary.failed += 1;
-                writeln!(out, "FAIL {shown}")?;
                 for m in mismatches {
                     out.write_all(m.render().as_bytes())?;
                 }
             }
             Outcome::Error(message) => {
-                summary.broken += 1;
-                writeln!(out, "FAIL {shown}")?;
                 for line in message.lines() {
                     writeln!(out, "  {line}")?;
                 }
             }
         }
-        if !report.script_errors.is_empty() {
-            summary.with_script_errors += 1;
+        for line in &errors {
+            writeln!(out, "  {line}")?;
+            writeln!(err, "callwatch: {shown}: {line}")?;
         }
-        for (rule, stats) in &report.script_errors {
-            writeln!(
-                err,
-                "callwatch: {shown}: rule {rule}: {} script error(s) in {} evaluations; last: {}",
-                stats.errors,
-                stats.evaluations,
-                stats.last_error.as_deref().unwrap_or("?")
-            )?;
+        if !errors.is_empty() {
+            summary.with_script_errors += 1;
         }
         out.flush()?;
     }
