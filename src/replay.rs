@@ -1,7 +1,7 @@
-//! `callwatch replay`: feeds recorded callbacks (SPEC §3) through the rules
-//! offline, in event time, and prints one JSON line per alert transition.
-//! Engine time is the newest event time seen and ticks happen every
-//! `rules.tick` of event time, so the same input gives the same bytes.
+//! `callwatch replay`: feeds recorded callbacks (docs/recording.md)
+//! through the rules offline, in event time, and prints one JSON line per
+//! alert transition. Engine time comes from the events ([`Timeline`]), so
+//! the same input gives the same bytes.
 
 use std::io::{BufRead, Write};
 use std::sync::mpsc::SyncSender;
