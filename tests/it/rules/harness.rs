@@ -52,18 +52,7 @@ pub fn rules_dir(examples: &[&str], extra: &[(&str, &str)]) -> TempDir {
     dir
 }
 
-/// The example rules shipped in `rules/`, by name. A list rather than a
-/// directory listing: operators put their own rules next to these, and
-/// the project's tests must not pick those up.
-pub const EXAMPLES: &[&str] = &[
-    "call_failure_spike",
-    "call_flatline",
-    "interruption_rate_by_platform",
-    "missed_call_streak",
-    "rejection_rate_by_platform",
-    "short_calls",
-    "slow_answer",
-];
+pub use crate::support::EXAMPLES;
 
 /// What a run of the binary did.
 #[derive(Debug)]
