@@ -282,3 +282,38 @@ fn an_operators_own_rule_in_the_rules_dir_changes_no_shipped_test() {
     assert_eq!(run.code, Some(0), "{run:?}");
     assert_eq!(run.stdout.lines().count(), EXAMPLES.len(), "{run:?}");
 }
+
+#[test]
+fn without_rules_the_configs_rules_dir_is_under_test() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("myrules");
+    std::fs::create_dir(&rules).expect("mkdir");
+    for name in ["call_flatline", "missed_call_streak"] {
+        std::fs::copy(
+            repo().join(format!("rules/{name}.rhai")),
+            rules.join(format!("{name}.rhai")),
+        )
+        .expect("copy rule");
+    }
+    let config = dir.path().join("callwatch.toml");
+    std::fs::write(&config, format!("[rules]\ndir = {rules:?}\n")).expect("config");
+    // Both rules are under test: call_flatline's alert must be expected
+    // too, and missed_call_streak's name is known.
+    let test = dir.path().join("t.test.toml");
+    std::fs::write(
+        &test,
+        "[[events]]\nevent = \"start_call\"\nrole = \"caller\"\n\n\
+         [[expect]]\nat = \"5m\"\nalerts = [{ rule = \"call_flatline\" }]\n\n\
+         [[expect]]\nat = \"5m\"\nalerts = [{ rule = \"missed_call_streak\" }]\n",
+    )
+    .expect("test");
+    let run = test_cmd(&["-c", path_str(&config), path_str(&test)]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stdout
+            .contains("line 9: 1 expected alert(s) not active, 1 active alert(s) not expected")
+            && run.stdout.contains("    + active   call_flatline firing")
+            && !run.stdout.contains("line 5:"),
+        "{run:?}"
+    );
+}
