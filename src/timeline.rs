@@ -75,3 +75,67 @@ impl Timeline {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::AlertStatus;
+    use crate::config::RulesConfig;
+    use crate::engine::EngineSettings;
+    use crate::rules::load_source;
+
+    fn timeline() -> Timeline {
+        let source = "const RULE = #{ events: [\"start_call\"], window: \"1m\", for: \"30s\" };\n\
+                      fn check(w) { w.count() > 0 }";
+        let rule = load_source("r", "r.rhai".as_ref(), source, &RulesConfig::default())
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let settings = EngineSettings {
+            repeat_secs: 3600,
+            max_clock_skew_secs: 60,
+            max_events_per_key: 100,
+        };
+        Timeline::new(Engine::new(vec![Arc::new(rule)], settings), 10)
+    }
+
+    fn start_call(t: i64) -> Arc<Event> {
+        Arc::new(Event {
+            event: "start_call".into(),
+            event_time: t,
+            ..Event::default()
+        })
+    }
+
+    #[test]
+    fn ticks_count_from_the_first_event_and_run_before_later_ones() {
+        let mut tl = timeline();
+        let mut calls = Vec::new();
+        // Nothing to tick before any event.
+        tl.tick_through(1_000, |c, _, _| calls.push((c, 0)));
+        assert!(calls.is_empty());
+        tl.feed(&start_call(1_005), |c, t, _| calls.push((c, t.len())));
+        // Pending at once (a pending alert is not a transition to notify).
+        assert_eq!(calls, [(Cause::Event, 0)]);
+        assert_eq!(tl.engine().active_alerts()[0].status, AlertStatus::Pending);
+        // Ticks at 1015, 1025 and 1035 come before an event at 1036; the
+        // one at 1035 is the first 30 s after pending began.
+        calls.clear();
+        tl.feed(&start_call(1_036), |c, t, _| calls.push((c, t.len())));
+        assert_eq!(
+            calls,
+            [
+                (Cause::Tick, 0),
+                (Cause::Tick, 0),
+                (Cause::Tick, 1),
+                (Cause::Event, 0)
+            ]
+        );
+        let firing = tl.engine().active_alerts();
+        assert_eq!(firing[0].status, AlertStatus::Firing);
+        // With no event, ticks still run up to a given time: the window
+        // empties at 1096 and the tick at 1105 resolves the alert.
+        tl.tick_through(1_100, |_, _, _| {});
+        assert_eq!(tl.engine().active_alerts().len(), 1);
+        tl.tick_through(1_105, |_, _, _| {});
+        assert!(tl.engine().active_alerts().is_empty());
+    }
+}
