@@ -19,6 +19,7 @@
 //! - [`ruletest`]: `callwatch test`, rule tests written as `*.test.toml` data.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`api`]: health, readiness, metrics and admin endpoints.
+//! - [`client`]: `callwatch alerts` and `callwatch silence`, clients of the admin API.
 //! - [`notify`]: receivers (log, email, webhook, chat services,
 //!   Alertmanager), grouping and the durable outbox.
 //! - [`app`]: wiring, startup recovery and ordered shutdown.
@@ -26,6 +27,7 @@
 pub mod alert;
 pub mod api;
 pub mod app;
+pub mod client;
 pub mod config;
 pub mod engine;
 pub mod event;
