@@ -17,6 +17,7 @@
 //! - [`timeline`]: engine time from event time, shared by `replay` and `test`.
 //! - [`replay`]: offline evaluation of recorded callbacks in event time.
 //! - [`ruletest`]: `callwatch test`, rule tests written as `*.test.toml` data.
+//! - [`simulate`]: realistic callback traffic with injected anomalies.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`api`]: health, readiness, metrics and admin endpoints.
 //! - [`client`]: `callwatch alerts` and `callwatch silence`, clients of the admin API.
@@ -39,6 +40,7 @@ pub mod reload;
 pub mod replay;
 pub mod rules;
 pub mod ruletest;
+pub mod simulate;
 pub mod store;
 pub mod timeline;
 pub mod window;
