@@ -8,10 +8,11 @@ use std::path::Path;
 
 use toml::Spanned;
 
-use super::file::{duration, EventSpec, Source, TestFileError};
+use super::file::{duration, EventSpec, SimulateSpec, Source, TestFileError};
 use crate::event::{Event, Text};
 use crate::ingest::line::decode_line;
 use crate::journal::each_line;
+use crate::simulate::{write_trace, Anomaly, SimOptions};
 
 /// `sdkappid` of an inline event that names none.
 pub const DEFAULT_SDKAPPID: u64 = 1_400_000_001;
@@ -141,6 +142,45 @@ fn shift_to(e: &mut Event, t: i64, relative: Relative) {
         e.accept_ts = Some(accept + t);
         e.end_ts = end.map(|x| x + t);
     }
+}
+
+/// The events of `[simulate]`'s generated traffic, starting at `start`
+/// (the trace is made in memory and read back as recorded callbacks, so
+/// it is exactly what `callwatch simulate` would write).
+pub fn simulated(
+    src: &Source<'_>,
+    spec: &Spanned<SimulateSpec>,
+    start: i64,
+) -> Result<Vec<Event>, TestFileError> {
+    let s = spec.get_ref();
+    let at_section = |e: String| src.error(spec.span(), format!("[simulate]: {e}"));
+    let mut anomalies = Vec::new();
+    for a in &s.anomalies {
+        let parsed = a.get_ref().parse::<Anomaly>();
+        anomalies.push(parsed.map_err(|e| src.error(a.span(), format!("anomalies: {e}")))?);
+    }
+    let defaults = SimOptions::default();
+    let family = match &s.family {
+        Some(f) => f.get_ref().parse().map_err(|e| src.error(f.span(), e))?,
+        None => defaults.family,
+    };
+    let opts = SimOptions {
+        seed: s.seed.unwrap_or(defaults.seed),
+        calls: s.calls.unwrap_or(defaults.calls),
+        rate: s.rate.unwrap_or(defaults.rate),
+        users: s.users.unwrap_or(defaults.users),
+        start,
+        sdkappid: s.sdkappid.unwrap_or(defaults.sdkappid),
+        family,
+        anomalies,
+        retries: s.retries.unwrap_or(defaults.retries),
+    };
+    // The generator names its command-line flags; here they are keys.
+    opts.validate()
+        .map_err(|e| at_section(e.trim_start_matches("--").to_string()))?;
+    let mut trace = Vec::new();
+    write_trace(&opts, &mut trace).map_err(|e| at_section(e.to_string()))?;
+    recorded_events("[simulate]", trace.as_slice()).map_err(at_section)
 }
 
 /// Opens a file of recorded callbacks, gunzipping it when it starts with

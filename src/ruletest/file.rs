@@ -67,11 +67,27 @@ pub struct TestFile {
     #[serde(default)]
     pub input: Vec<Spanned<String>>,
     /// Generated traffic, with `callwatch simulate`'s options.
-    pub simulate: Option<Spanned<toml::Table>>,
+    pub simulate: Option<Spanned<SimulateSpec>>,
     #[serde(default)]
     pub events: Vec<Spanned<EventSpec>>,
     #[serde(default)]
     pub expect: Vec<Spanned<Expect>>,
+}
+
+/// `[simulate]`: the options of `callwatch simulate`, same names and
+/// meanings; the trace starts at the test's `start`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulateSpec {
+    pub seed: Option<u64>,
+    pub calls: Option<u64>,
+    pub rate: Option<f64>,
+    pub users: Option<u32>,
+    pub sdkappid: Option<u64>,
+    pub family: Option<Spanned<String>>,
+    #[serde(default)]
+    pub anomalies: Vec<Spanned<String>>,
+    pub retries: Option<f64>,
 }
 
 /// One `[[events]]` entry: an event in the event model's field names,

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::events::{inline_events, open_input, recorded_events};
+use super::events::{inline_events, open_input, recorded_events, simulated};
 use super::file::{self, Source, TestFile, TestFileError};
 use super::report::{judge, Mismatch};
 use crate::config::Config;
@@ -96,12 +96,7 @@ fn prepare(config: &Config, src: &Source<'_>) -> Result<Prepared, String> {
         events.extend(recorded_events(&name, reader)?);
     }
     if let Some(sim) = &test.simulate {
-        return Err(src
-            .error(
-                sim.span(),
-                "[simulate] is not supported yet: use `input` with a trace from `callwatch simulate`, or [[events]]",
-            )
-            .to_string());
+        events.extend(simulated(src, sim, start).map_err(|e| e.to_string())?);
     }
     events.extend(inline_events(src, &test.events, start).map_err(|e| e.to_string())?);
     events.sort_by_key(|e| e.event_time);

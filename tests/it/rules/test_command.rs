@@ -180,6 +180,12 @@ fn a_bad_test_file_is_an_error_at_its_place() {
             "1:10",
             "rules: no rule file",
         ),
+        // An anomaly `callwatch simulate` does not know, at its place.
+        (
+            "rules = [\"missed_call_streak.rhai\"]\n[simulate]\nanomalies = [\"offline:user=u1:from=0:to=60\", \"offlin:user=u1\"]\n",
+            "3:46",
+            "anomalies: anomaly \"offlin:user=u1\": unknown kind",
+        ),
         // Not TOML.
         ("rules = [\n", "2:1", ""),
     ];
