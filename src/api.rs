@@ -21,6 +21,9 @@ use crate::notify::dispatch::Dispatcher;
 use crate::notify::silence;
 use crate::store::Store;
 
+/// `/readyz` detail after the store was created fresh over a journal.
+const STORE_RECREATED: &str = "store was missing and created empty over an existing journal: silences and alert states were lost; see the log";
+
 /// Health, readiness and metrics routes.
 pub fn ops_routes(
     ready: Arc<AtomicBool>,
@@ -29,14 +32,21 @@ pub fn ops_routes(
     let healthz = warp::path!("healthz").and(warp::get()).map(|| {
         warp::reply::Reply::into_response(warp::reply::json(&serde_json::json!({"status": "ok"})))
     });
+    let ready_metrics = metrics.clone();
     let readyz = warp::path!("readyz").and(warp::get()).map(move || {
         let (status, text) = if ready.load(Ordering::Acquire) {
             (StatusCode::OK, "ready")
         } else {
             (StatusCode::SERVICE_UNAVAILABLE, "recovering")
         };
+        let mut body = serde_json::json!({"status": text});
+        // Still ready (callbacks are safe), but state was lost: say so
+        // where load balancers and operators look.
+        if ready_metrics.faults.store_recreated.get() > 0 {
+            body["detail"] = STORE_RECREATED.into();
+        }
         warp::reply::Reply::into_response(warp::reply::with_status(
-            warp::reply::json(&serde_json::json!({"status": text})),
+            warp::reply::json(&body),
             status,
         ))
     });

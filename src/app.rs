@@ -3,6 +3,8 @@
 //! everything down in order (stop accepting, drain in-flight requests with
 //! a timeout, drain the engine queue, flush the journal).
 
+mod unsaved;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -119,17 +121,24 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         engine_tx,
     ));
 
+    let store_existed = crate::store::exists(&config.state.dir);
     let store = Arc::new(Mutex::new(
         Store::open(&config.state.dir).context("opening the store in state.dir")?,
     ));
+    if !store_existed {
+        unsaved::warn_if_store_recreated(&config.state.dir, &metrics);
+    }
     let receivers = Arc::new(Receivers::from_config(&config).context("building receivers")?);
-    let outbox = Arc::new(Outbox::new(
-        store.clone(),
-        receivers.clone(),
-        metrics.clone(),
-        config.alerting.give_up_after,
-        config.alerting.max_retry_interval,
-    ));
+    let outbox = Arc::new(
+        Outbox::new(
+            store.clone(),
+            receivers.clone(),
+            metrics.clone(),
+            config.alerting.give_up_after,
+            config.alerting.max_retry_interval,
+        )
+        .with_max_queued(config.alerting.max_queued_per_receiver),
+    );
     let dispatcher = Arc::new(Dispatcher::new(
         &config,
         &receivers,
@@ -458,6 +467,9 @@ fn run_engine(task: EngineTask) {
     // pending in the store until their notifications are in the outbox,
     // so a crash at any point neither loses a notification nor (since the
     // store knows the alert is firing) repeats one.
+    // A failed save keeps everything for the next try (see `unsaved`).
+    let unsaved = std::cell::RefCell::new(unsaved::Unsaved::new(KEYS_SPACE));
+    let save_metrics = metrics.clone();
     let persist = |engine: &mut Engine, out: Vec<Transition>| -> Vec<Tracked> {
         let changes: Vec<(String, Option<String>)> = engine
             .take_dirty()
@@ -467,19 +479,9 @@ fn run_engine(task: EngineTask) {
                 Persist::Delete(id) => (id, None),
             })
             .collect();
-        let bodies: Vec<String> = out
-            .iter()
-            .map(|t| serde_json::to_string(t).unwrap_or_default())
-            .collect();
-        let store = store.lock().unwrap_or_else(|p| p.into_inner());
-        let ids = match store.apply_kv_pending(KEYS_SPACE, &changes, &bodies) {
-            Ok(ids) => ids.into_iter().map(Some).collect(),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot persist alert states");
-                vec![None; out.len()]
-            }
-        };
-        ids.into_iter().zip(out).collect()
+        unsaved
+            .borrow_mut()
+            .save(&store, &save_metrics, changes, out)
     };
     let restored_count = restored.len();
     for r in restored {

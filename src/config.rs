@@ -235,10 +235,14 @@ pub struct AlertingConfig {
     /// Stop retrying a notification after this long.
     #[serde(with = "humantime_serde")]
     pub give_up_after: Duration,
-    /// Longest wait between two attempts of a failing notification (the
-    /// backoff doubles from 1 s up to this; a `Retry-After` may ask more).
+    /// Longest wait between two attempts of a failing notification: the
+    /// backoff doubles from 1 s up to this, and a service's `Retry-After`
+    /// is honoured up to this too (never past the give-up time).
     #[serde(with = "humantime_serde")]
     pub max_retry_interval: Duration,
+    /// Notifications kept queued per receiver at most; past it the oldest
+    /// is dropped (logged and counted as `outcome="dropped"`).
+    pub max_queued_per_receiver: usize,
     /// Receivers for alerts no rule `notify` or route claims.
     pub default_receivers: Vec<String>,
 }
@@ -252,6 +256,7 @@ impl Default for AlertingConfig {
             group_interval: Duration::from_secs(300),
             give_up_after: Duration::from_secs(24 * 3600),
             max_retry_interval: Duration::from_secs(300),
+            max_queued_per_receiver: 10_000,
             default_receivers: vec!["log".into()],
         }
     }
@@ -584,6 +589,12 @@ impl Config {
         if self.alerting.max_retry_interval.is_zero() {
             return Err(invalid(
                 "alerting.max_retry_interval",
+                "must be greater than 0",
+            ));
+        }
+        if self.alerting.max_queued_per_receiver == 0 {
+            return Err(invalid(
+                "alerting.max_queued_per_receiver",
                 "must be greater than 0",
             ));
         }

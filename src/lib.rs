@@ -19,6 +19,7 @@
 //! - [`ruletest`]: `callwatch test`, rule tests written as `*.test.toml` data.
 //! - [`simulate`]: realistic callback traffic with injected anomalies.
 //! - [`metrics`]: the Prometheus registry.
+//! - [`lograte`]: one log line per interval for repeated errors.
 //! - [`api`]: health, readiness, metrics and admin endpoints.
 //! - [`client`]: `callwatch alerts` and `callwatch silence`, clients of the admin API.
 //! - [`notify`]: receivers (log, email, webhook, chat services,
@@ -34,6 +35,7 @@ pub mod engine;
 pub mod event;
 pub mod ingest;
 pub mod journal;
+pub mod lograte;
 pub mod metrics;
 pub mod notify;
 pub mod reload;

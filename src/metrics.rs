@@ -2,12 +2,16 @@
 //! (SPEC §8), shared by the components that update them. Label sets are
 //! bounded: unknown commands are counted under `command="other"`.
 
+mod faults;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+pub use faults::FaultMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallbackLabels {
@@ -60,6 +64,7 @@ pub struct Metrics {
     pub notifications: Family<ReceiverLabels, Counter>,
     pub outbox_size: Gauge,
     pub script_output: Family<ReasonLabels, Counter>,
+    pub faults: FaultMetrics,
 }
 
 fn eval_histogram() -> Histogram {
@@ -192,6 +197,7 @@ impl Metrics {
             "print/debug calls from rules",
             script_output.clone(),
         );
+        let faults = FaultMetrics::register(&mut registry);
         Metrics {
             registry,
             callbacks,
@@ -214,6 +220,7 @@ impl Metrics {
             notifications,
             outbox_size,
             script_output,
+            faults,
         }
     }
 

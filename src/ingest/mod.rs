@@ -1,6 +1,6 @@
-//! The front door: `POST /callback` (path configurable). Runs the SPEC §2
-//! checks in order (size 413, app 403, sign 401, body 400), deduplicates
-//! Tencent's retries, makes the callback durable in the journal and only
+//! The front door: `POST /callback` (path configurable). Runs the checks
+//! of docs/callbacks.md in order (size 413, app 403, sign 401, body 400),
+//! deduplicates Tencent's retries, makes the callback durable in the journal and only
 //! then answers 200 and hands the decoded events to the rule engine.
 //!
 //! # Layout
@@ -39,7 +39,7 @@ pub struct Accepted {
     pub events: Vec<Event>,
 }
 
-/// The success body both Tencent parsers read (SPEC §2), byte for byte.
+/// The success body both Tencent parsers read (docs/callbacks.md), byte for byte.
 pub const SUCCESS_BODY: &str =
     r#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","ErrorMessage":"Success"}"#;
 
@@ -130,7 +130,7 @@ pub fn parse_query(raw: &str) -> Query {
         .collect::<Map<String, Value>>()
 }
 
-/// The SPEC §3 journal line for an accepted callback. The body is copied
+/// The journal line (docs/recording.md) for an accepted callback. The body is copied
 /// as received when it is already one line (it parsed as JSON, so the line
 /// stays valid JSON and replays to the same value); otherwise it is
 /// re-serialised compactly so one record stays one line.
@@ -157,7 +157,7 @@ fn journal_line(received_at: i64, query: &Query, raw: &[u8]) -> Vec<u8> {
     line
 }
 
-/// The identity Tencent keeps across retries of one delivery (SPEC §2).
+/// The identity Tencent keeps across retries of one delivery (docs/callbacks.md).
 fn identity(d: &Decoded, sdkappid: u64) -> (u64, &str, Vec<(&str, &str, i64)>) {
     let parts = d
         .events
@@ -483,7 +483,9 @@ impl Ingest {
             this.lock_in_flight().remove(&key);
             let _ = in_flight.send(Some(stored.is_ok()));
             if let Err(e) = stored {
-                tracing::error!(error = %e, "journal append failed; callback refused");
+                // The journal writer logs the failure itself, once per
+                // interval however many callbacks it refuses.
+                tracing::debug!(error = %e, "journal append failed; callback refused");
                 if let Ok(mut d) = this.dedup.lock() {
                     d.release(key);
                 }
@@ -505,8 +507,10 @@ impl Ingest {
         .await
         .unwrap_or_else(|e| Err(format!("store task failed: {e}")));
         if let Err(e) = stored {
+            // Not durable, so not acknowledged: 503 with `Retry-After`
+            // makes Tencent deliver it again once the disk has recovered.
             return Err(Failure::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
+                StatusCode::SERVICE_UNAVAILABLE,
                 "journal_error",
                 format!("callback not stored: {e}"),
             ));

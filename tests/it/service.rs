@@ -4,7 +4,7 @@
 
 mod admin_cli;
 mod crash;
-mod daemon;
+pub(crate) mod daemon;
 mod hostile;
 mod netns;
 mod overload;
