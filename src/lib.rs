@@ -17,7 +17,9 @@
 //! - [`annotations`]: `RULE.annotations` templates, checked at load (pure).
 //! - [`store`]: SQLite store for the outbox, silences and persisted state.
 //! - [`reload`]: hot reload of config and rules, all-or-nothing.
+//! - [`timeline`]: engine time from event time, shared by `replay` and `test`.
 //! - [`replay`]: offline evaluation of recorded callbacks in event time.
+//! - [`ruletest`]: `callwatch test`, rule tests written as `*.test.toml` data.
 //! - [`simulate`]: realistic callback traffic with injected anomalies.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`lograte`]: one log line per interval for repeated errors.
@@ -50,7 +52,9 @@ pub mod quiet;
 pub mod reload;
 pub mod replay;
 pub mod rules;
+pub mod ruletest;
 pub mod server;
 pub mod simulate;
 pub mod store;
+pub mod timeline;
 pub mod window;

@@ -61,6 +61,16 @@ enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Run rule tests (`*.test.toml` files; a directory means every such
+    /// file under it) and print PASS or FAIL per file.
+    Test {
+        /// Config file [default: config/callwatch.toml if present, else built-in defaults]
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Test files or directories of them
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
     /// Write realistic TUICallKit callback traffic as recorded callbacks
     /// (one JSON line each), with injected anomalies, or post it to a
     /// running callwatch. A summary goes to stderr.
@@ -246,6 +256,32 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     "{n} rule evaluation(s) failed (those rules' alerts may be missing above)"
                 ))),
             }
+        }
+        Command::Test { config, paths } => {
+            let config = Config::load(config.as_deref())?;
+            init_logging(&LogConfig {
+                level: "warn".into(),
+                ..config.log.clone()
+            });
+            let files = callwatch::ruletest::collect(&paths).map_err(Failure::User)?;
+            let stdout = std::io::stdout();
+            let summary = callwatch::ruletest::run(
+                &config,
+                &files,
+                &mut stdout.lock(),
+                &mut std::io::stderr(),
+            )
+            .map_err(|e| Failure::Runtime(e.into()))?;
+            if summary.ok() {
+                return Ok(());
+            }
+            Err(Failure::User(format!(
+                "{} of {} test file(s) failed ({} could not run, {} had script errors)",
+                summary.failed + summary.broken,
+                files.len(),
+                summary.broken,
+                summary.with_script_errors,
+            )))
         }
         Command::Alerts { api, json } => Ok(callwatch::client::alerts(&api, json)?),
         Command::Silence { command } => Ok(callwatch::client::silence(&command)?),

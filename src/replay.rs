@@ -1,7 +1,7 @@
-//! `callwatch replay`: feeds recorded callbacks (docs/recording.md) through the rules
-//! offline, in event time, and prints one JSON line per alert transition.
-//! Engine time is the newest event time seen and ticks happen every
-//! `rules.tick` of event time, so the same input gives the same bytes.
+//! `callwatch replay`: feeds recorded callbacks (docs/recording.md)
+//! through the rules offline, in event time, and prints one JSON line per
+//! alert transition. Engine time comes from the events ([`Timeline`]), so
+//! the same input gives the same bytes.
 //!
 //! Silences and grouping are ignored, but inhibition and muted routes are
 //! not: they change what would be sent, so a line they change says so
@@ -23,6 +23,7 @@ use crate::ingest::line::{decode_line, LineError};
 use crate::journal::each_line;
 use crate::progress::Progress;
 use crate::rules::Rule;
+use crate::timeline::{Cause, Timeline};
 pub use input::{open_all, total_size, Input};
 pub use summary::{error_report, summary_table, Tally};
 
@@ -270,55 +271,34 @@ impl Placed {
 /// One share of the rules, run over the whole event stream: engine time
 /// and ticks follow the events exactly as in a single engine.
 struct Worker {
-    engine: Engine,
+    timeline: Timeline,
     /// Position of each of this worker's rules among all rules.
     rule_index: Vec<usize>,
-    tick: i64,
-    now: Option<i64>,
-    next_tick: i64,
     step: u64,
 }
 
 impl Worker {
     fn run_batch(&mut self, events: &[Arc<Event>]) -> Vec<Placed> {
         let mut out = Vec::new();
+        let Worker {
+            timeline,
+            rule_index,
+            step,
+        } = self;
         for event in events {
-            let t = event.event_time;
-            let current = match self.now {
-                None => {
-                    self.next_tick = t + self.tick;
-                    t
-                }
-                Some(n) => n,
-            };
-            // Ticks due before this event happen first, in event time.
-            while self.next_tick <= t {
-                self.step += 1;
-                out.extend(
-                    self.engine
-                        .on_tick(self.next_tick)
-                        .into_iter()
-                        .map(|tr| Placed {
-                            step: self.step,
-                            rule_index: 0,
-                            transition: tr,
-                        }),
-                );
-                self.next_tick += self.tick;
-            }
-            let n = current.max(t);
-            self.now = Some(n);
-            self.step += 1;
-            let by_rule = self.engine.on_shared_event(event, n, true);
-            out.extend(by_rule.into_iter().map(|tr| {
-                Placed {
-                    step: self.step,
-                    rule_index: self.rule_index[self
-                        .engine
-                        .rule_position(crate::builtin::source_rule(&tr.alert))],
+            timeline.feed(event, |kind, transitions, engine| {
+                *step += 1;
+                out.extend(transitions.into_iter().map(|tr| Placed {
+                    step: *step,
+                    rule_index: match kind {
+                        Cause::Tick => 0,
+                        Cause::Event => {
+                            rule_index[engine.rule_position(crate::builtin::source_rule(&tr.alert))]
+                        }
+                    },
                     transition: tr,
-                }
-            }));
+                }));
+            });
         }
         out
     }
@@ -421,11 +401,8 @@ fn run(
                 .map(|(i, r)| (i, r.clone()))
                 .unzip();
             Worker {
-                engine: Engine::new(mine, EngineSettings::from(config)),
+                timeline: Timeline::new(Engine::new(mine, EngineSettings::from(config)), tick),
                 rule_index,
-                tick,
-                now: None,
-                next_tick: i64::MAX,
                 step: 0,
             }
         })
@@ -508,7 +485,7 @@ fn run(
     })?;
     let mut stats: Vec<Option<(String, usize, RuleStats)>> = vec![None; rules.len()];
     for w in &workers {
-        for (i, s) in w.rule_index.iter().zip(w.engine.stats()) {
+        for (i, s) in w.rule_index.iter().zip(w.timeline.engine().stats()) {
             stats[*i] = Some(s);
         }
     }

@@ -7,12 +7,13 @@
 
 mod harness;
 mod mistakes;
+mod test_command;
 
 use std::collections::BTreeMap;
 
 use harness::{
-    callwatch, example_rules, parse_lines, replay_file, replay_in_process, replay_in_process_on,
-    rules_dir, temp_file, trace, Line, START,
+    callwatch, parse_lines, replay_file, replay_in_process, replay_in_process_on, rules_dir,
+    temp_file, trace, Line, EXAMPLES, START,
 };
 
 /// What a fixture's anomaly must make its rule do: fire only for the
@@ -211,11 +212,14 @@ fn no_example_rule_fires_on_clean_traffic() {
     let last: serde_json::Value = serde_json::from_slice(last).expect("json");
     assert_eq!(last["body"]["Event"], "start_call");
 
-    let all = example_rules();
-    let dir = rules_dir(&all.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let dir = rules_dir(EXAMPLES, &[]);
     let (out, summary) = replay_in_process(dir.path(), &data);
     assert_eq!(out, "", "a rule fired on clean traffic");
-    assert_eq!(summary.rules.len(), 7, "every example rule ran");
+    assert_eq!(
+        summary.rules.len(),
+        EXAMPLES.len(),
+        "every example rule ran"
+    );
     for (rule, _, stats) in &summary.rules {
         assert!(stats.evaluations > 0, "{rule} never evaluated");
         assert_eq!(stats.errors, 0, "{rule}: {:?}", stats.last_error);
@@ -228,8 +232,7 @@ fn no_example_rule_fires_on_clean_traffic() {
 fn replay_is_byte_identical_across_runs_and_from_stdin() {
     let data = trace("call_failure_spike");
     let (_tmp, path) = temp_file("trace.jsonl", &data);
-    let all = example_rules();
-    let dir = rules_dir(&all.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let dir = rules_dir(EXAMPLES, &[]);
     let first = replay_file(dir.path(), &path);
     let second = replay_file(dir.path(), &path);
     assert!(!first.is_empty(), "the trace should make something fire");
@@ -247,8 +250,7 @@ fn replay_output_does_not_depend_on_the_number_of_engine_threads() {
     // Four anomalies in one trace (make.sh): several rules fire and
     // resolve close together.
     let data = trace("multi");
-    let all = example_rules();
-    let dir = rules_dir(&all.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let dir = rules_dir(EXAMPLES, &[]);
     let (one, one_stats) = replay_in_process_on(1, dir.path(), &data);
     let fired: std::collections::BTreeSet<String> =
         parse_lines(&one).into_iter().map(|l| l.rule).collect();

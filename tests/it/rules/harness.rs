@@ -52,19 +52,7 @@ pub fn rules_dir(examples: &[&str], extra: &[(&str, &str)]) -> TempDir {
     dir
 }
 
-/// Every example rule's name, from `rules/*.rhai`.
-pub fn example_rules() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(repo().join("rules"))
-        .expect("rules/")
-        .filter_map(|e| {
-            let p = e.ok()?.path();
-            let stem = p.file_stem()?.to_string_lossy().into_owned();
-            (p.extension()? == "rhai").then_some(stem)
-        })
-        .collect();
-    names.sort();
-    names
-}
+pub use crate::support::EXAMPLES;
 
 /// What a run of the binary did.
 #[derive(Debug)]

@@ -12,16 +12,7 @@ use super::daemon::{example_rules, get_json, Home};
 use super::reload::{now_secs, post_event, wait_firing};
 use super::sink::Sink;
 use super::trace;
-
-const EXAMPLES: &[&str] = &[
-    "call_failure_spike",
-    "call_flatline",
-    "interruption_rate_by_platform",
-    "missed_call_streak",
-    "rejection_rate_by_platform",
-    "short_calls",
-    "slow_answer",
-];
+use crate::support::EXAMPLES;
 
 /// Bad rules see only `start_call`s, so the engine's backlog stays small
 /// enough for the good rule's alert to arrive in seconds.

@@ -19,7 +19,20 @@ use callwatch::event::Event;
 use callwatch::ingest::decode::{self, Decoded};
 use callwatch::journal::{self, Record};
 
-/// The exact success body of SPEC §2.
+/// The example rules shipped in `rules/`, by name. A list rather than a
+/// directory listing: operators put their own rules next to these, and
+/// the project's tests must not pick those up.
+pub const EXAMPLES: &[&str] = &[
+    "call_failure_spike",
+    "call_flatline",
+    "interruption_rate_by_platform",
+    "missed_call_streak",
+    "rejection_rate_by_platform",
+    "short_calls",
+    "slow_answer",
+];
+
+/// The exact success body (docs/callbacks.md).
 pub const OK_BODY: &str =
     r#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","ErrorMessage":"Success"}"#;
 
@@ -51,7 +64,7 @@ impl Reply {
             .unwrap_or_else(|e| panic!("reply is not JSON ({e}): {}", self.text))
     }
 
-    /// Asserts the exact SPEC §2 success reply.
+    /// Asserts the exact success reply (docs/callbacks.md).
     pub fn assert_ok(&self) {
         assert_eq!(
             (self.status, self.text.as_str()),
@@ -60,7 +73,7 @@ impl Reply {
         );
     }
 
-    /// Asserts a SPEC §2 failure reply with `status` whose message
+    /// Asserts a failure reply (docs/callbacks.md) with `status` whose message
     /// mentions every one of `words`.
     pub fn assert_fail(&self, status: u16, words: &[&str]) {
         assert_eq!(self.status, status, "status of {}", self.text);
