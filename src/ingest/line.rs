@@ -309,7 +309,7 @@ mod tests {
     #[test]
     fn agrees_with_the_general_path() {
         let lines = [
-            // A gen_trace line.
+            // A generated line.
             r#"{"received_at":1767225600236,"query":{"sdkappid":"1400000001","command":"caller_start_call","contenttype":"json","clientip":"10.219.189.18","optplatform":"iOS"},"body":{"UserId":"u0139","RoomId":101235946,"TotalNum":2,"MediaType":"audio","CallType":"single","CallId":"83bc9478dd6ac7b8-00000002","Role":"caller","Event":"start_call","CallResult":"","EventTime":1767225600}}"#,
             // Escapes, unknown and repeated fields, nested extras, odd numbers.
             r#"{"query":{"SDKAppID":14,"COMMAND":"Callee_Call_End"},"body":{"UserId":"a\"b","UserId":12,"x":{"y":[1,2]},"x":3,"Score":1.5e0,"Big":18446744073709551615,"EventTime":"1767225600000","CallType":2,"z":null}}"#,

@@ -10,3 +10,4 @@ mod props;
 mod rules;
 mod service;
 mod shutdown;
+mod simulate;
