@@ -1,7 +1,12 @@
-//! Operational HTTP endpoints (SPEC §8): `/healthz`, `/readyz`, `/metrics`.
-//! The admin API under `/api/v1` (alerts, rules, silences) with its
-//! authorisation: a bearer token, or loopback peers only when none is set.
+//! Operational HTTP endpoints: `/healthz`, `/readyz`, `/metrics`.
+//! The admin API under `/api/v1` (alerts, rules, silences, reload) with its
+//! authorisation (a bearer token, or loopback peers only when none is set)
+//! and its error bodies: every failure under `/api/` answers
+//! `{"error": "..."}` with the fitting status. Silences are in `silences`.
 
+mod silences;
+
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -12,8 +17,9 @@ use warp::Filter;
 
 use crate::engine::Snapshot;
 use crate::metrics::Metrics;
+use crate::notify::dispatch::Dispatcher;
 use crate::notify::silence;
-use crate::store::{Matcher, Silence, Store};
+use crate::store::Store;
 
 /// Health, readiness and metrics routes.
 pub fn ops_routes(
@@ -51,7 +57,12 @@ pub struct Admin {
     pub store: Arc<Mutex<Store>>,
     pub snapshot: Arc<RwLock<Snapshot>>,
     pub reloader: Arc<crate::app::Reloader>,
+    /// What keeps alerts back besides silences (`inhibited_by`).
+    pub dispatcher: Arc<Dispatcher>,
 }
+
+/// Largest request body the admin API reads.
+const MAX_BODY_BYTES: u64 = 64 * 1024;
 
 #[derive(Debug)]
 struct Refused(StatusCode, String);
@@ -62,10 +73,7 @@ fn json_reply(status: StatusCode, v: &serde_json::Value) -> warp::reply::Respons
 }
 
 fn error_reply(status: StatusCode, message: &str) -> warp::reply::Response {
-    json_reply(
-        status,
-        &serde_json::json!({"status": "error", "error": message}),
-    )
+    json_reply(status, &serde_json::json!({ "error": message }))
 }
 
 /// Authorisation for `/api/*`: the bearer token when one is set, else only
@@ -104,114 +112,33 @@ fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
     store.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A silence as posted: Alertmanager's field names, `startsAt` optional.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PostSilence {
-    #[serde(default)]
-    id: Option<String>,
-    matchers: Vec<Matcher>,
-    #[serde(default, rename = "startsAt")]
-    starts_at: Option<String>,
-    #[serde(rename = "endsAt")]
-    ends_at: String,
-    #[serde(default)]
-    comment: String,
-    #[serde(default, rename = "createdBy")]
-    created_by: String,
-}
-
-fn silence_json(s: &Silence, now: i64) -> serde_json::Value {
-    let mut v = serde_json::to_value(s).unwrap_or_default();
-    if let Some(o) = v.as_object_mut() {
-        o.insert(
-            "status".into(),
-            serde_json::json!({"state": silence::state(s, now)}),
-        );
-    }
-    v
-}
-
-fn new_silence_id() -> String {
-    let bytes: [u8; 16] = rand::random();
-    hex::encode(bytes)
-}
-
 impl Admin {
-    fn list_silences(&self) -> warp::reply::Response {
+    /// `GET /api/v1/alerts`: the engine's active alerts, each with the
+    /// silences that cover it (`silenced_by`, ids) and the alerts that
+    /// inhibit it (`inhibited_by`, fingerprints). An alert listed in
+    /// either is tracked but not sent.
+    fn alerts(&self) -> warp::reply::Response {
         let now = crate::ingest::now_ms() / 1000;
-        match lock(&self.store).silences() {
-            Ok(list) => json_reply(
-                StatusCode::OK,
-                &serde_json::Value::from(
-                    list.iter()
-                        .map(|s| silence_json(s, now))
-                        .collect::<Vec<_>>(),
-                ),
-            ),
-            Err(e) => error_reply(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        }
-    }
-
-    fn create_silence(&self, body: &[u8]) -> warp::reply::Response {
-        let now = crate::ingest::now_ms() / 1000;
-        let post: PostSilence = match serde_json::from_slice(body) {
-            Ok(p) => p,
-            Err(e) => return error_reply(StatusCode::BAD_REQUEST, &format!("silence: {e}")),
+        let silences = match lock(&self.store).silences() {
+            Ok(s) => s,
+            Err(e) => return error_reply(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         };
-        let starts_at = match post.starts_at.as_deref().map(crate::alert::parse_rfc3339) {
-            None => now,
-            Some(Some(t)) => t,
-            Some(None) => {
-                return error_reply(
-                    StatusCode::BAD_REQUEST,
-                    "startsAt: expected an RFC 3339 time",
-                )
-            }
-        };
-        let Some(ends_at) = crate::alert::parse_rfc3339(&post.ends_at) else {
-            return error_reply(StatusCode::BAD_REQUEST, "endsAt: expected an RFC 3339 time");
-        };
-        let s = Silence {
-            id: post
-                .id
-                .filter(|i| !i.is_empty())
-                .unwrap_or_else(new_silence_id),
-            matchers: post.matchers,
-            starts_at,
-            ends_at,
-            comment: post.comment,
-            created_by: post.created_by,
-        };
-        if let Err(e) = silence::validate(&s) {
-            return error_reply(StatusCode::BAD_REQUEST, &e.to_string());
-        }
-        match lock(&self.store).put_silence(&s) {
-            Ok(()) => {
-                tracing::info!(id = %s.id, comment = %s.comment, "silence created");
-                json_reply(StatusCode::OK, &serde_json::json!({"silenceID": s.id}))
-            }
-            Err(e) => error_reply(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        }
-    }
-
-    fn expire_silence(&self, id: &str) -> warp::reply::Response {
-        let now = crate::ingest::now_ms() / 1000;
-        let store = lock(&self.store);
-        match store.get_silence(id) {
-            Ok(Some(mut s)) => {
-                // Expiring keeps the record (as Alertmanager does) so the
-                // list shows what was silenced and when it ended.
-                s.ends_at = s.ends_at.min(now);
-                s.starts_at = s.starts_at.min(s.ends_at);
-                match store.put_silence(&s) {
-                    Ok(()) => json_reply(StatusCode::OK, &silence_json(&s, now)),
-                    Err(e) => error_reply(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        let alerts: Vec<serde_json::Value> = self
+            .snapshot()
+            .alerts
+            .iter()
+            .map(|a| {
+                let mut v = serde_json::to_value(a).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    let silenced = silence::silenced_by(&silences, &a.labels, now);
+                    let inhibited = self.dispatcher.inhibited_by(&a.fingerprint);
+                    o.insert("silenced_by".into(), silenced.into());
+                    o.insert("inhibited_by".into(), inhibited.into());
                 }
-            }
-            Ok(None) => error_reply(StatusCode::NOT_FOUND, &format!("no silence {id:?}")),
-            Err(e) => error_reply(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        }
+                v
+            })
+            .collect();
+        json_reply(StatusCode::OK, &serde_json::json!({ "alerts": alerts }))
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -222,7 +149,8 @@ impl Admin {
     }
 }
 
-/// `/api/v1/*`: alerts, rules and silences.
+/// `/api/*`: alerts, rules, silences and reload under `/api/v1`, behind
+/// the authorisation; anything else under `/api/` is a JSON error.
 pub fn admin_routes(
     admin: Arc<Admin>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
@@ -234,87 +162,84 @@ pub fn admin_routes(
             async move { r.map_err(|(status, msg)| warp::reject::custom(Refused(status, msg))) }
         })
         .untuple_one();
-    let base = warp::path("api").and(warp::path("v1")).and(auth);
     let a = admin.clone();
-    let alerts = base
-        .clone()
-        .and(warp::path!("alerts"))
+    let alerts = warp::path!("alerts")
         .and(warp::get())
-        .map(move || {
-            json_reply(
-                StatusCode::OK,
-                &serde_json::json!({"alerts": a.snapshot().alerts}),
-            )
-        });
+        .map(move || a.alerts());
     let a = admin.clone();
-    let rules = base
-        .clone()
-        .and(warp::path!("rules"))
-        .and(warp::get())
-        .map(move || {
-            json_reply(
-                StatusCode::OK,
-                &serde_json::json!({"rules": a.snapshot().rules}),
-            )
-        });
+    let rules = warp::path!("rules").and(warp::get()).map(move || {
+        json_reply(
+            StatusCode::OK,
+            &serde_json::json!({"rules": a.snapshot().rules}),
+        )
+    });
     let a = admin.clone();
-    let list = base
-        .clone()
-        .and(warp::path!("silences"))
-        .and(warp::get())
-        .map(move || a.list_silences());
-    let a = admin.clone();
-    let create = base
-        .clone()
-        .and(warp::path!("silences"))
-        .and(warp::post())
-        .and(warp::body::content_length_limit(64 * 1024))
-        .and(warp::body::bytes())
-        .map(move |body: bytes::Bytes| a.create_silence(&body));
-    let a = admin.clone();
-    let reload = base
-        .clone()
-        .and(warp::path!("reload"))
-        .and(warp::post())
-        .then(move || {
-            let a = a.clone();
-            async move {
-                match a.reloader.reload().await {
-                    Ok(report) => json_reply(
-                        StatusCode::OK,
-                        &serde_json::json!({"status": "ok", "report": report}),
-                    ),
-                    Err(errors) => json_reply(
-                        StatusCode::BAD_REQUEST,
-                        &serde_json::json!({"status": "error", "errors": errors}),
-                    ),
-                }
+    let reload = warp::path!("reload").and(warp::post()).then(move || {
+        let a = a.clone();
+        async move {
+            match a.reloader.reload().await {
+                Ok(report) => json_reply(
+                    StatusCode::OK,
+                    &serde_json::json!({"status": "ok", "report": report}),
+                ),
+                Err(errors) => json_reply(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({
+                        "error": format!("reload rejected, the old config and rules stay: {} problem(s)", errors.len()),
+                        "errors": errors,
+                    }),
+                ),
             }
-        });
-    let a = admin;
-    let expire = base
-        .and(warp::path!("silences" / String))
-        .and(warp::delete())
-        .map(move |id: String| a.expire_silence(&id));
-    alerts
-        .or(rules)
-        .unify()
-        .or(list)
-        .unify()
-        .or(create)
-        .unify()
-        .or(expire)
-        .unify()
-        .or(reload)
-        .unify()
+        }
+    });
+    let v1 = warp::path("v1").and(
+        alerts
+            .or(rules)
+            .unify()
+            .or(silences::routes(admin))
+            .unify()
+            .or(reload)
+            .unify(),
+    );
+    warp::path("api").and(auth.and(v1).recover(api_rejection).unify())
 }
 
-/// Renders admin-API refusals; other rejections pass on.
-pub async fn recover_admin(r: warp::Rejection) -> Result<warp::reply::Response, warp::Rejection> {
-    match r.find::<Refused>() {
-        Some(Refused(status, msg)) => Ok(error_reply(*status, msg)),
-        None => Err(r),
-    }
+/// Renders every refusal under `/api/` as `{"error": "..."}`. Which one
+/// is chosen matters: a POST with an oversized body to a path that also
+/// has a GET route is refused as too large, not as the wrong method.
+async fn api_rejection(r: warp::Rejection) -> Result<warp::reply::Response, Infallible> {
+    use warp::reject;
+    let (status, message) = if let Some(Refused(status, msg)) = r.find::<Refused>() {
+        (*status, msg.clone())
+    } else if r.find::<reject::PayloadTooLarge>().is_some() {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body over {MAX_BODY_BYTES} bytes"),
+        )
+    } else if r.find::<reject::LengthRequired>().is_some() {
+        (
+            StatusCode::LENGTH_REQUIRED,
+            "a request body needs a Content-Length header".to_string(),
+        )
+    } else if let Some(e) = r.find::<reject::InvalidHeader>() {
+        (StatusCode::BAD_REQUEST, e.to_string())
+    } else if let Some(e) = r.find::<reject::MissingHeader>() {
+        (StatusCode::BAD_REQUEST, e.to_string())
+    } else if r.find::<reject::MethodNotAllowed>().is_some() {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed on this endpoint".to_string(),
+        )
+    } else if r.is_not_found() {
+        (
+            StatusCode::NOT_FOUND,
+            "no such endpoint (see GET /api/v1/alerts, /api/v1/rules, /api/v1/silences)"
+                .to_string(),
+        )
+    } else {
+        (StatusCode::BAD_REQUEST, format!("bad request: {r:?}"))
+    };
+    Ok(error_reply(status, &message))
 }
 
 #[cfg(test)]

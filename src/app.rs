@@ -58,8 +58,9 @@ pub struct Daemon {
     config: Config,
 }
 
-/// Renders warp's rejections (unknown path, wrong method, bad header) as
-/// the same JSON failure body the callback path uses.
+/// Renders warp's rejections (unknown path, wrong method, bad header)
+/// outside `/api/` as the same JSON failure body the callback path uses
+/// (the admin API answers its own errors).
 async fn recover(r: warp::Rejection) -> Result<warp::reply::Response, Infallible> {
     let (status, message) = if r.is_not_found() {
         (StatusCode::NOT_FOUND, "no such endpoint".to_string())
@@ -160,14 +161,13 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         store: store.clone(),
         snapshot: snapshot.clone(),
         reloader: reloader.clone(),
+        dispatcher: dispatcher.clone(),
     });
     let routes = ingest
         .routes()
         .or(crate::api::ops_routes(ready.clone(), metrics.clone()))
         .unify()
         .or(crate::api::admin_routes(admin))
-        .unify()
-        .recover(crate::api::recover_admin)
         .unify()
         .recover(recover)
         .unify();

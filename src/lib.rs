@@ -18,6 +18,7 @@
 //! - [`simulate`]: realistic callback traffic with injected anomalies.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`api`]: health, readiness, metrics and admin endpoints.
+//! - [`client`]: `callwatch alerts` and `callwatch silence`, clients of the admin API.
 //! - [`notify`]: receivers (log, email, webhook, chat services,
 //!   Alertmanager), grouping and the durable outbox.
 //! - [`app`]: wiring, startup recovery and ordered shutdown.
@@ -25,6 +26,7 @@
 pub mod alert;
 pub mod api;
 pub mod app;
+pub mod client;
 pub mod config;
 pub mod engine;
 pub mod event;

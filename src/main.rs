@@ -67,6 +67,19 @@ enum Command {
         /// Name of a `[[receivers]]` entry
         receiver: String,
     },
+    /// List a running daemon's active alerts (admin API).
+    Alerts {
+        #[command(flatten)]
+        api: callwatch::client::ApiArgs,
+        /// Print the API's JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add, list or expire silences on a running daemon (admin API).
+    Silence {
+        #[command(subcommand)]
+        command: callwatch::client::SilenceCommand,
+    },
 }
 
 /// How a command failed, which decides the exit code.
@@ -80,6 +93,16 @@ enum Failure {
 impl From<callwatch::config::ConfigError> for Failure {
     fn from(e: callwatch::config::ConfigError) -> Self {
         Failure::User(e.to_string())
+    }
+}
+
+impl From<callwatch::client::ClientError> for Failure {
+    fn from(e: callwatch::client::ClientError) -> Self {
+        if e.is_user_error() {
+            Failure::User(e.to_string())
+        } else {
+            Failure::Runtime(e.into())
+        }
     }
 }
 
@@ -226,6 +249,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 SimulateError::Runtime(e) => Failure::Runtime(e),
             })
         }
+        Command::Alerts { api, json } => Ok(callwatch::client::alerts(&api, json)?),
+        Command::Silence { command } => Ok(callwatch::client::silence(&command)?),
         Command::NotifyTest { config, receiver } => {
             let config = Config::load(config.as_deref())?;
             init_logging(&config.log);
@@ -254,7 +279,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A usage error is a user error (exit 1), not clap's default 2.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::User(msg)) => {

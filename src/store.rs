@@ -63,6 +63,10 @@ pub struct Silence {
     pub comment: String,
     #[serde(default, rename = "createdBy")]
     pub created_by: String,
+    /// Unix seconds of the last create, update or expiry; 0 in records
+    /// written before it was kept (shown as `starts_at` then).
+    #[serde(default)]
+    pub updated_at: i64,
 }
 
 /// A label matcher (Alertmanager-style: equality or regex, maybe negated).
@@ -70,10 +74,20 @@ pub struct Silence {
 pub struct Matcher {
     pub name: String,
     pub value: String,
-    #[serde(default, rename = "isRegex")]
+    #[serde(default, rename = "isRegex", alias = "is_regex")]
     pub is_regex: bool,
-    #[serde(default = "default_true", rename = "isEqual")]
+    #[serde(default = "default_true", rename = "isEqual", alias = "is_equal")]
     pub is_equal: bool,
+}
+
+fn write_silence(conn: &Connection, s: &Silence) -> Result<(), StoreError> {
+    let body = serde_json::to_string(s).map_err(json("put silence"))?;
+    conn.execute(
+        "INSERT OR REPLACE INTO silences (id, body, ends_at) VALUES (?1, ?2, ?3)",
+        params![s.id, body, s.ends_at],
+    )
+    .map_err(sql("put silence"))?;
+    Ok(())
 }
 
 fn default_true() -> bool {
@@ -288,14 +302,17 @@ impl Store {
     }
 
     pub fn put_silence(&self, s: &Silence) -> Result<(), StoreError> {
-        let body = serde_json::to_string(s).map_err(json("put silence"))?;
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO silences (id, body, ends_at) VALUES (?1, ?2, ?3)",
-                params![s.id, body, s.ends_at],
-            )
-            .map_err(sql("put silence"))?;
-        Ok(())
+        write_silence(&self.conn, s)
+    }
+
+    /// Stores `new` and, in the same transaction, `old` (an expired
+    /// version of the silence `new` replaces), so a crash leaves either
+    /// the old silence in force or the new one, never both or neither.
+    pub fn replace_silence(&self, old: &Silence, new: &Silence) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction().map_err(sql("begin"))?;
+        write_silence(&tx, old)?;
+        write_silence(&tx, new)?;
+        tx.commit().map_err(sql("commit"))
     }
 
     /// Deletes silences that ended before `cutoff` (Unix seconds).
@@ -465,6 +482,7 @@ mod tests {
             ends_at: 100,
             comment: "release".into(),
             created_by: "ops".into(),
+            updated_at: 0,
         };
         s.put_silence(&sil).expect("put");
         assert_eq!(s.silences().expect("list"), vec![sil.clone()]);

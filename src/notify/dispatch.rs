@@ -12,8 +12,11 @@
 //!
 //! A transition a silence keeps back is held (in memory) and sent once no
 //! silence covers it any more, as Alertmanager does: an alert still firing
-//! when its silence ends or is deleted goes out with its group then, not
-//! at its next repeat, possibly hours later.
+//! when its silence ends or is deleted goes out then, not at its next
+//! repeat, possibly hours later. It waits `group_wait` at most, even if
+//! its group was notified moments ago: it is news nobody has heard, and
+//! holding it for the group's `group_interval` (minutes) would leave
+//! on-call thinking the silence was still on.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -58,6 +61,10 @@ pub struct Dispatcher {
     groups: Mutex<Groups>,
     /// By fingerprint. Never locked together with `groups`.
     held: Mutex<HashMap<String, Held>>,
+    /// For the admin API's `inhibited_by`: the fingerprints of the alerts
+    /// inhibiting each alert, by fingerprint. Inhibition fills it through
+    /// [`Dispatcher::set_inhibited`]; until then it stays empty.
+    inhibited: std::sync::RwLock<HashMap<String, Vec<String>>>,
     outbox: Arc<Outbox>,
     metrics: Arc<Metrics>,
     wake: Notify,
@@ -94,6 +101,15 @@ fn hold(held: &mut HashMap<String, Held>, t: Transition) {
     );
 }
 
+/// When a routed transition's group is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timing {
+    /// The grouper's usual timing (`group_wait`, then `group_interval`).
+    Grouped,
+    /// Held back by a silence that is over: within `group_wait`.
+    Released,
+}
+
 fn unix(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -122,6 +138,7 @@ impl Dispatcher {
                 owed: HashMap::new(),
             }),
             held: Mutex::new(HashMap::new()),
+            inhibited: std::sync::RwLock::new(HashMap::new()),
             outbox,
             metrics,
             wake: Notify::new(),
@@ -141,6 +158,24 @@ impl Dispatcher {
         match self.config.read() {
             Ok(c) => c.clone(),
             Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The fingerprints of the alerts inhibiting the alert `fingerprint`
+    /// (empty when nothing does).
+    pub fn inhibited_by(&self, fingerprint: &str) -> Vec<String> {
+        let map = self.inhibited.read().unwrap_or_else(|p| p.into_inner());
+        map.get(fingerprint).cloned().unwrap_or_default()
+    }
+
+    /// Records which alerts inhibit the alert `fingerprint`; an empty
+    /// list means nothing does any more.
+    pub fn set_inhibited(&self, fingerprint: &str, by: Vec<String>) {
+        let mut map = self.inhibited.write().unwrap_or_else(|p| p.into_inner());
+        if by.is_empty() {
+            map.remove(fingerprint);
+        } else {
+            map.insert(fingerprint.to_string(), by);
         }
     }
 
@@ -201,7 +236,7 @@ impl Dispatcher {
                 }
             }
         }
-        self.route(tracked, &reached);
+        self.route(tracked, &reached, Timing::Grouped);
     }
 
     fn release(&self, ids: &[i64]) {
@@ -213,10 +248,15 @@ impl Dispatcher {
     /// Routes alert transitions into the grouper (silenced ones are only
     /// counted).
     pub fn submit(&self, transitions: Vec<Tracked>) {
-        self.route(transitions, &HashMap::new());
+        self.route(transitions, &HashMap::new(), Timing::Grouped);
     }
 
-    fn route(&self, transitions: Vec<Tracked>, reached: &HashMap<i64, Vec<String>>) {
+    fn route(
+        &self,
+        transitions: Vec<Tracked>,
+        reached: &HashMap<i64, Vec<String>>,
+        timing: Timing,
+    ) {
         if transitions.is_empty() {
             return;
         }
@@ -264,7 +304,10 @@ impl Dispatcher {
                 groups.owed.insert(id, receivers.len());
             }
             for r in &receivers {
-                groups.grouper.submit_tracked(r, t.alert.clone(), now, id);
+                match timing {
+                    Timing::Grouped => groups.grouper.submit_tracked(r, t.alert.clone(), now, id),
+                    Timing::Released => groups.grouper.submit_released(r, t.alert.clone(), now),
+                }
             }
         }
         drop(groups);
@@ -345,7 +388,7 @@ impl Dispatcher {
                 alerts = free.len(),
                 "silence over: sending what it held back"
             );
-            self.route(free, &HashMap::new());
+            self.route(free, &HashMap::new(), Timing::Released);
         }
     }
 
@@ -575,6 +618,7 @@ mod tests {
             ends_at,
             comment: String::new(),
             created_by: String::new(),
+            updated_at: 0,
         };
         lock(&r.store).put_silence(&silence).expect("put silence");
     }
@@ -668,6 +712,59 @@ mod tests {
         r.submit(vec![again]);
         tick(&r, 1);
         assert_eq!(r.queued("ops"), vec![vec!["a"]]);
+    }
+
+    #[test]
+    fn a_released_alert_does_not_wait_for_its_groups_interval() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = run(dir.path());
+        // One group per rule: alice (silenced) shares it with bob.
+        let alert = |user: &str| {
+            let mut t = transition("a", &["ops"]);
+            t.alert.labels.insert("user_id".into(), user.into());
+            t.alert.fingerprint = format!("fp-{user}");
+            t
+        };
+        let silence = crate::store::Silence {
+            id: "s-alice".into(),
+            matchers: vec![crate::store::Matcher {
+                name: "user_id".into(),
+                value: "alice".into(),
+                is_regex: false,
+                is_equal: true,
+            }],
+            starts_at: unix(SystemTime::now()) - 60,
+            ends_at: unix(SystemTime::now()) + 3600,
+            comment: String::new(),
+            created_by: String::new(),
+            updated_at: 0,
+        };
+        lock(&r.store).put_silence(&silence).expect("put silence");
+        r.submit(vec![alert("alice"), alert("bob")]);
+        // Bob's group goes out now (as after group_wait).
+        r.dispatcher
+            .flush(SystemTime::now() + Duration::from_secs(30));
+        assert_eq!(r.notifications("ops").len(), 1);
+        lock(&r.store)
+            .put_silence(&crate::store::Silence {
+                ends_at: unix(SystemTime::now()) - 1,
+                ..silence
+            })
+            .expect("end silence");
+        let now = SystemTime::now();
+        r.dispatcher.release_unsilenced(now);
+        // group_interval is 5 min; alice goes out after group_wait (30 s).
+        r.dispatcher.flush(now + Duration::from_secs(29));
+        assert_eq!(r.notifications("ops").len(), 1, "group_wait first");
+        r.dispatcher.flush(now + Duration::from_secs(31));
+        let sent = r.notifications("ops");
+        assert_eq!(sent.len(), 2, "alice must not wait for group_interval");
+        let users: Vec<&str> = sent[1]
+            .alerts
+            .iter()
+            .map(|a| a.labels["user_id"].as_str())
+            .collect();
+        assert_eq!(users, ["alice", "bob"]);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Grouping (SPEC §6): alerts for the same receiver with the same values of
+//! Grouping: alerts for the same receiver with the same values of
 //! the `alerting.group_by` labels go out as one [`Notification`]. A pure
 //! state machine in the manner of Alertmanager's aggregation groups, with
 //! time passed in:
@@ -13,6 +13,10 @@
 //! - Every [`Grouper::submit_tracked`] is news: the alert state machine submits an
 //!   alert when it fires, when its rule's `repeat` comes round and when it
 //!   resolves, so repeats happen at the rule's pace, not the Grouper's.
+//! - An alert a silence held back, submitted when the silence ends
+//!   ([`Grouper::submit_released`]), is news nobody has heard: its group
+//!   goes out within `group_wait`, even if the group's last notification
+//!   was just now.
 //! - A receiver may ask to be re-sent its firing groups on a fixed period
 //!   ([`Grouper::resend_every`]): Alertmanager expects clients to re-post
 //!   firing alerts about every minute.
@@ -104,29 +108,44 @@ impl Grouper {
         now: SystemTime,
         id: Option<i64>,
     ) {
+        let (wait, interval) = (self.settings.group_wait, self.settings.group_interval);
+        let group = self.group_of(receiver, &alert);
+        group.pending.extend(id);
+        group.alerts.insert(alert.fingerprint.clone(), alert);
+        if group.due_at.is_none() {
+            group.due_at = Some(match group.last_sent {
+                None => now + wait,
+                Some(last) => (last + interval).max(now),
+            });
+        }
+    }
+
+    /// Adds `alert`, which a silence kept back until `now`, to its group
+    /// for `receiver`, and makes the group due within `group_wait`.
+    pub fn submit_released(&mut self, receiver: &str, alert: Alert, now: SystemTime) {
+        let wait = self.settings.group_wait;
+        let group = self.group_of(receiver, &alert);
+        group.alerts.insert(alert.fingerprint.clone(), alert);
+        let at = now + wait;
+        group.due_at = Some(group.due_at.map_or(at, |due| due.min(at)));
+    }
+
+    /// The group `alert` belongs to for `receiver`, created if new.
+    fn group_of(&mut self, receiver: &str, alert: &Alert) -> &mut Group {
         let labels = self
             .settings
             .group_by
             .iter()
             .filter_map(|l| Some((l.clone(), alert.labels.get(l)?.clone())))
             .collect();
-        let group = self
-            .groups
+        self.groups
             .entry((receiver.to_string(), labels))
             .or_insert_with(|| Group {
                 alerts: BTreeMap::new(),
                 due_at: None,
                 last_sent: None,
                 pending: Vec::new(),
-            });
-        group.pending.extend(id);
-        group.alerts.insert(alert.fingerprint.clone(), alert);
-        if group.due_at.is_none() {
-            group.due_at = Some(match group.last_sent {
-                None => now + self.settings.group_wait,
-                Some(last) => (last + self.settings.group_interval).max(now),
-            });
-        }
+            })
     }
 
     /// [`Grouper::due_tracked`] without the pending ids (tests).
@@ -337,6 +356,24 @@ mod tests {
         assert!(g.is_empty());
         g.submit("ops", alert("r", "Android", "dave", Firing), t(700));
         assert_eq!(g.next_due(), Some(t(730)));
+    }
+
+    #[test]
+    fn a_released_alert_waits_group_wait_not_group_interval() {
+        let mut g = Grouper::new(settings());
+        g.submit("ops", alert("r", "Android", "bob", Firing), t(0));
+        assert_eq!(g.due(t(30)).len(), 1);
+        // Alice's silence ends 10 s after bob's group went out.
+        g.submit_released("ops", alert("r", "Android", "alice", Firing), t(40));
+        assert_eq!(g.next_due(), Some(t(70)), "not t(330)");
+        let sent = g.due(t(70));
+        assert_eq!(users(&sent[0]), [("alice", Firing), ("bob", Firing)]);
+        // Ordinary news still waits for group_interval after that.
+        g.submit("ops", alert("r", "Android", "carol", Firing), t(80));
+        assert_eq!(g.next_due(), Some(t(370)));
+        // A release never postpones a group already due sooner.
+        g.submit_released("ops", alert("r", "Android", "dave", Firing), t(360));
+        assert_eq!(g.next_due(), Some(t(370)));
     }
 
     #[test]

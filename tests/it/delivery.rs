@@ -1,9 +1,11 @@
-//! Notifications through the whole daemon (SPEC §6-§8): callbacks posted
-//! over HTTP to an in-process daemon, alerts delivered to a real SMTP
-//! server and real HTTP servers; outages, restarts, chat-service errors,
-//! silences, the admin API's auth and `callwatch notify-test`.
+//! Notifications through the whole daemon: callbacks posted over HTTP to
+//! an in-process daemon, alerts delivered to a real SMTP server and real
+//! HTTP servers; outages, restarts, chat-service errors, silences, the
+//! admin API (auth, silences in Alertmanager's names, error bodies) and
+//! `callwatch notify-test`.
 
-mod harness;
+mod admin_api;
+pub(crate) mod harness;
 mod trace;
 
 use std::net::SocketAddr;

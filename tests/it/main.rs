@@ -3,6 +3,7 @@
 
 mod support;
 
+mod contrib;
 mod delivery;
 mod ingest;
 mod notify;

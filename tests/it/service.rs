@@ -2,6 +2,7 @@
 //! daemon on real sockets: SIGKILL at random points, hot reload, hostile
 //! input and sandbox escapes, admin API auth from another host, overload.
 
+mod admin_cli;
 mod crash;
 mod daemon;
 mod hostile;
