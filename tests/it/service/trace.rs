@@ -21,7 +21,7 @@ pub struct Callback {
 }
 
 impl Callback {
-    /// The SPEC §3 line for this callback (no `received_at`).
+    /// The recorded-callback line for this callback (no `received_at`).
     pub fn record(&self) -> Value {
         let query: serde_json::Map<String, Value> = form_urlencoded::parse(self.query.as_bytes())
             .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))

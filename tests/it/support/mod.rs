@@ -19,7 +19,7 @@ use callwatch::event::Event;
 use callwatch::ingest::decode::{self, Decoded};
 use callwatch::journal::{self, Record};
 
-/// The exact success body of SPEC §2.
+/// The exact success body of a callback acknowledgement.
 pub const OK_BODY: &str =
     r#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","ErrorMessage":"Success"}"#;
 
@@ -51,7 +51,7 @@ impl Reply {
             .unwrap_or_else(|e| panic!("reply is not JSON ({e}): {}", self.text))
     }
 
-    /// Asserts the exact SPEC §2 success reply.
+    /// Asserts the exact success reply.
     pub fn assert_ok(&self) {
         assert_eq!(
             (self.status, self.text.as_str()),
@@ -60,7 +60,7 @@ impl Reply {
         );
     }
 
-    /// Asserts a SPEC §2 failure reply with `status` whose message
+    /// Asserts a callback failure reply with `status` whose message
     /// mentions every one of `words`.
     pub fn assert_fail(&self, status: u16, words: &[&str]) {
         assert_eq!(self.status, status, "status of {}", self.text);
