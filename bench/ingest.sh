@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Ingest benchmark: callwatch (release, fsync=batch, journal on a real disk)
 # against a bare warp handler returning the same 200 body, both driven by
-# wrk with the same realistic trace from gen_trace.py in the same run.
+# wrk with the same realistic trace from `callwatch simulate` in the same run.
 #
 # Prints requests/s and p50/p99 at the maximum rate for both, then p50/p99
-# for callwatch paced at half its maximum rate. Needs python3 and wrk
+# for callwatch paced at half its maximum rate. Needs python3, curl and wrk
 # (`apt-get install -y wrk`). Results and how to read them: BENCHMARKS.md.
 #
 # Env knobs: CALLS (calls in the trace, ~5.8 callbacks each; default 35000
 # ≈ 200k callbacks), DURATION (default 5s), DELAY (ms per connection
 # between requests in the paced run, default 10), THREADS (default 2),
-# CONNECTIONS (default 64), FSYNC (state.fsync, default batch), GEN_TRACE (path of gen_trace.py),
+# CONNECTIONS (default 64), FSYNC (state.fsync, default batch),
 # BENCH_DIR (work dir, default a fresh one under target/; it must be on a
 # real disk, not tmpfs, or fsync costs nothing).
 set -euo pipefail
@@ -20,8 +20,6 @@ CALLS=${CALLS:-35000}
 DURATION=${DURATION:-5s}
 THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-64}
-GEN_TRACE=${GEN_TRACE:-../shared/tools/gen_trace.py}
-[ -f "$GEN_TRACE" ] || GEN_TRACE=/work/shared/tools/gen_trace.py
 # Free ports by default: other processes on a shared machine may hold fixed ones.
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 CW_PORT=${CW_PORT:-$(free_port)}
@@ -35,9 +33,10 @@ echo "work dir: $BENCH_DIR"
 
 cargo build --release --quiet --bin callwatch --example bare_warp
 
-# The trace: current event times, calls spread over a few minutes.
-python3 "$GEN_TRACE" --calls "$CALLS" --rate 500 --seed 11 --start "$(date +%s)" \
-  --out "$BENCH_DIR/trace.jsonl"
+# The trace: current event times, calls spread over a few minutes; the
+# legacy callback family, as the published numbers were measured with.
+target/release/callwatch simulate --family a --calls "$CALLS" --rate 500 --seed 11 \
+  --start "$(date +%s)" --out "$BENCH_DIR/trace.jsonl"
 python3 - "$BENCH_DIR/trace.jsonl" "$BENCH_DIR/trace.tsv" <<'EOF'
 import json, sys, urllib.parse
 with open(sys.argv[1]) as src, open(sys.argv[2], "w") as out:

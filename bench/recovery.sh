@@ -10,12 +10,13 @@ cd "$(dirname "$0")/.."
 N=${N:-1000000}
 RUNS=${RUNS:-3}
 BIN=${BIN:-target/release/callwatch}
-GEN=${GEN_TRACE:-/work/shared/tools/gen_trace.py}
 DIR=$(mktemp -d)
 trap 'kill "$PID" 2>/dev/null || true; rm -rf "$DIR"' EXIT
 PID=
 
-python3 "$GEN" --calls $((N / 5 + 1000)) --rate 500 --users 5000 --out "$DIR/trace.jsonl" 2>/dev/null
+[ -x "$BIN" ] || { echo "$BIN not found: cargo build --release (or set BIN)" >&2; exit 1; }
+"$BIN" simulate --family a --calls $((N / 5 + 1000)) --rate 500 --users 5000 \
+  --out "$DIR/trace.jsonl" 2>/dev/null
 mkdir -p "$DIR/data/journal"
 # The first N callbacks, moved so the newest arrived a second ago.
 python3 - "$DIR/trace.jsonl" "$DIR/data/journal/segment-0000000001.jsonl" "$N" <<'PY'

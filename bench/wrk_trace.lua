@@ -1,5 +1,5 @@
 -- wrk script for bench/ingest.sh: posts the callbacks of a converted
--- gen_trace.py trace (one "target<TAB>body" line each) round-robin.
+-- `callwatch simulate` trace (one "target<TAB>body" line each) round-robin.
 -- Thread k of n takes lines k, k+n, k+2n..., so no callback is sent twice
 -- until a thread wraps around its share (then dedup answers it).
 -- Env: TRACE_TSV (the converted trace), WRK_THREADS (= wrk -t),

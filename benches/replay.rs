@@ -1,7 +1,7 @@
 //! Rules and replay benchmarks (not tests; results go to BENCHMARKS.md).
 //!
 //! `cargo bench --bench replay -- throughput TRACE [RULES_DIR]`
-//!   Reads TRACE (SPEC §3 JSON Lines, e.g. from gen_trace.py) into memory,
+//!   Reads TRACE (recorded callbacks, e.g. from `callwatch simulate`) into memory,
 //!   then times, in the same process, a parse-only pass (read_records +
 //!   decode of every line: what replay does before any rule runs) and a
 //!   full replay through every rule of RULES_DIR (default `rules/`) with

@@ -1,5 +1,5 @@
-//! One-pass decoding of recorded callbacks (SPEC §3 lines: the journal,
-//! `replay` input) into events. Recovery and replay read millions of
+//! One-pass decoding of recorded callbacks (journal lines, `replay`
+//! input) into events. Recovery and replay read millions of
 //! lines, and parsing each into a `serde_json::Value` tree of ordered maps
 //! first was most of their time; here a line's members are read straight
 //! from the bytes, strings borrowed where they have no escapes, and fed to
@@ -29,7 +29,7 @@ pub struct DecodedLine {
 /// Why a line could not be decoded.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LineError {
-    /// Not a SPEC §3 record (bad JSON, missing `body`...).
+    /// Not a recorded-callback line (bad JSON, missing `body`...).
     #[error("{0}")]
     Record(String),
     /// A record whose callback does not decode.
@@ -67,7 +67,7 @@ pub(crate) fn decode_body(
     body: &[u8],
     received_at_ms: i64,
 ) -> Option<Result<Decoded, DecodeError>> {
-    // Family B names itself in the query (SPEC §2 B): its body would only
+    // Family B names itself in the query (`CallbackCommand`): its body would only
     // be parsed twice here.
     if decode::query_param(query, &["CallbackCommand"]).is_some() {
         return None;
@@ -309,7 +309,7 @@ mod tests {
     #[test]
     fn agrees_with_the_general_path() {
         let lines = [
-            // A gen_trace line.
+            // A generated line.
             r#"{"received_at":1767225600236,"query":{"sdkappid":"1400000001","command":"caller_start_call","contenttype":"json","clientip":"10.219.189.18","optplatform":"iOS"},"body":{"UserId":"u0139","RoomId":101235946,"TotalNum":2,"MediaType":"audio","CallType":"single","CallId":"83bc9478dd6ac7b8-00000002","Role":"caller","Event":"start_call","CallResult":"","EventTime":1767225600}}"#,
             // Escapes, unknown and repeated fields, nested extras, odd numbers.
             r#"{"query":{"SDKAppID":14,"COMMAND":"Callee_Call_End"},"body":{"UserId":"a\"b","UserId":12,"x":{"y":[1,2]},"x":3,"Score":1.5e0,"Big":18446744073709551615,"EventTime":"1767225600000","CallType":2,"z":null}}"#,

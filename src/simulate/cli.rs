@@ -33,7 +33,7 @@ pub struct SimulateArgs {
     #[arg(long, default_value = "mixed", value_name = "a|b|mixed")]
     pub family: String,
     /// Inject a problem, e.g. `offline:user=u0042:from=600:to=1500` (repeatable; see docs/simulate.md)
-    #[arg(long, value_name = "SPEC")]
+    #[arg(long, value_name = "ANOMALY")]
     pub anomaly: Vec<String>,
     /// Probability that a callback is delivered again, as Tencent retries
     #[arg(long, default_value_t = 0.0, value_name = "P")]

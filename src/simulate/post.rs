@@ -96,7 +96,10 @@ pub async fn post_trace(opts: &SimOptions, post: &PostOptions) -> Result<PostRep
         client = client.no_proxy();
     }
     let client = client.build().map_err(|e| format!("HTTP client: {e}"))?;
-    let limit = Arc::new(Semaphore::new(post.concurrency.max(1)));
+    // Bounded both ways: at least one request, and far below what a
+    // semaphore can count.
+    let in_flight = post.concurrency.clamp(1, 4096);
+    let limit = Arc::new(Semaphore::new(in_flight));
     let report = Arc::new(Mutex::new(PostReport::default()));
     let token: Option<Arc<str>> = post.token.as_deref().map(Arc::from);
 
@@ -149,7 +152,7 @@ pub async fn post_trace(opts: &SimOptions, post: &PostOptions) -> Result<PostRep
     }
     // Every permit back: every request answered.
     let _all = limit
-        .acquire_many(post.concurrency.max(1) as u32)
+        .acquire_many(in_flight as u32)
         .await
         .map_err(|e| e.to_string())?;
     let mut out = report.lock().map(|r| r.clone()).unwrap_or_default();

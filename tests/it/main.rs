@@ -13,3 +13,4 @@ mod quiet;
 mod rules;
 mod service;
 mod shutdown;
+mod simulate;

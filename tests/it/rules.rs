@@ -86,7 +86,7 @@ fn assert_fires_then_resolves(lines: &[Line]) {
 
 #[test]
 fn missed_call_streak_fires_for_the_offline_user() {
-    // gen_trace.py's `offline` sends 15 % of calls to u0007, who answers
+    // The generator's `offline` sends 15 % of calls to u0007, who answers
     // none of the one-to-one ones from 300 s to 1200 s. It still answers
     // group calls, which breaks the streak once: the golden file has two
     // firing/resolved pairs, both for u0007.
@@ -206,7 +206,7 @@ fn no_example_rule_fires_on_clean_traffic() {
     let callbacks = data.split(|b| *b == b'\n').filter(|l| !l.is_empty());
     let last = callbacks.clone().next_back().expect("non-empty trace");
     assert!(callbacks.count() >= 20_000);
-    // gen_trace.py ends a trace with long calls finishing and no new call,
+    // A generated trace ends with long calls finishing and no new call,
     // which is a real flatline; make.sh cuts the fixture at its last
     // start_call so the trace is clean to its end.
     let last: serde_json::Value = serde_json::from_slice(last).expect("json");

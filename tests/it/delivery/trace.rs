@@ -2,9 +2,12 @@
 //! events out of windows they are too old for, so a recorded trace is
 //! shifted until its newest callback happened a moment ago.
 //!
-//! `offline_u0001.jsonl` is the first 42 s (241 callbacks) of
-//! `gen_trace.py --calls 60 --rate 2 --users 4 --start 1767225600
-//! --anomaly offline:user=u0001:from=0:to=20`: u0001 ignores the calls of
+//! `offline_u0001.jsonl` is the first 42 s (241 callbacks) of a trace of
+//! 60 calls at 2/s among 4 users from 1767225600, made by the Python
+//! generator `callwatch simulate` replaced, with u0001 offline from 0 to
+//! 20 s (today: `callwatch simulate --family a --calls 60 --rate 2
+//! --users 4 --anomaly offline:user=u0001:from=0:to=20` is the same kind
+//! of traffic, not the same bytes): u0001 ignores the calls of
 //! its first 20 s, which ring out ~30 s later as `not_answer_call`s, so
 //! `missed_call_streak` fires for u0001 at 40 s; u0001 answering call
 //! [`RESOLVING_CALL`] at 41 s resolves it.

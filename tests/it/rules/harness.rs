@@ -15,7 +15,7 @@ use callwatch::config::Config;
 use callwatch::replay::{replay, replay_on, ReplaySummary};
 use callwatch::rules::Rule;
 
-/// gen_trace.py's default `--start`: anomaly offsets count from here.
+/// The generator's default `--start`: anomaly offsets count from here.
 pub const START: i64 = 1_767_225_600;
 
 pub fn repo() -> PathBuf {

@@ -1,10 +1,10 @@
 //! The recorded trace fixture (`trace.jsonl`), shifted to the present so a
 //! live daemon treats it as current traffic.
 //!
-//! The fixture is the first 45 s of
-//! `gen_trace.py --calls 2000 --rate 10 --users 20 --start 1767225600
-//!  --anomaly offline:user=u0007:from=0:to=5 --anomaly fail:from=8:to=16:p=0.8`
-//! (lines with `received_at` ≤ start + 45 s): 1536 callbacks in which
+//! The fixture is the first 45 s (lines with `received_at` ≤ start + 45 s)
+//! of a trace of 2000 calls at 10/s among 20 users from 1767225600, made
+//! by the Python generator `callwatch simulate` replaced, with the
+//! anomalies `offline:user=u0007:from=0:to=5` and `fail:from=8:to=16:p=0.8`: 1536 callbacks in which
 //! `call_failure_spike` fires and resolves and `missed_call_streak` fires
 //! and resolves for u0007, driven by event order only (no `for`, no
 //! window expiry within 45 s), so a live run and `replay` agree.
@@ -21,7 +21,7 @@ pub struct Callback {
 }
 
 impl Callback {
-    /// The SPEC §3 line for this callback (no `received_at`).
+    /// The recorded-callback line for this callback (no `received_at`).
     pub fn record(&self) -> Value {
         let query: serde_json::Map<String, Value> = form_urlencoded::parse(self.query.as_bytes())
             .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))

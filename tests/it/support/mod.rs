@@ -251,7 +251,8 @@ pub fn decode_record(r: &Record) -> Decoded {
         .unwrap_or_else(|e| panic!("journaled record does not decode: {e}: {r:?}"))
 }
 
-/// The committed trace (`gen_trace.py --calls 100 --seed 7`), with every
+/// The committed trace (100 calls, seed 7, from the Python generator
+/// `callwatch simulate` replaced), with every
 /// time shifted so that the first callback arrives `secs_ago` seconds ago:
 /// live posts need current event times.
 pub fn fixture_trace(secs_ago: i64) -> Vec<Record> {
