@@ -21,6 +21,7 @@
 //! - [`notify`]: receivers (log, email, webhook, chat services,
 //!   Alertmanager), grouping and the durable outbox.
 //! - [`app`]: wiring, startup recovery and ordered shutdown.
+//! - [`startup`]: logging setup, the startup summary, start-up errors.
 
 pub mod alert;
 pub mod api;
@@ -36,5 +37,6 @@ pub mod notify;
 pub mod reload;
 pub mod replay;
 pub mod rules;
+pub mod startup;
 pub mod store;
 pub mod window;

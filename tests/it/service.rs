@@ -5,10 +5,12 @@
 mod admin_cli;
 mod crash;
 mod daemon;
+mod exit_codes;
 mod hostile;
 mod netns;
 mod overload;
 mod reload;
 mod sandbox;
 mod sink;
+mod startup_log;
 mod trace;
