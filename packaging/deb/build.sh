@@ -99,7 +99,7 @@ Version: $version
 Architecture: $arch
 Maintainer: callwatch maintainers <callwatch@localhost>
 Installed-Size: $size
-Depends: adduser, libc6
+Depends: adduser, libc6, libgcc-s1
 Section: net
 Priority: optional
 Description: rule-based alerting for Tencent RTC call callbacks
