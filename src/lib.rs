@@ -15,6 +15,7 @@
 //! - [`store`]: SQLite store for the outbox, silences and persisted state.
 //! - [`reload`]: hot reload of config and rules, all-or-nothing.
 //! - [`replay`]: offline evaluation of recorded callbacks in event time.
+//! - [`simulate`]: realistic callback traffic with injected anomalies.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`api`]: health, readiness, metrics and admin endpoints.
 //! - [`client`]: `callwatch alerts` and `callwatch silence`, clients of the admin API.
@@ -37,6 +38,7 @@ pub mod notify;
 pub mod reload;
 pub mod replay;
 pub mod rules;
+pub mod simulate;
 pub mod startup;
 pub mod store;
 pub mod window;

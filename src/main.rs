@@ -55,6 +55,10 @@ enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Write realistic TUICallKit callback traffic as recorded callbacks
+    /// (one JSON line each), with injected anomalies, or post it to a
+    /// running callwatch. A summary goes to stderr.
+    Simulate(callwatch::simulate::cli::SimulateArgs),
     /// Send a clearly marked test notification through one receiver and
     /// report the outcome.
     NotifyTest {
@@ -247,6 +251,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
             .map_err(|e| Failure::Runtime(e.into())),
         Command::Alerts { api, json } => Ok(callwatch::client::alerts(&api, json)?),
         Command::Silence { command } => Ok(callwatch::client::silence(&command)?),
+        Command::Simulate(args) => {
+            use callwatch::simulate::cli::{run, SimulateError};
+            run(args).map_err(|e| match e {
+                SimulateError::User(m) => Failure::User(m),
+                SimulateError::Runtime(e) => Failure::Runtime(e),
+            })
+        }
         Command::NotifyTest { config, receiver } => {
             let config = Config::load(config.as_deref())?;
             init_logging(&config.log);

@@ -275,3 +275,22 @@ fn usage_help_completions_and_man() {
     assert!(o.stdout.contains(".TH callwatch 1"), "{}", o.stdout);
     assert!(o.stdout.contains("notify\\-test"), "man lists subcommands");
 }
+
+#[test]
+fn simulate_exit_codes() {
+    let home = Home::new(&[] as &[(&str, &str)], "");
+    let o = run(
+        &home,
+        &["simulate", "--calls", "5", "--start", "1767225600"],
+    );
+    expect(&o, 0, &[], "simulate of five calls");
+    assert!(o.stdout.lines().count() >= 5, "{}", o.stdout);
+    let o = run(&home, &["simulate", "--family", "z"]);
+    expect(&o, 1, &["z"], "simulate with an unknown family");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full");
+    let o = run_in(home.path(), &["simulate", "--calls", "50"], Some(full));
+    expect(&o, 2, &[], "simulate into a full disk");
+}
