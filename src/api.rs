@@ -21,6 +21,9 @@ use crate::notify::dispatch::Dispatcher;
 use crate::notify::silence;
 use crate::store::Store;
 
+/// `/readyz` detail after the store was created fresh over a journal.
+const STORE_RECREATED: &str = "store was missing and created empty over an existing journal: silences and alert states were lost; see the log";
+
 /// Health, readiness and metrics routes.
 pub fn ops_routes(
     ready: Arc<AtomicBool>,
@@ -29,14 +32,21 @@ pub fn ops_routes(
     let healthz = warp::path!("healthz").and(warp::get()).map(|| {
         warp::reply::Reply::into_response(warp::reply::json(&serde_json::json!({"status": "ok"})))
     });
+    let ready_metrics = metrics.clone();
     let readyz = warp::path!("readyz").and(warp::get()).map(move || {
         let (status, text) = if ready.load(Ordering::Acquire) {
             (StatusCode::OK, "ready")
         } else {
             (StatusCode::SERVICE_UNAVAILABLE, "recovering")
         };
+        let mut body = serde_json::json!({"status": text});
+        // Still ready (callbacks are safe), but state was lost: say so
+        // where load balancers and operators look.
+        if ready_metrics.faults.store_recreated.get() > 0 {
+            body["detail"] = STORE_RECREATED.into();
+        }
         warp::reply::Reply::into_response(warp::reply::with_status(
-            warp::reply::json(&serde_json::json!({"status": text})),
+            warp::reply::json(&body),
             status,
         ))
     });
@@ -52,8 +62,9 @@ pub fn ops_routes(
 
 /// What the admin API reads and changes.
 pub struct Admin {
-    /// `server.admin_token`; empty serves loopback clients only.
-    pub token: String,
+    /// `server.admin_token` as in force (a reload changes it); empty
+    /// serves loopback clients only.
+    pub token: Arc<RwLock<String>>,
     pub store: Arc<Mutex<Store>>,
     pub snapshot: Arc<RwLock<Snapshot>>,
     pub reloader: Arc<crate::app::Reloader>,
@@ -155,10 +166,12 @@ pub fn admin_routes(
     admin: Arc<Admin>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
     let token = admin.token.clone();
-    let auth = warp::addr::remote()
+    let auth = crate::server::remote()
         .and(warp::header::optional::<String>("authorization"))
         .and_then(move |peer: Option<SocketAddr>, header: Option<String>| {
-            let r = authorize(&token, peer, header.as_deref());
+            let current = token.read().unwrap_or_else(|p| p.into_inner());
+            let r = authorize(&current, peer, header.as_deref());
+            drop(current);
             async move { r.map_err(|(status, msg)| warp::reject::custom(Refused(status, msg))) }
         })
         .untuple_one();

@@ -3,6 +3,8 @@
 //! everything down in order (stop accepting, drain in-flight requests with
 //! a timeout, drain the engine queue, flush the journal).
 
+mod unsaved;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -50,8 +52,9 @@ pub struct Daemon {
     notify_stop: watch::Sender<bool>,
     prune_stop: oneshot::Sender<()>,
     prune_task: JoinHandle<()>,
-    /// Tells the engine to take no more callbacks and drain its queue.
-    close_engine: oneshot::Sender<()>,
+    /// Tells the engine to take no more callbacks and drain its queue
+    /// until the deadline given.
+    close_engine: oneshot::Sender<Instant>,
     dispatcher_task: JoinHandle<()>,
     outbox_task: JoinHandle<()>,
     engine: std::thread::JoinHandle<()>,
@@ -123,20 +126,27 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         engine_tx,
     ));
 
+    let store_existed = crate::store::exists(&config.state.dir);
     let store = Arc::new(Mutex::new(
         Store::open(&config.state.dir).context("opening the store in state.dir")?,
     ));
+    if !store_existed {
+        unsaved::warn_if_store_recreated(&config.state.dir, &metrics);
+    }
     let receivers = Arc::new(
         Receivers::from_config(&config)
             .map_err(|e| SetupError(format!("building receivers: {e}")))?,
     );
-    let outbox = Arc::new(Outbox::new(
-        store.clone(),
-        receivers.clone(),
-        metrics.clone(),
-        config.alerting.give_up_after,
-        config.alerting.max_retry_interval,
-    ));
+    let outbox = Arc::new(
+        Outbox::new(
+            store.clone(),
+            receivers.clone(),
+            metrics.clone(),
+            config.alerting.give_up_after,
+            config.alerting.max_retry_interval,
+        )
+        .with_max_queued(config.alerting.max_queued_per_receiver),
+    );
     let dispatcher = Arc::new(Dispatcher::new(
         &config,
         &receivers,
@@ -164,7 +174,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         dispatcher.clone(),
     ));
     let admin = Arc::new(Admin {
-        token: config.server.admin_token.clone(),
+        token: reloader.admin_token(),
         store: store.clone(),
         snapshot: snapshot.clone(),
         reloader: reloader.clone(),
@@ -187,19 +197,20 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         .with_context(|| format!("binding server.listen {addr}"))?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(
-        warp::serve(routes)
-            .incoming(listener)
-            .graceful(async move {
-                let _ = stopped.await;
-            })
-            .run(),
-    );
+    let server = tokio::spawn(crate::server::serve(
+        listener,
+        routes,
+        crate::server::Limits::from(&config.server),
+        metrics.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
 
     let (prune_stop, prune_stopped) = oneshot::channel::<()>();
-    let (close_engine, engine_closed) = oneshot::channel::<()>();
+    let (close_engine, engine_closed) = oneshot::channel::<Instant>();
     let (engine, prune_task) = {
-        let engine = Engine::new(rules, EngineSettings::from(&config));
+        let engine = Engine::new(rules, EngineSettings::live(&config));
         let retention = retention_ms(engine.max_window_secs(), &config);
         // The server already answers (/readyz 503, /callback 503) while
         // the journal is read back. The engine thread starts first and
@@ -373,6 +384,14 @@ fn publish_stats(
             .late_events
             .get_or_create(&labels)
             .inc_by(stats.late_events - before.late_events);
+        metrics
+            .rule_keys_refused
+            .get_or_create(&labels)
+            .inc_by(stats.keys_refused.saturating_sub(before.keys_refused));
+        metrics
+            .rule_suspensions
+            .get_or_create(&labels)
+            .inc_by(stats.suspensions.saturating_sub(before.suspensions));
         metrics.rule_keys.get_or_create(&labels).set(keys as i64);
         *before = stats;
     }
@@ -416,8 +435,9 @@ struct EngineTask {
     /// batches as the journal is read; closed when reading is done.
     history: std::sync::mpsc::Receiver<Vec<Event>>,
     rx: mpsc::Receiver<Accepted>,
-    /// Shutdown: close the queue (new callbacks get a 503), drain it, stop.
-    close: oneshot::Receiver<()>,
+    /// Shutdown: close the queue (new callbacks get a 503), drain it
+    /// until the deadline, stop.
+    close: oneshot::Receiver<Instant>,
     ctl: mpsc::Receiver<EngineCmd>,
     store: Arc<Mutex<Store>>,
     metrics: Arc<Metrics>,
@@ -467,6 +487,9 @@ fn run_engine(task: EngineTask) {
     // pending in the store until their notifications are in the outbox,
     // so a crash at any point neither loses a notification nor (since the
     // store knows the alert is firing) repeats one.
+    // A failed save keeps everything for the next try (see `unsaved`).
+    let unsaved = std::cell::RefCell::new(unsaved::Unsaved::new(KEYS_SPACE));
+    let save_metrics = metrics.clone();
     let persist = |engine: &mut Engine, out: Vec<Transition>| -> Vec<Tracked> {
         let changes: Vec<(String, Option<String>)> = engine
             .take_dirty()
@@ -476,19 +499,9 @@ fn run_engine(task: EngineTask) {
                 Persist::Delete(id) => (id, None),
             })
             .collect();
-        let bodies: Vec<String> = out
-            .iter()
-            .map(|t| serde_json::to_string(t).unwrap_or_default())
-            .collect();
-        let store = store.lock().unwrap_or_else(|p| p.into_inner());
-        let ids = match store.apply_kv_pending(KEYS_SPACE, &changes, &bodies) {
-            Ok(ids) => ids.into_iter().map(Some).collect(),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot persist alert states");
-                vec![None; out.len()]
-            }
-        };
-        ids.into_iter().zip(out).collect()
+        unsaved
+            .borrow_mut()
+            .save(&store, &save_metrics, changes, out)
     };
     let restored_count = restored.len();
     for r in restored {
@@ -519,12 +532,23 @@ fn run_engine(task: EngineTask) {
         let mut last_publish = Instant::now();
         let mut close = std::pin::pin!(close);
         let mut closing = false;
+        let mut deadline = None;
         let mut ctl_open = true;
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 msg = rx.recv() => match msg {
+                    // Past the shutdown deadline the rest stays in the
+                    // journal, which the next start reads back into the
+                    // windows.
+                    Some(_) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                        tracing::warn!(
+                            left = rx.len() + 1,
+                            "shutdown_timeout reached: queued callbacks will be evaluated from the journal at the next start"
+                        );
+                        break;
+                    }
                     Some(accepted) => {
                         metrics.queue_depth.dec();
                         let now = now_secs();
@@ -548,8 +572,9 @@ fn run_engine(task: EngineTask) {
                 // Connections warp gave up on at shutdown may still hold a
                 // sender, so the queue is closed explicitly rather than by
                 // waiting for every sender to drop.
-                _ = &mut close, if !closing => {
+                d = &mut close, if !closing => {
                     closing = true;
+                    deadline = d.ok();
                     rx.close();
                 }
                 cmd = ctl.recv(), if ctl_open => match cmd {
@@ -610,18 +635,28 @@ impl Daemon {
         }
         let _ = stop.send(());
         let _ = prune_stop.send(());
-        let timeout = config.server.shutdown_timeout;
+        // The whole stop fits in server.shutdown_timeout (the value now
+        // in force, reloads included): half of it for requests in
+        // progress, the engine until 80 %, notifications until 95 %.
+        let timeout = reloader
+            .shutdown_timeout()
+            .unwrap_or(config.server.shutdown_timeout);
+        let started = Instant::now();
+        let by = |share: f64| started + timeout.mul_f64(share);
         let mut server = server;
-        if tokio::time::timeout(timeout, &mut server).await.is_err() {
+        if tokio::time::timeout_at(by(0.5).into(), &mut server)
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 ?timeout,
                 "in-flight requests did not finish in time; closing them"
             );
             server.abort();
         }
-        // Callbacks already acknowledged are in the queue; the engine
-        // processes them all before it stops.
-        let _ = close_engine.send(());
+        // Callbacks already acknowledged are in the queue and the
+        // journal; the engine works through the queue until its deadline.
+        let _ = close_engine.send(by(0.8));
         drop(ingest);
         drop(reloader);
         let joined = tokio::task::spawn_blocking(move || engine.join()).await;
@@ -630,9 +665,18 @@ impl Daemon {
         }
         // Groups still waiting go to the outbox (persisted), then the
         // delivery workers stop; what is queued is sent on the next start.
+        // Pending transitions and the outbox are in the store, so cutting
+        // delivery short loses nothing: it resumes at the next start.
         let _ = notify_stop.send(true);
-        let _ = dispatcher_task.await;
-        let _ = outbox_task.await;
+        for mut task in [dispatcher_task, outbox_task] {
+            if tokio::time::timeout_at(by(0.95).into(), &mut task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("notifications still in progress at shutdown_timeout; resumed at the next start");
+                task.abort();
+            }
+        }
         let _ = prune_task.await;
         journal.flush().await.context("flushing journal")?;
         match Arc::try_unwrap(journal) {

@@ -113,13 +113,23 @@ pub struct ServerConfig {
     /// Bearer token for `/api/*`; empty serves loopback clients only.
     #[serde(deserialize_with = "lenient_string")]
     pub admin_token: String,
-    /// How long shutdown waits for in-flight requests.
+    /// How long shutdown may take in all: in-flight requests, then the
+    /// engine queue, then notifications; what is left is recovered at the
+    /// next start.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
     /// Accepted callbacks waiting for the rule engine; when full, `/callback` answers 503.
     pub queue_capacity: usize,
     /// Peers allowed to post callbacks (CIDRs); empty allows any.
     pub callback_allow: Vec<crate::ingest::allow::AllowNet>,
+    /// Open connections served at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this long of its first byte.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in progress is closed after this long.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -135,6 +145,9 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(10),
             queue_capacity: 65_536,
             callback_allow: Vec::new(),
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -171,6 +184,14 @@ pub struct RulesConfig {
     pub max_map_size: usize,
     /// Events kept per window and key; the oldest are dropped beyond it.
     pub max_events_per_key: usize,
+    /// Keys a rule tracks at most unless its `RULE.max_keys` says otherwise.
+    pub max_keys_per_rule: usize,
+    /// Share of the engine thread's time one rule may take over
+    /// `cpu_budget_window` before it is suspended; 0 disables the check.
+    pub cpu_budget: f64,
+    /// The window over which `cpu_budget` is measured.
+    #[serde(with = "humantime_serde")]
+    pub cpu_budget_window: Duration,
 }
 
 impl Default for RulesConfig {
@@ -185,6 +206,9 @@ impl Default for RulesConfig {
             max_array_size: 10_000,
             max_map_size: 10_000,
             max_events_per_key: 10_000,
+            max_keys_per_rule: 100_000,
+            cpu_budget: 0.5,
+            cpu_budget_window: Duration::from_secs(10),
         }
     }
 }
@@ -238,10 +262,14 @@ pub struct AlertingConfig {
     /// Stop retrying a notification after this long.
     #[serde(with = "humantime_serde")]
     pub give_up_after: Duration,
-    /// Longest wait between two attempts of a failing notification (the
-    /// backoff doubles from 1 s up to this; a `Retry-After` may ask more).
+    /// Longest wait between two attempts of a failing notification: the
+    /// backoff doubles from 1 s up to this, and a service's `Retry-After`
+    /// is honoured up to this too (never past the give-up time).
     #[serde(with = "humantime_serde")]
     pub max_retry_interval: Duration,
+    /// Notifications kept queued per receiver at most; past it the oldest
+    /// is dropped (logged and counted as `outcome="dropped"`).
+    pub max_queued_per_receiver: usize,
     /// Receivers for alerts no rule `notify` or route claims.
     pub default_receivers: Vec<String>,
 }
@@ -255,6 +283,7 @@ impl Default for AlertingConfig {
             group_interval: Duration::from_secs(300),
             give_up_after: Duration::from_secs(24 * 3600),
             max_retry_interval: Duration::from_secs(300),
+            max_queued_per_receiver: 10_000,
             default_receivers: vec!["log".into()],
         }
     }
@@ -596,9 +625,16 @@ impl Config {
                 "must be greater than 0",
             ));
         }
+        if self.alerting.max_queued_per_receiver == 0 {
+            return Err(invalid(
+                "alerting.max_queued_per_receiver",
+                "must be greater than 0",
+            ));
+        }
         if self.rules.tick.is_zero() {
             return Err(invalid("rules.tick", "must be greater than 0"));
         }
+        self.validate_limits()?;
         let mut seen_apps = std::collections::HashSet::new();
         for (i, app) in self.apps.iter().enumerate() {
             if !seen_apps.insert(app.sdkappid) {
@@ -643,6 +679,33 @@ impl Config {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Connection, key and CPU limits: each positive (the CPU budget a
+    /// share of one thread, 0 meaning off).
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let (s, r) = (&self.server, &self.rules);
+        for (key, zero) in [
+            ("server.max_connections", s.max_connections == 0),
+            (
+                "server.header_read_timeout",
+                s.header_read_timeout.is_zero(),
+            ),
+            ("server.idle_timeout", s.idle_timeout.is_zero()),
+            ("rules.max_keys_per_rule", r.max_keys_per_rule == 0),
+            ("rules.cpu_budget_window", r.cpu_budget_window.is_zero()),
+        ] {
+            if zero {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if !(0.0..=1.0).contains(&r.cpu_budget) {
+            return Err(invalid(
+                "rules.cpu_budget",
+                "must be a share between 0 (off) and 1 (the whole engine thread)",
+            ));
         }
         Ok(())
     }

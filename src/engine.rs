@@ -10,6 +10,8 @@ use std::sync::Arc;
 use hashbrown::hash_map::EntryRef;
 
 use crate::alert::{Alert, AlertStatus, Condition, Policy, Tracker};
+use crate::budget::{CpuBudget, CpuMeter};
+use crate::builtin::{BuiltinAlerts, Raise, RULE_KEYS_LIMIT, RULE_SUSPENDED};
 use crate::event::Event;
 use crate::rules::{CheckCtx, CheckOutcome, Key, KeyBuf, KeyView, Rule};
 use crate::window::Window;
@@ -27,6 +29,10 @@ pub struct RuleStats {
     pub evaluations: u64,
     pub errors: u64,
     pub late_events: u64,
+    /// New keys not tracked because the rule was at its `max_keys`.
+    pub keys_refused: u64,
+    /// Times the rule was suspended for exceeding its CPU budget.
+    pub suspensions: u64,
     pub last_error: Option<String>,
     /// Seconds per `check` call since the last [`Engine::take_durations`]
     /// (bounded; only for the duration histogram, never for decisions).
@@ -71,6 +77,22 @@ struct RuleSlot {
     /// Keys whose alert phase or `w.state` changed since the last
     /// [`Engine::take_dirty`].
     dirty: KeySet,
+    /// `RULE.max_keys`, else `rules.max_keys_per_rule`.
+    max_keys: usize,
+    /// `keys_refused` at the last tick, to tell whether keys are still
+    /// being refused.
+    refused_at_tick: u64,
+    /// Why the rule is suspended (it then takes no events and runs no
+    /// checks until a reload brings an edited version).
+    suspended: Option<String>,
+    cpu: CpuMeter,
+}
+
+/// How much one key and one rule may hold.
+#[derive(Clone, Copy)]
+struct KeyLimits {
+    events: usize,
+    keys: usize,
 }
 
 impl KeyState {
@@ -112,7 +134,7 @@ impl RuleSlot {
         key: &mut KeyBuf,
         event: &Arc<Event>,
         now: i64,
-        max_events: usize,
+        limits: KeyLimits,
     ) -> Option<&'k mut KeyState> {
         match rule.accepts(event) {
             Ok(true) => {}
@@ -132,10 +154,16 @@ impl RuleSlot {
         }
         rule.key_into(event, key);
         // One hash, and an allocation only for a key not seen before.
+        let at_limit = keys.len() >= limits.keys;
         let ks = match keys.entry_ref(key.as_bytes()) {
             EntryRef::Occupied(o) => o.into_mut(),
+            // Past the limit a new key costs nothing but a count.
+            EntryRef::Vacant(_) if at_limit => {
+                stats.keys_refused += 1;
+                return None;
+            }
             EntryRef::Vacant(v) => {
-                v.insert_with_key(key.to_key(), Box::new(KeyState::new(width, max_events)))
+                v.insert_with_key(key.to_key(), Box::new(KeyState::new(width, limits.events)))
             }
         };
         ks.window.push(event.clone());
@@ -152,6 +180,7 @@ impl RuleSlot {
             keys,
             stats,
             dirty,
+            ..
         } = self;
         for (key, ks) in keys.iter_mut() {
             let expired = ks.window.expire(now);
@@ -168,12 +197,76 @@ impl RuleSlot {
     fn new(rule: Arc<Rule>, settings: &EngineSettings) -> RuleSlot {
         RuleSlot {
             policy: policy_of(&rule, settings),
+            max_keys: rule.spec().max_keys.unwrap_or(settings.max_keys_per_rule),
             rule,
             keys: KeyMap::default(),
             stats: RuleStats::default(),
             dirty: KeySet::default(),
+            refused_at_tick: 0,
+            suspended: None,
+            cpu: CpuMeter::default(),
         }
     }
+
+    /// Charges `spent` engine time to the rule; past its budget the rule is
+    /// suspended (logged once, counted) and the built-in alert raised.
+    fn charge(
+        &mut self,
+        spent: std::time::Duration,
+        budget: &CpuBudget,
+        builtin: &mut BuiltinAlerts,
+        now: i64,
+    ) -> Option<Transition> {
+        let share = self.cpu.charge(spent, std::time::Instant::now(), budget)?;
+        let name = self.rule.name();
+        let reason = format!(
+            "used {:.0} % of the engine's time within {} (budget {:.0} %)",
+            share * 100.0,
+            humantime::format_duration(budget.window),
+            budget.share * 100.0
+        );
+        tracing::error!(rule = %name, "rule {reason}: suspended until a reload brings an edited version");
+        self.stats.suspensions += 1;
+        let raise = Raise {
+            severity: "critical",
+            summary: format!("rule {name} suspended: it {reason}"),
+            value: serde_json::Number::from_f64((share * 100.0).round() / 100.0)
+                .map_or(serde_json::Value::Null, serde_json::Value::Number),
+        };
+        self.suspended = Some(reason);
+        builtin.raise(RULE_SUSPENDED, &self.rule, raise, now)
+    }
+
+    /// At a tick: the key-limit alert fires while keys are refused and
+    /// resolves once none was refused since the last tick and the rule
+    /// is under its limit (no alert flapping while a flood goes on).
+    fn check_key_limit(&mut self, builtin: &mut BuiltinAlerts, now: i64) -> Option<Transition> {
+        let refusing = self.stats.keys_refused != self.refused_at_tick;
+        self.refused_at_tick = self.stats.keys_refused;
+        let name = self.rule.name();
+        let firing = builtin.is_firing(RULE_KEYS_LIMIT, name);
+        if refusing && !firing {
+            return key_limit_alert(self, builtin, now);
+        }
+        if firing && !refusing && self.keys.len() < self.max_keys {
+            return builtin.resolve(RULE_KEYS_LIMIT, name, now);
+        }
+        None
+    }
+}
+
+/// Raises the key-limit alert of `slot`'s rule (if not firing yet).
+fn key_limit_alert(slot: &RuleSlot, builtin: &mut BuiltinAlerts, now: i64) -> Option<Transition> {
+    let name = slot.rule.name();
+    let raise = Raise {
+        severity: "warning",
+        summary: format!(
+            "rule {name} tracks its limit of {} keys; new keys are not tracked",
+            slot.max_keys
+        ),
+        value: serde_json::Value::from(slot.max_keys),
+    };
+    builtin.raise(RULE_KEYS_LIMIT, &slot.rule, raise, now)
 }
 
 /// The durable part of one key: its alert state and `w.state`, what a
@@ -211,6 +304,10 @@ pub struct RuleInfo {
     pub errors: u64,
     pub late_events: u64,
     pub last_error: Option<String>,
+    pub max_keys: usize,
+    pub keys_refused: u64,
+    /// Why the rule is suspended, while it is.
+    pub suspended: Option<String>,
 }
 
 /// A point-in-time view of the engine for the admin API.
@@ -238,6 +335,7 @@ fn spec_json(rule: &Rule, policy: &Policy) -> serde_json::Value {
         "labels": spec.labels,
         "notify": spec.notify,
         "resolve": spec.resolve,
+        "max_keys": spec.max_keys,
     })
 }
 
@@ -249,14 +347,68 @@ pub struct EngineSettings {
     /// Event times further ahead than this are treated as now.
     pub max_clock_skew_secs: i64,
     pub max_events_per_key: usize,
+    /// Keys a rule tracks unless its `RULE.max_keys` says otherwise.
+    pub max_keys_per_rule: usize,
+    /// `None`: rules are never suspended for their CPU use (the default,
+    /// since measuring it reads the clock; see [`EngineSettings::live`]).
+    pub cpu_budget: Option<CpuBudget>,
+}
+
+impl Default for EngineSettings {
+    fn default() -> EngineSettings {
+        EngineSettings::from(&crate::config::Config::default())
+    }
 }
 
 impl From<&crate::config::Config> for EngineSettings {
+    /// Deterministic settings (replay, rule tests): no CPU budget.
     fn from(config: &crate::config::Config) -> EngineSettings {
         EngineSettings {
             repeat_secs: config.alerting.repeat.as_secs() as i64,
             max_clock_skew_secs: config.server.max_clock_skew.as_secs() as i64,
             max_events_per_key: config.rules.max_events_per_key,
+            max_keys_per_rule: config.rules.max_keys_per_rule,
+            cpu_budget: None,
+        }
+    }
+}
+
+impl EngineSettings {
+    /// The daemon's settings: as [`From`], with the CPU budget.
+    pub fn live(config: &crate::config::Config) -> EngineSettings {
+        EngineSettings {
+            cpu_budget: CpuBudget::from_config(&config.rules),
+            ..EngineSettings::from(config)
+        }
+    }
+
+    /// Evaluates a rule's keys (all, or for a tick those due), charging
+    /// the time to its CPU budget. False for a suspended rule, which
+    /// runs nothing.
+    fn evaluate_slot(
+        &self,
+        slot: &mut RuleSlot,
+        builtin: &mut BuiltinAlerts,
+        now: i64,
+        tick_only: bool,
+        out: &mut Vec<Transition>,
+    ) -> bool {
+        if slot.suspended.is_some() {
+            return false;
+        }
+        let started = self.cpu_budget.map(|_| std::time::Instant::now());
+        slot.evaluate_keys(now, tick_only, out);
+        if let (Some(budget), Some(started)) = (&self.cpu_budget, started) {
+            let spent = started.elapsed();
+            out.extend(slot.charge(spent, budget, builtin, now));
+        }
+        true
+    }
+
+    fn key_limits(&self, slot: &RuleSlot) -> KeyLimits {
+        KeyLimits {
+            events: self.max_events_per_key,
+            keys: slot.max_keys,
         }
     }
 }
@@ -268,6 +420,7 @@ pub struct Engine {
     future_events: u64,
     /// The key of the event being routed, reused for every event and rule.
     key: KeyBuf,
+    builtin: BuiltinAlerts,
 }
 
 impl Transition {
@@ -306,6 +459,7 @@ impl Engine {
             settings,
             future_events: 0,
             key: KeyBuf::default(),
+            builtin: BuiltinAlerts::default(),
         }
     }
 
@@ -368,6 +522,9 @@ impl Engine {
                 errors: s.stats.errors,
                 late_events: s.stats.late_events,
                 last_error: s.stats.last_error.clone(),
+                max_keys: s.max_keys,
+                keys_refused: s.stats.keys_refused,
+                suspended: s.suspended.clone(),
             })
             .collect();
         Snapshot {
@@ -390,6 +547,7 @@ impl Engine {
                 }
             }
         }
+        out.extend(self.builtin.transitions(now));
         out
     }
 
@@ -400,6 +558,7 @@ impl Engine {
             .iter()
             .flat_map(|s| s.keys.values())
             .filter_map(|k| k.tracker.as_ref()?.current().cloned())
+            .chain(self.builtin.alerts().cloned())
             .collect();
         out.sort_by(|a, b| (&a.rule, &a.fingerprint).cmp(&(&b.rule, &b.fingerprint)));
         out
@@ -434,25 +593,44 @@ impl Engine {
             event
         };
         let mut out = Vec::new();
-        let max_events = self.settings.max_events_per_key;
+        // One clock read per rule: each rule is charged the time since
+        // the previous read.
+        let mut mark = self.settings.cpu_budget.map(|_| std::time::Instant::now());
         for slot in &mut self.slots {
+            if slot.suspended.is_some() {
+                continue;
+            }
+            let limits = self.settings.key_limits(slot);
             let RuleSlot {
                 rule,
                 policy,
                 keys,
                 stats,
                 dirty,
+                ..
             } = slot;
             let key = &mut self.key;
-            let Some(ks) = RuleSlot::admit(rule, stats, keys, key, event, now, max_events) else {
-                continue;
-            };
-            ks.window.expire(now);
-            if evaluate {
-                let key = key.view(&rule.spec().group_by);
-                if let Some(t) = evaluate_key(rule, policy, stats, dirty, key, ks, now) {
-                    out.push(t);
+            let refused = stats.keys_refused;
+            match RuleSlot::admit(rule, stats, keys, key, event, now, limits) {
+                Some(ks) => {
+                    ks.window.expire(now);
+                    if evaluate {
+                        let key = key.view(&rule.spec().group_by);
+                        if let Some(t) = evaluate_key(rule, policy, stats, dirty, key, ks, now) {
+                            out.push(t);
+                        }
+                    }
                 }
+                None if stats.keys_refused != refused => {
+                    out.extend(key_limit_alert(slot, &mut self.builtin, now));
+                }
+                None => {}
+            }
+            if let (Some(budget), Some(mark)) = (&self.settings.cpu_budget, mark.as_mut()) {
+                let t = std::time::Instant::now();
+                let spent = t.saturating_duration_since(*mark);
+                *mark = t;
+                out.extend(slot.charge(spent, budget, &mut self.builtin, now));
             }
         }
         out
@@ -553,6 +731,7 @@ impl Engine {
                             }
                         }
                         slot.stats = p.stats;
+                        slot.refused_at_tick = slot.stats.keys_refused;
                     }
                     fresh.push(self.slots.len());
                     self.slots.push(slot);
@@ -571,9 +750,9 @@ impl Engine {
                 }
             }
         }
-        let max_events = self.settings.max_events_per_key;
         for &i in &fresh {
             let slot = &mut self.slots[i];
+            let limits = self.settings.key_limits(slot);
             for e in history {
                 let event = Arc::new(e.clone());
                 RuleSlot::admit(
@@ -583,11 +762,21 @@ impl Engine {
                     &mut self.key,
                     &event,
                     now,
-                    max_events,
+                    limits,
                 );
             }
             slot.evaluate_keys(now, false, &mut out);
         }
+        // An edited rule runs again; a removed one raises nothing.
+        let slots = &self.slots;
+        let suspended = |name: &str| {
+            slots
+                .iter()
+                .any(|s| s.rule.name() == name && s.suspended.is_some())
+        };
+        let present = |name: &str| slots.iter().any(|s| s.rule.name() == name);
+        out.extend(self.builtin.resolve_unless(RULE_SUSPENDED, suspended, now));
+        out.extend(self.builtin.resolve_unless(RULE_KEYS_LIMIT, present, now));
         out
     }
 
@@ -608,7 +797,8 @@ impl Engine {
     pub fn evaluate_all(&mut self, now: i64) -> Vec<Transition> {
         let mut out = Vec::new();
         for slot in &mut self.slots {
-            slot.evaluate_keys(now, false, &mut out);
+            self.settings
+                .evaluate_slot(slot, &mut self.builtin, now, false, &mut out);
         }
         out
     }
@@ -618,10 +808,17 @@ impl Engine {
     pub fn on_tick(&mut self, now: i64) -> Vec<Transition> {
         let mut out = Vec::new();
         for slot in &mut self.slots {
-            slot.evaluate_keys(now, true, &mut out);
+            if !self
+                .settings
+                .evaluate_slot(slot, &mut self.builtin, now, true, &mut out)
+            {
+                continue;
+            }
             slot.keys
                 .retain(|_, ks| !(ks.window.is_empty() && !ks.is_active() && !ks.has_state()));
+            out.extend(slot.check_key_limit(&mut self.builtin, now));
         }
+        out.extend(self.builtin.repeats(self.settings.repeat_secs, now));
         // Deterministic order for replay output.
         out.sort_by(|a, b| {
             (&a.alert.rule, &a.alert.fingerprint).cmp(&(&b.alert.rule, &b.alert.fingerprint))
@@ -735,6 +932,7 @@ mod tests {
                 repeat_secs: 3600,
                 max_clock_skew_secs: 60,
                 max_events_per_key: 100,
+                ..EngineSettings::default()
             },
         )
     }

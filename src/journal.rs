@@ -1,26 +1,35 @@
-//! The journal: every accepted callback, appended as one SPEC §3 JSON line
-//! to segment files under `state.dir/journal/` before its 200 is sent.
+//! The journal: every accepted callback, appended as one recorded-callback
+//! JSON line (docs/recording.md) to segment files under
+//! `state.dir/journal/` before its 200 is sent.
 //! One writer thread owns the files; it batches whatever requests are
 //! waiting into one write and (with `fsync = "batch"`) one fsync, so
 //! throughput survives durability (group commit). Segments rotate by size
 //! and are pruned by age. Reading segments back (recovery, `replay`) also
 //! lives here; decoding records into events does not.
+//!
+//! A write that fails (a full disk, an I/O error, a failed fsync) is cut
+//! back to the segment's last complete record before anything else is
+//! written, so a later record is never glued to a fragment; the callbacks
+//! of the failed batch are refused.
+
+mod tail;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::FsyncPolicy;
+use crate::lograte::LogRate;
 use crate::metrics::Metrics;
 
-/// One recorded callback (SPEC §3), exactly as it came in.
+/// One recorded callback (docs/recording.md), exactly as it came in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,6 +100,10 @@ struct Writer {
     file: File,
     next_seq: u64,
     metrics: Arc<Metrics>,
+    /// Set when a failed write could be neither cut back nor left behind
+    /// for a new segment: nothing is written until one of them works.
+    broken: bool,
+    log_rate: LogRate,
 }
 
 /// The journal directory under a state dir.
@@ -129,24 +142,36 @@ fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("segment-{seq:010}.jsonl"))
 }
 
-/// The newest `received_at` in a segment, read from its last complete line.
-fn last_received_at(path: &Path) -> i64 {
-    let read = || -> io::Result<i64> {
-        let mut f = File::open(path)?;
-        let len = f.metadata()?.len();
-        let start = len.saturating_sub(256 * 1024);
-        f.seek(SeekFrom::Start(start))?;
-        let mut buf = Vec::new();
-        f.read_to_end(&mut buf)?;
-        let max = buf
-            .split(|b| *b == b'\n')
-            .filter_map(|l| serde_json::from_slice::<Record>(l).ok())
-            .filter_map(|r| r.received_at)
-            .max()
-            .unwrap_or(0);
-        Ok(max)
+/// The newest `received_at` in a closed segment, from its last readable
+/// record however much unreadable tail follows it (which is reported), or
+/// the file's modification time if it holds no readable record: never 0,
+/// which would make housekeeping delete the segment at once.
+fn segment_age(path: &Path, metrics: &Metrics) -> i64 {
+    let modified = || -> i64 {
+        fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(i64::MAX, |d| d.as_millis() as i64)
     };
-    read().unwrap_or(0)
+    match tail::scan(path) {
+        Ok(t) => {
+            if let Some(d) = t.damage {
+                metrics.faults.journal_damaged_tails.inc();
+                tracing::warn!(
+                    path = %path.display(),
+                    offset = d.offset,
+                    bytes = d.bytes,
+                    "journal segment ends in unreadable bytes (torn write or power cut); they were never acknowledged and are skipped"
+                );
+            }
+            t.newest_received_at.unwrap_or_else(modified)
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot read the end of a journal segment; dating it by its modification time");
+            modified()
+        }
+    }
 }
 
 fn sync_dir(dir: &Path) {
@@ -206,29 +231,35 @@ impl Writer {
 
     /// Writes one batch of appends and acknowledges them per the policy.
     fn write_batch(&mut self, batch: Vec<(Vec<u8>, i64, oneshot::Sender<io::Result<()>>)>) {
+        if self.broken && !self.repair() {
+            let n = batch.len() as u64;
+            for (_, _, ack) in batch {
+                let _ = ack.send(Err(io::Error::other(
+                    "journal segment could not be cut back after a failed write",
+                )));
+            }
+            self.metrics.faults.journal_write_failures.inc_by(n);
+            return;
+        }
         let mut buf = Vec::with_capacity(batch.iter().map(|(l, _, _)| l.len() + 1).sum());
         let mut acks = Vec::with_capacity(batch.len());
+        let mut newest = 0;
         for (line, received_at, ack) in batch {
             if self.policy == FsyncPolicy::Always {
                 // One fsync per record: the slow, maximally strict mode.
                 let mut one = line;
                 one.push(b'\n');
-                let r = self.write_buf(&one).and_then(|_| self.sync());
-                self.note_written(one.len(), received_at, 1);
+                let r = self.write_durably(&one, received_at, 1);
                 let _ = ack.send(r);
                 continue;
             }
             buf.extend_from_slice(&line);
             buf.push(b'\n');
-            self.current.max_received_at = self.current.max_received_at.max(received_at);
+            newest = newest.max(received_at);
             acks.push(ack);
         }
         if !acks.is_empty() {
-            let mut r = self.write_buf(&buf);
-            if r.is_ok() && self.policy == FsyncPolicy::Batch {
-                r = self.sync();
-            }
-            self.note_written(buf.len(), 0, acks.len() as u64);
+            let r = self.write_durably(&buf, newest, acks.len() as u64);
             for ack in acks {
                 let _ = ack.send(match &r {
                     Ok(()) => Ok(()),
@@ -239,6 +270,76 @@ impl Writer {
         if let Err(e) = self.rotate_if_full() {
             tracing::error!(error = %e, "journal segment rotation failed");
         }
+    }
+
+    /// Writes `buf` (`records` whole lines) and, unless the policy is
+    /// `never`, fsyncs it. On failure the segment is cut back to where it
+    /// was, so that the next write starts on a line boundary.
+    fn write_durably(&mut self, buf: &[u8], newest: i64, records: u64) -> io::Result<()> {
+        let good = self.current.bytes;
+        let mut r = self.write_buf(buf);
+        if r.is_ok() && self.policy != FsyncPolicy::Never {
+            r = self.sync();
+        }
+        match r {
+            Ok(()) => {
+                self.note_written(buf.len(), newest, records);
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.faults.journal_write_failures.inc_by(records);
+                if let Some(held_back) = self.log_rate.check_now(&format!("write {}", e.kind())) {
+                    tracing::error!(
+                        path = %self.current.path.display(),
+                        error = %e,
+                        records,
+                        similar_since_last_log = held_back,
+                        "journal write failed; its callbacks are refused with 503"
+                    );
+                }
+                self.cut_back(good);
+                Err(e)
+            }
+        }
+    }
+
+    /// Cuts the current segment back to `good` bytes after a failed or
+    /// short write (or fsync, after which what reached the disk is
+    /// unknown). If that fails the segment is closed as it is (its torn
+    /// tail is skipped on reading) and a new one begins; if that fails
+    /// too, the writer refuses everything until one of them works.
+    fn cut_back(&mut self, good: u64) {
+        let cut = self.file.set_len(good).and_then(|_| self.file.sync_all());
+        match cut {
+            Ok(()) => {
+                self.metrics.faults.journal_cut_backs.inc();
+                self.broken = false;
+            }
+            Err(e) => {
+                tracing::error!(path = %self.current.path.display(), error = %e, "cannot cut a journal segment back after a failed write; starting a new one");
+                match Self::open_segment(&self.dir, self.next_seq) {
+                    Ok((seg, file)) => {
+                        self.next_seq += 1;
+                        let old = std::mem::replace(&mut self.current, seg);
+                        self.closed.push(old);
+                        self.file = file;
+                        self.broken = false;
+                        self.update_gauges();
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start a new journal segment either; refusing callbacks until the disk recovers");
+                        self.broken = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Retries [`Writer::cut_back`] after it failed; true once writing
+    /// may resume.
+    fn repair(&mut self) -> bool {
+        self.cut_back(self.current.bytes);
+        !self.broken
     }
 
     fn write_buf(&mut self, buf: &[u8]) -> io::Result<()> {
@@ -336,7 +437,7 @@ impl Journal {
             .into_iter()
             .map(|path| Segment {
                 bytes: fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
-                max_received_at: last_received_at(&path),
+                max_received_at: segment_age(&path, &metrics),
                 path,
             })
             .collect();
@@ -350,6 +451,8 @@ impl Journal {
             file,
             next_seq: next_seq + 1,
             metrics,
+            broken: false,
+            log_rate: LogRate::new(Duration::from_secs(10)),
         };
         writer.update_gauges();
         let (tx, rx) = mpsc::channel(16 * 1024);
@@ -373,7 +476,7 @@ impl Journal {
             .await
     }
 
-    /// Appends a ready-made journal line (one SPEC §3 record, no newline).
+    /// Appends a ready-made journal line (one recorded callback, no newline).
     pub async fn append_line(&self, line: Vec<u8>, received_at: i64) -> Result<(), JournalError> {
         let (ack, done) = oneshot::channel();
         self.tx
@@ -442,7 +545,7 @@ pub fn each_line<R: BufRead, E: From<io::Error>>(
     }
 }
 
-/// A line of only whitespace: skipped by every reader of SPEC §3 lines
+/// A line of only whitespace: skipped by every reader of recorded callbacks
 /// (it still counts for the line numbers of the lines after it).
 fn is_blank(line: &[u8]) -> bool {
     line.iter().all(u8::is_ascii_whitespace)

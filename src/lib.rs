@@ -12,12 +12,16 @@
 //! - [`rules`]: the Rhai engine, rule loading and validation, the `w` API (pure).
 //! - [`engine`]: windows per rule and key, check scheduling, alert states (pure).
 //! - [`alert`]: the alert object and its state machine (pure).
+//! - [`builtin`]: alerts the engine raises about rules themselves (pure).
+//! - [`budget`]: the per-rule CPU budget that suspends a runaway rule.
 //! - [`store`]: SQLite store for the outbox, silences and persisted state.
 //! - [`reload`]: hot reload of config and rules, all-or-nothing.
 //! - [`replay`]: offline evaluation of recorded callbacks in event time.
 //! - [`simulate`]: realistic callback traffic with injected anomalies.
 //! - [`metrics`]: the Prometheus registry.
+//! - [`lograte`]: one log line per interval for repeated errors.
 //! - [`api`]: health, readiness, metrics and admin endpoints.
+//! - [`server`]: the HTTP accept loop: connection cap, header and idle timeouts.
 //! - [`client`]: `callwatch alerts` and `callwatch silence`, clients of the admin API.
 //! - [`notify`]: receivers (log, email, webhook, chat services,
 //!   Alertmanager), grouping and the durable outbox.
@@ -27,17 +31,21 @@
 pub mod alert;
 pub mod api;
 pub mod app;
+pub mod budget;
+pub mod builtin;
 pub mod client;
 pub mod config;
 pub mod engine;
 pub mod event;
 pub mod ingest;
 pub mod journal;
+pub mod lograte;
 pub mod metrics;
 pub mod notify;
 pub mod reload;
 pub mod replay;
 pub mod rules;
+pub mod server;
 pub mod simulate;
 pub mod startup;
 pub mod store;

@@ -1,6 +1,8 @@
-//! Prometheus metrics: one registry with every family callwatch exports
-//! (SPEC §8), shared by the components that update them. Label sets are
-//! bounded: unknown commands are counted under `command="other"`.
+//! Prometheus metrics: one registry with every family callwatch exports,
+//! shared by the components that update them. Label sets are bounded:
+//! unknown commands are counted under `command="other"`.
+
+mod faults;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -8,6 +10,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+pub use faults::FaultMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallbackLabels {
@@ -60,6 +64,12 @@ pub struct Metrics {
     pub notifications: Family<ReceiverLabels, Counter>,
     pub outbox_size: Gauge,
     pub script_output: Family<ReasonLabels, Counter>,
+    pub faults: FaultMetrics,
+    pub rule_keys_refused: Family<RuleLabels, Counter>,
+    pub rule_suspensions: Family<RuleLabels, Counter>,
+    pub connections_open: Gauge,
+    pub connections_refused: Counter,
+    pub connections_timed_out: Counter,
 }
 
 fn eval_histogram() -> Histogram {
@@ -192,8 +202,44 @@ impl Metrics {
             "print/debug calls from rules",
             script_output.clone(),
         );
+        let faults = FaultMetrics::register(&mut registry);
+        let rule_keys_refused = Family::<RuleLabels, Counter>::default();
+        registry.register(
+            "rule_keys_refused",
+            "New keys not tracked because the rule was at its max_keys",
+            rule_keys_refused.clone(),
+        );
+        let rule_suspensions = Family::<RuleLabels, Counter>::default();
+        registry.register(
+            "rule_suspensions",
+            "Rules suspended for exceeding their CPU budget",
+            rule_suspensions.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "HTTP connections being served",
+            connections_open.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections refused because server.max_connections were open",
+            connections_refused.clone(),
+        );
+        let connections_timed_out = Counter::default();
+        registry.register(
+            "connections_timed_out",
+            "Connections closed by header_read_timeout or idle_timeout",
+            connections_timed_out.clone(),
+        );
         Metrics {
             registry,
+            rule_keys_refused,
+            rule_suspensions,
+            connections_open,
+            connections_refused,
+            connections_timed_out,
             callbacks,
             dedup_hits,
             events,
@@ -214,6 +260,7 @@ impl Metrics {
             notifications,
             outbox_size,
             script_output,
+            faults,
         }
     }
 

@@ -4,7 +4,8 @@
 //! reload decision and report, not the engine-side swap (`Engine::reload`).
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -35,6 +36,56 @@ pub struct Reloader {
     ctl: mpsc::Sender<EngineCmd>,
     ingest: Arc<Ingest>,
     dispatcher: Arc<Dispatcher>,
+    /// `server.admin_token` as the admin API checks it.
+    admin_token: Arc<RwLock<String>>,
+}
+
+/// Config keys a reload applies at once (with everything under them).
+/// A change to any other key is refused: it needs a restart.
+pub const LIVE_KEYS: &[&str] = &[
+    "server.admin_token",
+    "server.max_body_bytes",
+    "server.shutdown_timeout",
+    "apps",
+    "routes",
+    "alerting.default_receivers",
+];
+
+/// Dotted paths of the config keys whose values differ between `old` and
+/// `new` and that a reload cannot apply.
+pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
+    fn diff(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        use serde_json::Value::{Null, Object};
+        match (a, b) {
+            (Object(x), Object(y)) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let sub = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    diff(
+                        &sub,
+                        x.get(k).unwrap_or(&Null),
+                        y.get(k).unwrap_or(&Null),
+                        out,
+                    );
+                }
+            }
+            _ if a != b => out.push(path.to_string()),
+            _ => {}
+        }
+    }
+    let value = |c: &Config| serde_json::to_value(c).unwrap_or_default();
+    let mut changed = Vec::new();
+    diff("", &value(old), &value(new), &mut changed);
+    changed.retain(|k| {
+        !LIVE_KEYS
+            .iter()
+            .any(|live| k == live || k.starts_with(&format!("{live}.")))
+    });
+    changed
 }
 
 /// What a successful reload did.
@@ -45,8 +96,9 @@ pub struct ReloadReport {
     pub changed: Vec<String>,
     /// Rules removed (their alerts resolved).
     pub removed: Vec<String>,
-    /// Settings that only take effect after a restart.
-    pub warnings: Vec<String>,
+    /// The config keys a reload applies; changing any other is refused
+    /// with "restart required: KEY".
+    pub live_keys: Vec<String>,
 }
 
 fn digests(rules: &[Arc<Rule>]) -> Vec<(String, String)> {
@@ -70,7 +122,22 @@ impl Reloader {
             ctl,
             ingest,
             dispatcher,
+            admin_token: Arc::new(RwLock::new(config.server.admin_token.clone())),
         }
+    }
+
+    /// `server.admin_token` as in force now; a reload changes it.
+    pub fn admin_token(&self) -> Arc<RwLock<String>> {
+        self.admin_token.clone()
+    }
+
+    /// `server.shutdown_timeout` in force (`None` while a reload holds
+    /// the config).
+    pub fn shutdown_timeout(&self) -> Option<Duration> {
+        self.current
+            .try_lock()
+            .ok()
+            .map(|c| c.server.shutdown_timeout)
     }
 
     /// Re-reads config and rules and swaps them in; on any error the old
@@ -81,9 +148,6 @@ impl Reloader {
         match &result {
             Ok((config, report)) => {
                 tracing::info!(rules = report.rules.len(), changed = ?report.changed, removed = ?report.removed, "reloaded");
-                for w in &report.warnings {
-                    tracing::warn!("{w}");
-                }
                 *current = config.clone();
             }
             Err(errors) => {
@@ -102,44 +166,30 @@ impl Reloader {
                 Config::load(path.as_deref()).map_err(|e| vec![e.to_string()])?
             }
         };
-        let rules = load_rules(&config)?;
-        Receivers::from_config(&config).map_err(|e| vec![e.to_string()])?;
-        let mut warnings = Vec::new();
-        let restart_only = [
-            ("server.listen", old.server.listen != config.server.listen),
-            (
-                "server.callback_path",
-                old.server.callback_path != config.server.callback_path,
-            ),
-            (
-                "state",
-                serde_json::to_value(&old.state).ok() != serde_json::to_value(&config.state).ok(),
-            ),
-            (
-                "receivers",
-                serde_json::to_value(&old.receivers).ok()
-                    != serde_json::to_value(&config.receivers).ok(),
-            ),
-            (
-                "smtp",
-                serde_json::to_value(&old.smtp).ok() != serde_json::to_value(&config.smtp).ok(),
-            ),
-            (
-                "alerting grouping",
-                old.alerting.group_by != config.alerting.group_by
-                    || old.alerting.group_wait != config.alerting.group_wait
-                    || old.alerting.group_interval != config.alerting.group_interval,
-            ),
-            (
-                "log",
-                serde_json::to_value(&old.log).ok() != serde_json::to_value(&config.log).ok(),
-            ),
-        ];
-        for (what, changed) in restart_only {
-            if changed {
-                warnings.push(format!("{what} changed: takes effect after a restart"));
+        // A key the running daemon cannot apply is refused rather than
+        // reported applied while the old value stays in force.
+        let mut errors: Vec<String> = restart_required(old, &config)
+            .into_iter()
+            .map(|k| {
+                format!(
+                    "restart required: {k} (a reload applies only {})",
+                    LIVE_KEYS.join(", ")
+                )
+            })
+            .collect();
+        let rules = match load_rules(&config) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                errors.extend(e);
+                None
             }
+        };
+        if let Err(e) = Receivers::from_config(&config) {
+            errors.push(e.to_string());
         }
+        let Some(rules) = rules.filter(|_| errors.is_empty()) else {
+            return Err(errors);
+        };
         let state_dir = old.state.dir.clone();
         let max_window = rules
             .iter()
@@ -167,6 +217,10 @@ impl Reloader {
             .map_err(|_| vec!["the engine stopped during reload".to_string()])?;
         self.ingest.set_settings(ingest_settings(&config));
         self.dispatcher.set_config(&config);
+        match self.admin_token.write() {
+            Ok(mut t) => t.clone_from(&config.server.admin_token),
+            Err(p) => p.into_inner().clone_from(&config.server.admin_token),
+        }
         let report = ReloadReport {
             rules: new_digests.iter().map(|(n, _)| n.clone()).collect(),
             changed: new_digests
@@ -179,7 +233,7 @@ impl Reloader {
                 .filter(|(n, _)| !new_digests.iter().any(|(m, _)| m == n))
                 .map(|(n, _)| n.clone())
                 .collect(),
-            warnings,
+            live_keys: LIVE_KEYS.iter().map(|k| k.to_string()).collect(),
         };
         Ok((config, report))
     }
@@ -230,5 +284,27 @@ pub(crate) async fn watch_rules(dir: PathBuf, reloader: Arc<Reloader>) {
             tracing::info!(dir = %dir.display(), "rule files changed: reloading");
             let _ = reloader.reload().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_live_keys_may_change_without_a_restart() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.server.admin_token = "rotated".into();
+        new.server.shutdown_timeout = Duration::from_secs(3);
+        new.alerting.default_receivers = vec![];
+        assert!(restart_required(&old, &new).is_empty());
+        new.server.queue_capacity = 8;
+        new.rules.tick = Duration::from_secs(1);
+        new.receivers.push(new.receivers[0].clone());
+        assert_eq!(
+            restart_required(&old, &new),
+            vec!["receivers", "rules.tick", "server.queue_capacity"]
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! `callwatch replay`: feeds recorded callbacks (SPEC §3) through the rules
+//! `callwatch replay`: feeds recorded callbacks (journal lines) through the rules
 //! offline, in event time, and prints one JSON line per alert transition.
 //! Engine time is the newest event time seen and ticks happen every
 //! `rules.tick` of event time, so the same input gives the same bytes.
@@ -206,10 +206,14 @@ impl Worker {
             self.now = Some(n);
             self.step += 1;
             let by_rule = self.engine.on_shared_event(event, n, true);
-            out.extend(by_rule.into_iter().map(|tr| Placed {
-                step: self.step,
-                rule_index: self.rule_index[self.engine.rule_position(&tr.alert.rule)],
-                transition: tr,
+            out.extend(by_rule.into_iter().map(|tr| {
+                Placed {
+                    step: self.step,
+                    rule_index: self.rule_index[self
+                        .engine
+                        .rule_position(crate::builtin::source_rule(&tr.alert))],
+                    transition: tr,
+                }
             }));
         }
         out

@@ -98,10 +98,21 @@ pub struct Store {
     conn: Connection,
 }
 
+/// The store's file under a state dir.
+fn db_path(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join("callwatch.db")
+}
+
+/// Whether a store file exists under `state_dir` (before opening it,
+/// which creates one).
+pub fn exists(state_dir: &Path) -> bool {
+    db_path(state_dir).exists()
+}
+
 impl Store {
     /// Opens (creating if needed) the store under `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
-        let conn = Connection::open(state_dir.join("callwatch.db")).map_err(sql("open"))?;
+        let conn = Connection::open(db_path(state_dir)).map_err(sql("open"))?;
         Self::init(conn)
     }
 
@@ -293,6 +304,76 @@ impl Store {
         Ok(())
     }
 
+    /// Removes and returns the notifications of `receiver` created before
+    /// `cutoff_ms` (past `alerting.give_up_after`), whenever their next
+    /// attempt was planned.
+    pub fn take_expired(
+        &self,
+        receiver: &str,
+        cutoff_ms: i64,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        self.take_where(
+            "receiver = ?1 AND created_at < ?2 ORDER BY id",
+            params![receiver, cutoff_ms],
+            "give up",
+        )
+    }
+
+    /// Removes and returns the oldest notifications of `receiver` beyond
+    /// the newest `keep`.
+    pub fn take_oldest_beyond(
+        &self,
+        receiver: &str,
+        keep: usize,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        self.take_where(
+            "receiver = ?1 AND id NOT IN
+               (SELECT id FROM outbox WHERE receiver = ?1 ORDER BY id DESC LIMIT ?2)
+             ORDER BY id",
+            params![receiver, keep as i64],
+            "trim outbox",
+        )
+    }
+
+    fn take_where(
+        &self,
+        condition: &str,
+        args: &[&dyn rusqlite::ToSql],
+        op: &'static str,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let tx = self.conn.unchecked_transaction().map_err(sql("begin"))?;
+        let items: Vec<OutboxItem> = {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT id, receiver, payload, created_at, next_attempt_at, attempts, last_error
+                     FROM outbox WHERE {condition}"
+                ))
+                .map_err(sql(op))?;
+            let rows: Vec<OutboxItem> = stmt
+                .query_map(args, |r| {
+                    Ok(OutboxItem {
+                        id: r.get(0)?,
+                        receiver: r.get(1)?,
+                        payload: r.get(2)?,
+                        created_at: r.get(3)?,
+                        next_attempt_at: r.get(4)?,
+                        attempts: r.get(5)?,
+                        last_error: r.get(6)?,
+                    })
+                })
+                .map_err(sql(op))?
+                .collect::<Result<_, _>>()
+                .map_err(sql(op))?;
+            rows
+        };
+        for item in &items {
+            tx.execute("DELETE FROM outbox WHERE id = ?1", params![item.id])
+                .map_err(sql(op))?;
+        }
+        tx.commit().map_err(sql("commit"))?;
+        Ok(items)
+    }
+
     /// Notifications waiting, all receivers.
     pub fn outbox_len(&self) -> Result<usize, StoreError> {
         self.conn
@@ -465,6 +546,26 @@ mod tests {
         assert_eq!(s.next_due("ops").expect("next"), Some(5000));
         s.remove(id).expect("remove");
         assert_eq!(s.outbox_len().expect("len"), 1);
+    }
+
+    #[test]
+    fn expired_and_excess_notifications_are_taken_out() {
+        let s = Store::in_memory().expect("open");
+        for t in 0..5 {
+            s.enqueue("ops", &format!("{t}"), t * 1000)
+                .expect("enqueue");
+        }
+        s.enqueue("mail", "m", 0).expect("enqueue");
+        let old = s.take_expired("ops", 2000).expect("expire");
+        assert_eq!(
+            old.iter().map(|i| i.payload.as_str()).collect::<Vec<_>>(),
+            ["0", "1"]
+        );
+        let excess = s.take_oldest_beyond("ops", 2).expect("trim");
+        assert_eq!(excess.len(), 1);
+        assert_eq!(excess[0].payload, "2");
+        assert_eq!(s.due("ops", i64::MAX, 10).expect("due").len(), 2);
+        assert_eq!(s.outbox_len().expect("len"), 3, "mail untouched");
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The front door: `POST /callback` (path configurable). Runs the checks
-//! in order (peer 403, size 413, app 403, sign 401, body 400; see
-//! docs/callbacks.md), deduplicates
-//! Tencent's retries, makes the callback durable in the journal and only
-//! then answers 200 and hands the decoded events to the rule engine.
+//! of docs/callbacks.md in order (peer 403, size 413, app 403, sign 401,
+//! body 400), deduplicates Tencent's retries, makes the callback durable
+//! in the journal and only then answers 200 and hands the decoded events
+//! to the rule engine.
 //!
 //! # Layout
 //! - [`decode`]: callback families → [`Event`]s (pure).
@@ -43,7 +43,7 @@ pub struct Accepted {
     pub events: Vec<Event>,
 }
 
-/// The success body both Tencent parsers read, byte for byte.
+/// The success body both Tencent parsers read (docs/callbacks.md), byte for byte.
 pub const SUCCESS_BODY: &str =
     r#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","ErrorMessage":"Success"}"#;
 
@@ -163,7 +163,7 @@ fn journal_line(received_at: i64, query: &Query, raw: &[u8]) -> Vec<u8> {
     line
 }
 
-/// The identity Tencent keeps across retries of one delivery.
+/// The identity Tencent keeps across retries of one delivery (docs/callbacks.md).
 fn identity(d: &Decoded, sdkappid: u64) -> (u64, &str, Vec<(&str, &str, i64)>) {
     let parts = d
         .events
@@ -258,7 +258,8 @@ impl Ingest {
             .and(warp::post())
             .and(warp::query::raw().or(warp::any().map(String::new)).unify())
             .and(warp::header::optional::<u64>("content-length"))
-            .and(warp::addr::remote())
+            // The TCP peer (warp's `addr::remote` is empty under this server).
+            .and(crate::server::remote())
             .and(warp::body::stream())
             .then(
                 move |raw: String, len: Option<u64>, peer: Option<SocketAddr>, body| {
@@ -499,7 +500,9 @@ impl Ingest {
             this.lock_in_flight().remove(&key);
             let _ = in_flight.send(Some(stored.is_ok()));
             if let Err(e) = stored {
-                tracing::error!(error = %e, "journal append failed; callback refused");
+                // The journal writer logs the failure itself, once per
+                // interval however many callbacks it refuses.
+                tracing::debug!(error = %e, "journal append failed; callback refused");
                 if let Ok(mut d) = this.dedup.lock() {
                     d.release(key);
                 }
@@ -521,8 +524,10 @@ impl Ingest {
         .await
         .unwrap_or_else(|e| Err(format!("store task failed: {e}")));
         if let Err(e) = stored {
+            // Not durable, so not acknowledged: 503 with `Retry-After`
+            // makes Tencent deliver it again once the disk has recovered.
             return Err(Failure::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
+                StatusCode::SERVICE_UNAVAILABLE,
                 "journal_error",
                 format!("callback not stored: {e}"),
             ));

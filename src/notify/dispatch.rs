@@ -28,16 +28,21 @@ use tokio::sync::Notify;
 use super::group::{GroupSettings, Grouper};
 use super::outbox::Outbox;
 use super::silence;
-use super::{receivers_for, Receivers};
+use super::{receivers_for, Notification, Receivers};
 use crate::alert::AlertStatus;
 use crate::config::Config;
 use crate::engine::Transition;
+use crate::lograte::LogRate;
 use crate::metrics::{Metrics, ReceiverLabels};
 use crate::store::{Silence, Store};
 
 /// A transition and its id in the store's pending table (`None` if it
 /// could not be saved: it is still delivered, just not crash-proof).
 pub type Tracked = (Option<i64>, Transition);
+
+/// A due notification with the pending ids it still owes (`done`) and
+/// finishes (`finished`) once queued.
+type Queueable = (Notification, Vec<i64>, Vec<i64>);
 
 /// The newest transition of an alert that a silence kept back, and whether
 /// the alert's firing was ever sent (a resolve is only worth sending if it
@@ -68,6 +73,10 @@ pub struct Dispatcher {
     outbox: Arc<Outbox>,
     metrics: Arc<Metrics>,
     wake: Notify,
+    /// Due notifications the outbox could not take (the store failed),
+    /// with the pending ids they release; retried before anything newer.
+    unqueued: Mutex<Vec<Queueable>>,
+    log_rate: LogRate,
 }
 
 /// The silence among `silences` that covers `labels` at `now`, if any.
@@ -142,6 +151,8 @@ impl Dispatcher {
             outbox,
             metrics,
             wake: Notify::new(),
+            unqueued: Mutex::new(Vec::new()),
+            log_rate: LogRate::new(Duration::from_secs(10)),
         }
     }
 
@@ -159,6 +170,10 @@ impl Dispatcher {
             Ok(c) => c.clone(),
             Err(p) => p.into_inner().clone(),
         }
+    }
+
+    fn unqueued(&self) -> std::sync::MutexGuard<'_, Vec<Queueable>> {
+        self.unqueued.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The fingerprints of the alerts inhibiting the alert `fingerprint`
@@ -419,11 +434,34 @@ impl Dispatcher {
                 })
                 .collect()
         };
-        for (n, done, finished) in due {
+        // What failed before goes first, so a receiver's notifications
+        // keep their order; what fails now waits for the next flush.
+        let mut waiting = std::mem::take(&mut *self.unqueued());
+        let retried = waiting.len();
+        waiting.extend(due);
+        let mut failed = Vec::new();
+        for (n, done, finished) in waiting {
+            if !failed.is_empty() {
+                failed.push((n, done, finished));
+                continue;
+            }
             if let Err(e) = self.outbox.enqueue_releasing(&n, &done, &finished) {
-                tracing::error!(receiver = %n.receiver, error = %e, "notification could not be queued");
+                if let Some(held_back) = self.log_rate.check_now("enqueue") {
+                    tracing::error!(receiver = %n.receiver, error = %e, similar_since_last_log = held_back, "notification could not be queued; retrying every second");
+                }
+                failed.push((n, done, finished));
             }
         }
+        if retried > 0 && failed.is_empty() {
+            tracing::info!(
+                notifications = retried,
+                "queued notifications the store had refused"
+            );
+        }
+        // Another thread may have flushed meanwhile; its leftovers are newer.
+        let mut q = self.unqueued();
+        failed.append(&mut q);
+        *q = failed;
     }
 
     /// Moves due groups into the outbox until `shutdown`; then queues every

@@ -3,6 +3,10 @@
 //! read, and URLs are redacted before they reach an error or a log. Reading
 //! a chat service's verdict out of a 200 body is `chat`'s job; the overall
 //! timeout is the receiver's.
+//!
+//! A reply is a peer's word, so it is bounded: at most [`MAX_BODY`] bytes
+//! of a body are read (the rest is never downloaded), and a `Retry-After`
+//! of any size or form parses to a sane [`Duration`] or to nothing.
 
 use std::time::{Duration, SystemTime};
 
@@ -13,6 +17,14 @@ use super::NotifyError;
 
 /// Longest piece of a reply body quoted in an error.
 const BODY_EXCERPT: usize = 300;
+
+/// Most of a reply body that is read: chat services answer in a few
+/// hundred bytes; a receiver streaming gigabytes must not fill memory.
+pub(crate) const MAX_BODY: usize = 64 * 1024;
+
+/// Longest `Retry-After` taken as given; the outbox clamps further, to
+/// `alerting.max_retry_interval` and the give-up time.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A parsed endpoint, with the form of its URL that is safe to show.
 #[derive(Clone)]
@@ -78,12 +90,28 @@ pub(crate) async fn post_json(
         .map_err(|e| transport_error(&to.shown, e))?;
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response
-        .text()
+    let body = read_capped(response, MAX_BODY)
         .await
         .map_err(|e| transport_error(&to.shown, e))?;
     check_status(&to.shown, status, &headers, &body)?;
     Ok(Reply { body })
+}
+
+/// Reads at most `limit` bytes of a body, then drops the response (which
+/// closes the connection instead of downloading the rest). Invalid UTF-8
+/// is replaced, as `Response::text` does.
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> reqwest::Result<String> {
+    let mut body = Vec::new();
+    while body.len() < limit {
+        match response.chunk().await? {
+            Some(chunk) => {
+                let take = chunk.len().min(limit - body.len());
+                body.extend_from_slice(&chunk[..take]);
+            }
+            None => break,
+        }
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// 2xx is fine; 408, 429 and 5xx are worth retrying; the rest is permanent.
@@ -129,10 +157,24 @@ fn transport_error(shown: &str, e: reqwest::Error) -> NotifyError {
 pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        return seconds(secs);
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_RETRY_AFTER),
+    )
+}
+
+/// A number of seconds from a peer as a delay: negative, NaN and infinite
+/// mean nothing; anything huge is cut to [`MAX_RETRY_AFTER`]
+/// (`Duration::from_secs_f64` panics past `u64::MAX` seconds).
+fn seconds(secs: f64) -> Option<Duration> {
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    Some(Duration::try_from_secs_f64(secs).map_or(MAX_RETRY_AFTER, |d| d.min(MAX_RETRY_AFTER)))
 }
 
 /// Discord (`retry_after`) and Telegram (`parameters.retry_after`) also
@@ -143,7 +185,7 @@ fn body_retry_after(body: &str) -> Option<Duration> {
         .get("retry_after")
         .or_else(|| v.get("parameters")?.get("retry_after"))?
         .as_f64()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    seconds(secs)
 }
 
 /// Builds the header map of configured extra headers.
@@ -254,6 +296,27 @@ mod tests {
         assert_eq!(body_retry_after(tg), Some(Duration::from_secs(12)));
         let discord = r#"{"message":"You are being rate limited.","retry_after":0.5}"#;
         assert_eq!(body_retry_after(discord), Some(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn hostile_retry_after_values_are_bounded_or_ignored() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        let of = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(RETRY_AFTER, HeaderValue::from_static(v));
+            retry_after(&h, now)
+        };
+        assert_eq!(of("1e30"), Some(MAX_RETRY_AFTER));
+        assert_eq!(of("10000000000000000"), Some(MAX_RETRY_AFTER));
+        assert_eq!(of("Fri, 31 Dec 9999 23:59:59 GMT"), Some(MAX_RETRY_AFTER));
+        for v in ["-5", "NaN", "inf", "-inf", "garbage", ""] {
+            assert_eq!(of(v), None, "{v}");
+        }
+        assert_eq!(
+            body_retry_after(r#"{"retry_after":1e300}"#),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(body_retry_after(r#"{"retry_after":-1}"#), None);
     }
 
     #[test]

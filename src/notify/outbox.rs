@@ -3,18 +3,34 @@
 //! order, retrying with exponential backoff and jitter (or the service's
 //! `Retry-After`) until `alerting.give_up_after`. Because the queue lives
 //! in SQLite, a restart resumes where the last run stopped.
+//!
+//! What a receiver says is bounded: a `Retry-After` is honoured only up to
+//! `alerting.max_retry_interval`, no retry is planned past the give-up
+//! time, and give-up is also checked on a timer, so nothing is parked
+//! forever. A receiver's queue holds at most
+//! `alerting.max_queued_per_receiver` notifications (the oldest go), and
+//! a few of its attempts run at once, so one that hangs until its timeout
+//! does not hold the rest back.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 
 use super::{Notification, NotifyError, Receivers};
 use crate::ingest::now_ms;
+use crate::lograte::LogRate;
 use crate::metrics::{Metrics, ReceiverLabels};
 use crate::store::{OutboxItem, Store, StoreError};
+
+/// Attempts of one receiver in flight at once. More than one, so a send
+/// stuck until the receiver's timeout does not hold back the others; few,
+/// so a struggling service is not hit by the whole queue at once.
+pub const IN_FLIGHT_PER_RECEIVER: usize = 4;
 
 /// Shared handle to the outbox.
 pub struct Outbox {
@@ -23,6 +39,10 @@ pub struct Outbox {
     metrics: Arc<Metrics>,
     give_up_after_ms: i64,
     max_retry: Duration,
+    /// `alerting.max_queued_per_receiver`.
+    max_queued: usize,
+    /// Repeated failures (a receiver down, a full disk) log once a while.
+    log_rate: LogRate,
     wake: Notify,
     /// Set at shutdown: workers finish the attempt in progress and stop.
     stopping: std::sync::atomic::AtomicBool,
@@ -58,9 +78,17 @@ impl Outbox {
             metrics,
             give_up_after_ms: give_up_after.as_millis() as i64,
             max_retry,
+            max_queued: usize::MAX,
+            log_rate: LogRate::new(Duration::from_secs(10)),
             wake: Notify::new(),
             stopping: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Keeps at most `n` notifications queued per receiver.
+    pub fn with_max_queued(mut self, n: usize) -> Outbox {
+        self.max_queued = n.max(1);
+        self
     }
 
     /// Persists a notification, which the receiver's worker then delivers,
@@ -79,6 +107,10 @@ impl Outbox {
         {
             let store = lock(&self.store);
             store.enqueue_releasing(&n.receiver, &payload, now_ms(), done, finished)?;
+            if self.max_queued != usize::MAX {
+                let dropped = store.take_oldest_beyond(&n.receiver, self.max_queued)?;
+                self.dropped(&n.receiver, &dropped);
+            }
             self.metrics
                 .outbox_size
                 .set(store.outbox_len().unwrap_or(0) as i64);
@@ -88,13 +120,66 @@ impl Outbox {
     }
 
     fn count(&self, receiver: &str, outcome: &str) {
+        self.count_n(receiver, outcome, 1);
+    }
+
+    fn count_n(&self, receiver: &str, outcome: &str, n: u64) {
         self.metrics
             .notifications
             .get_or_create(&ReceiverLabels {
                 receiver: receiver.to_string(),
                 outcome: outcome.to_string(),
             })
-            .inc();
+            .inc_by(n);
+    }
+
+    /// Accounts for notifications pushed out of a full queue.
+    fn dropped(&self, receiver: &str, items: &[OutboxItem]) {
+        if items.is_empty() {
+            return;
+        }
+        self.count_n(receiver, "dropped", items.len() as u64);
+        if let Some(held_back) = self.log_rate.check_now(&format!("{receiver} full")) {
+            tracing::error!(
+                receiver = %receiver,
+                dropped = items.len(),
+                similar_since_last_log = held_back,
+                max_queued_per_receiver = self.max_queued,
+                "outbox queue of receiver full; oldest notification dropped"
+            );
+        }
+    }
+
+    /// Gives up, on the clock rather than at an attempt, on notifications
+    /// older than `alerting.give_up_after`.
+    fn give_up_expired(&self, name: &str, now: i64) {
+        let expired = lock(&self.store).take_expired(name, now - self.give_up_after_ms);
+        match expired {
+            Ok(items) => {
+                for item in &items {
+                    tracing::error!(
+                        receiver = %name,
+                        attempts = item.attempts,
+                        last_error = item.last_error.as_deref().unwrap_or(""),
+                        "notification given up"
+                    );
+                }
+                if !items.is_empty() {
+                    self.count_n(name, "given_up", items.len() as u64);
+                    self.publish_size();
+                }
+            }
+            Err(e) => {
+                if let Some(held_back) = self.log_rate.check_now(&format!("{name} expire")) {
+                    tracing::error!(receiver = %name, error = %e, similar_since_last_log = held_back, "cannot give up old notifications");
+                }
+            }
+        }
+    }
+
+    fn publish_size(&self) {
+        let len = lock(&self.store).outbox_len().unwrap_or(0);
+        self.metrics.outbox_size.set(len as i64);
     }
 
     /// Runs one worker per receiver until `shutdown` resolves. A send in
@@ -135,40 +220,81 @@ impl Outbox {
     }
 
     async fn worker(self: Arc<Self>, name: String) {
+        // Attempts in progress, and the outbox id each works on.
+        let mut in_flight = JoinSet::new();
+        let mut busy: HashMap<tokio::task::Id, i64> = HashMap::new();
         loop {
             if self.is_stopping() {
+                // Attempts in progress may finish (see `run`).
+                while in_flight.join_next().await.is_some() {}
                 return;
             }
             // Listen before reading the queue: `notify_waiters` keeps no
             // permit, so an enqueue between the read and the wait would
-            // otherwise leave the new item for the 1 s fallback poll.
+            // otherwise leave the new item for the fallback poll.
             let woken = self.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
             let now = now_ms();
-            let due = lock(&self.store).due(&name, now, 16);
-            let due = match due {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::error!(receiver = %name, error = %e, "cannot read the outbox");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
+            self.give_up_expired(&name, now);
+            let free = IN_FLIGHT_PER_RECEIVER - in_flight.len();
+            let mut wait_ms = 1000;
+            if free > 0 {
+                let due = lock(&self.store).due(&name, now, IN_FLIGHT_PER_RECEIVER + busy.len());
+                match due {
+                    Ok(due) => {
+                        let fresh: Vec<OutboxItem> = due
+                            .into_iter()
+                            .filter(|i| !busy.values().any(|b| *b == i.id))
+                            .take(free)
+                            .collect();
+                        let started = fresh.len();
+                        for item in fresh {
+                            let id = item.id;
+                            let this = self.clone();
+                            let name = name.clone();
+                            let handle = in_flight.spawn(async move {
+                                this.attempt(&name, item).await;
+                            });
+                            busy.insert(handle.id(), id);
+                        }
+                        if started == 0 {
+                            // Nothing new is due: sleep until the next
+                            // item is (one in flight may be due already).
+                            let next = lock(&self.store).next_due(&name).ok().flatten();
+                            wait_ms = next.map_or(1000, |t| {
+                                if t <= now {
+                                    250
+                                } else {
+                                    (t - now).clamp(1, 1000)
+                                }
+                            });
+                        } else if started == free {
+                            wait_ms = 1000;
+                        } else {
+                            wait_ms = 0;
+                        }
+                    }
+                    Err(e) => {
+                        if let Some(held_back) = self.log_rate.check_now(&format!("{name} read")) {
+                            tracing::error!(receiver = %name, error = %e, similar_since_last_log = held_back, "cannot read the outbox");
+                        }
+                    }
                 }
-            };
-            if due.is_empty() {
-                let next = lock(&self.store).next_due(&name).ok().flatten();
-                let wait = next.map_or(1000, |t| (t - now).clamp(1, 1000)) as u64;
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
-                    _ = woken => {}
-                }
+            }
+            if wait_ms == 0 {
                 continue;
             }
-            for item in due {
-                if self.is_stopping() {
-                    return;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(wait_ms as u64)) => {}
+                _ = woken => {}
+                Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                    let id = match done {
+                        Ok((id, ())) => id,
+                        Err(e) => e.id(),
+                    };
+                    busy.remove(&id);
                 }
-                self.attempt(&name, item).await;
             }
         }
     }
@@ -221,13 +347,24 @@ impl Outbox {
             store.remove(item.id)?;
             return Ok("given_up");
         }
-        let delay = e
-            .retry_after()
-            .unwrap_or_else(|| backoff(item.attempts, self.max_retry));
-        tracing::warn!(receiver = %name, error = %e, retry_in_ms = delay.as_millis() as u64, "notification failed, will retry");
-        store.reschedule(item.id, now + delay.as_millis() as i64, &e.to_string())?;
+        let delay = e.retry_after().map_or_else(
+            || backoff(item.attempts, self.max_retry),
+            |asked| asked.min(self.max_retry),
+        );
+        let next = retry_at(now, delay, item.created_at + self.give_up_after_ms);
+        if let Some(held_back) = self.log_rate.check_now(&format!("{name} retry")) {
+            tracing::warn!(receiver = %name, error = %e, retry_in_ms = next - now, similar_since_last_log = held_back, "notification failed, will retry");
+        }
+        store.reschedule(item.id, next, &e.to_string())?;
         Ok("failed")
     }
+}
+
+/// When to try again after `delay`: never before `now` (a huge delay must
+/// not wrap around into the past) and never after `give_up_at`.
+fn retry_at(now: i64, delay: Duration, give_up_at: i64) -> i64 {
+    let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+    now.saturating_add(delay_ms).min(give_up_at).max(now)
 }
 
 #[cfg(test)]
@@ -245,5 +382,16 @@ mod tests {
         assert!(big >= max * 8 / 10 && big <= max, "{big:?}");
         let capped = backoff(3, Duration::from_secs(2));
         assert!(capped <= Duration::from_secs(2), "{capped:?}");
+    }
+
+    #[test]
+    fn retry_times_stay_between_now_and_give_up() {
+        assert_eq!(retry_at(1000, Duration::from_secs(2), 10_000), 3000);
+        assert_eq!(retry_at(1000, Duration::MAX, 10_000), 10_000);
+        assert_eq!(
+            retry_at(1000, Duration::from_secs(u64::MAX / 2), i64::MAX),
+            i64::MAX
+        );
+        assert_eq!(retry_at(5000, Duration::from_secs(1), 4000), 5000);
     }
 }

@@ -12,7 +12,7 @@ use crate::event::{Event, Field};
 /// Keys `RULE` may have.
 pub const KNOWN_KEYS: &[&str] = &[
     "events", "where", "group_by", "window", "severity", "for", "repeat", "labels", "notify",
-    "resolve",
+    "resolve", "max_keys",
 ];
 
 /// How urgent an alert is.
@@ -68,6 +68,8 @@ pub struct RuleSpec {
     pub notify: Vec<String>,
     /// Whether a resolve is notified.
     pub resolve: bool,
+    /// Keys tracked at most; `None`: `rules.max_keys_per_rule`.
+    pub max_keys: Option<usize>,
 }
 
 impl RuleSpec {
@@ -149,6 +151,7 @@ pub(crate) fn parse(rule: &Map) -> Result<RuleSpec, Vec<SpecProblem>> {
     let labels = p.take(optional(rule, "labels", labels)).flatten();
     let notify = p.take(optional(rule, "notify", names)).unwrap_or_default();
     let resolve = p.take(optional(rule, "resolve", boolean)).flatten();
+    let max_keys = p.take(optional(rule, "max_keys", positive)).flatten();
 
     match (events, window_secs) {
         (Some(events), Some(window_secs)) if p.0.is_empty() => Ok(RuleSpec {
@@ -162,6 +165,7 @@ pub(crate) fn parse(rule: &Map) -> Result<RuleSpec, Vec<SpecProblem>> {
             labels: labels.unwrap_or_default(),
             notify,
             resolve: resolve.unwrap_or(true),
+            max_keys,
         }),
         _ => Err(p.0),
     }
@@ -243,6 +247,18 @@ fn boolean(v: &Dynamic, key: &str) -> Result<Option<bool>, SpecProblem> {
     v.as_bool()
         .map(Some)
         .map_err(|_| type_problem(key, "true or false", v))
+}
+
+/// A whole number greater than 0.
+fn positive(v: &Dynamic, key: &str) -> Result<Option<usize>, SpecProblem> {
+    match v.as_int() {
+        Ok(n) if n > 0 => Ok(usize::try_from(n).ok()),
+        Ok(n) => Err(problem(
+            key,
+            format!("RULE.{key}: must be a whole number greater than 0, got {n}"),
+        )),
+        Err(_) => Err(type_problem(key, "a whole number greater than 0", v)),
+    }
 }
 
 /// The text of a scalar (string, number, bool), as fields compare and

@@ -5,6 +5,7 @@ mod support;
 
 mod contrib;
 mod delivery;
+mod faults;
 mod ingest;
 mod notify;
 mod props;

@@ -3,14 +3,17 @@
 //! input and sandbox escapes, admin API auth from another host, overload.
 
 mod admin_cli;
+mod connections;
 mod crash;
-mod daemon;
+pub(crate) mod daemon;
 mod exit_codes;
 mod hostile;
 mod netns;
 mod overload;
 mod reload;
+mod runaway;
 mod sandbox;
 mod sink;
 mod startup_log;
+mod token;
 mod trace;
