@@ -1,12 +1,16 @@
-//! Alerts: the SPEC §6 alert object and the per-(rule, key) state machine
+//! Alerts: the alert object (docs/alerts.md) and the per-(rule, key) state machine
 //! (pending → firing → resolved, with `for` and `repeat`). Pure: time is
 //! passed in and the machine returns the transitions to notify; it never
 //! sends anything itself.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::annotations::{Annotations, TemplateContext};
+use crate::event::Event;
 
 /// Lifecycle of one alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -27,7 +31,7 @@ impl AlertStatus {
     }
 }
 
-/// The alert object of SPEC §6 (webhook `alerts[]`, replay output, API).
+/// The alert object of docs/alerts.md (webhook `alerts[]`, replay output, API).
 /// Times are Unix seconds internally and RFC 3339 on the wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
@@ -43,6 +47,74 @@ pub struct Alert {
     pub starts_at: i64,
     #[serde(with = "rfc3339_opt")]
     pub ends_at: Option<i64>,
+    /// The key the alert is about: the rule's `group_by` fields and values.
+    #[serde(default)]
+    pub key: BTreeMap<String, String>,
+    /// `RULE.annotations` rendered for this alert, then `check`'s.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// Calls that show the problem, newest first (gathered when the alert
+    /// is notified, not on every evaluation).
+    #[serde(default)]
+    pub evidence: Vec<Evidence>,
+    /// `{server.external_url}/ui/alerts/{fingerprint}`, when configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Why a resolved alert resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<ResolveReason>,
+}
+
+/// Why an alert resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolveReason {
+    /// `check` stopped firing.
+    Cleared,
+    /// The window emptied.
+    Expired,
+    /// The rule was edited and no longer fires.
+    RuleChanged,
+    /// The rule was removed.
+    RuleRemoved,
+}
+
+impl ResolveReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResolveReason::Cleared => "cleared",
+            ResolveReason::Expired => "expired",
+            ResolveReason::RuleChanged => "rule_changed",
+            ResolveReason::RuleRemoved => "rule_removed",
+        }
+    }
+}
+
+/// One event shown with an alert, enough to find the call in the TRTC
+/// console.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    #[serde(with = "rfc3339")]
+    pub event_time: i64,
+    pub event: String,
+    pub user_id: Option<String>,
+    pub call_id: Option<String>,
+    pub platform: Option<String>,
+    pub call_result: Option<String>,
+}
+
+impl Evidence {
+    pub fn of(e: &Event) -> Evidence {
+        let text = |t: &Option<crate::event::Text>| t.as_ref().map(|s| s.to_string());
+        Evidence {
+            event_time: e.event_time,
+            event: e.event.to_string(),
+            user_id: text(&e.user_id),
+            call_id: text(&e.call_id),
+            platform: text(&e.platform),
+            call_result: Some(e.call_result.to_string()).filter(|s| !s.is_empty()),
+        }
+    }
 }
 
 /// Stable identity of an alert: SHA-256 over the rule name and the key
@@ -116,6 +188,10 @@ pub struct Condition {
     pub severity: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub value: Option<f64>,
+    /// Annotations from `check`; they win over `RULE.annotations`.
+    pub annotations: BTreeMap<String, String>,
+    /// Events `check` chose as evidence; `None` lets the engine choose.
+    pub evidence: Option<Vec<Evidence>>,
 }
 
 /// The per-rule settings the state machine needs.
@@ -126,16 +202,34 @@ pub struct Policy {
     pub for_secs: i64,
     pub repeat_secs: i64,
     pub resolve: bool,
+    /// `RULE.keep_firing_for`: a firing alert whose condition stops stays
+    /// firing this long, and resolves only if it stays quiet throughout.
+    pub keep_firing_for_secs: i64,
     /// Labels from `RULE.labels`.
     pub labels: BTreeMap<String, String>,
+    /// `RULE.annotations`, compiled.
+    pub annotations: Arc<Annotations>,
+    /// `server.external_url`, without a trailing `/`.
+    pub external_url: Option<String>,
+    /// Most events shown as evidence (`alerting.evidence_events`).
+    pub evidence_events: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "phase", rename_all = "lowercase")]
 enum Phase {
     Inactive,
-    Pending { since: i64 },
-    Firing { since: i64, notified: i64 },
+    Pending {
+        since: i64,
+    },
+    Firing {
+        since: i64,
+        notified: i64,
+        /// When `check` stopped firing, while `keep_firing_for` holds
+        /// the alert firing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        quiet_since: Option<i64>,
+    },
 }
 
 /// Alert state of one (rule, key). Serialisable so it survives restarts.
@@ -201,25 +295,50 @@ impl Tracker {
             .summary
             .clone()
             .unwrap_or_else(|| default_summary(&policy.rule, key));
+        let value = c
+            .value
+            .and_then(serde_json::Number::from_f64)
+            .map(|n| match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                    serde_json::Value::from(f as i64)
+                }
+                _ => serde_json::Value::Number(n),
+            })
+            .unwrap_or(serde_json::Value::Null);
+        let mut annotations = if policy.annotations.is_empty() {
+            BTreeMap::new()
+        } else {
+            policy.annotations.render(&TemplateContext {
+                labels: &labels,
+                value: &value,
+                summary: &summary,
+                rule: &policy.rule,
+                severity: &severity,
+                starts_at: &format_rfc3339(starts_at),
+            })
+        };
+        annotations.extend(c.annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let fingerprint = fingerprint(&policy.rule, key);
+        let mut evidence = c.evidence.clone().unwrap_or_default();
+        evidence.truncate(policy.evidence_events);
         Alert {
             rule: policy.rule.clone(),
             status,
             severity,
             summary,
             labels,
-            value: c
-                .value
-                .and_then(serde_json::Number::from_f64)
-                .map(|n| match n.as_f64() {
-                    Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
-                        serde_json::Value::from(f as i64)
-                    }
-                    _ => serde_json::Value::Number(n),
-                })
-                .unwrap_or(serde_json::Value::Null),
-            fingerprint: fingerprint(&policy.rule, key),
+            value,
+            url: policy
+                .external_url
+                .as_ref()
+                .map(|base| format!("{base}/ui/alerts/{fingerprint}")),
+            fingerprint,
             starts_at,
             ends_at: None,
+            key: key.clone(),
+            annotations,
+            evidence,
+            reason: None,
         }
     }
 
@@ -247,20 +366,47 @@ impl Tracker {
                 self.phase = Phase::Firing {
                     since: now,
                     notified: now,
+                    quiet_since: None,
                 };
                 let a = Self::build(policy, key, c, AlertStatus::Firing, now);
                 self.current = Some(a.clone());
                 Some(a)
             }
-            (Some(c), Phase::Firing { since, notified }) => {
+            (
+                Some(c),
+                Phase::Firing {
+                    since, notified, ..
+                },
+            ) => {
                 let a = Self::build(policy, key, c, AlertStatus::Firing, since);
                 self.current = Some(a.clone());
-                if policy.repeat_secs > 0 && now - notified >= policy.repeat_secs {
-                    self.phase = Phase::Firing {
-                        since,
-                        notified: now,
-                    };
-                    Some(a)
+                let repeat = policy.repeat_secs > 0 && now - notified >= policy.repeat_secs;
+                self.phase = Phase::Firing {
+                    since,
+                    notified: if repeat { now } else { notified },
+                    quiet_since: None,
+                };
+                repeat.then_some(a)
+            }
+            (
+                None,
+                Phase::Firing {
+                    since,
+                    notified,
+                    quiet_since,
+                },
+            ) if now - quiet_since.unwrap_or(now) < policy.keep_firing_for_secs => {
+                // Quiet, but not for `keep_firing_for` yet: still firing
+                // (and repeating), so a condition that flaps around its
+                // threshold notifies once, not at every crossing.
+                let repeat = policy.repeat_secs > 0 && now - notified >= policy.repeat_secs;
+                self.phase = Phase::Firing {
+                    since,
+                    notified: if repeat { now } else { notified },
+                    quiet_since: Some(quiet_since.unwrap_or(now)),
+                };
+                if repeat {
+                    self.current.clone()
                 } else {
                     None
                 }
@@ -303,7 +449,11 @@ mod tests {
             for_secs,
             repeat_secs,
             resolve: true,
+            keep_firing_for_secs: 0,
             labels: [("team".to_string(), "mobile".to_string())].into(),
+            annotations: Arc::default(),
+            external_url: None,
+            evidence_events: 5,
         }
     }
 
@@ -371,6 +521,7 @@ mod tests {
             severity: Some("critical".into()),
             labels: [("team".to_string(), "web".to_string())].into(),
             value: Some(0.25),
+            ..Condition::default()
         };
         let mut t = Tracker::default();
         let a = t.observe(&p, &key(), Some(&c), 0).expect("fires");
@@ -396,13 +547,74 @@ mod tests {
             fingerprint: fingerprint("r", &labels),
             starts_at: 1_764_100_800,
             ends_at: None,
+            key: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            evidence: Vec::new(),
+            url: None,
+            reason: None,
         };
         let v = serde_json::to_value(&a).expect("serialize");
         assert_eq!(v["status"], "firing");
         assert_eq!(v["starts_at"], "2025-11-25T20:00:00Z");
         assert_eq!(v["ends_at"], serde_json::Value::Null);
-        let back: Alert = serde_json::from_value(v).expect("deserialize");
+        let back: Alert = serde_json::from_value(v.clone()).expect("deserialize");
         assert_eq!(back, a);
         assert_eq!(a.fingerprint.len(), 32);
+        assert_eq!(v["annotations"], serde_json::json!({}));
+        assert_eq!(v["evidence"], serde_json::json!([]));
+        assert!(v.get("url").is_none() && v.get("reason").is_none());
+        // An alert saved before annotations, evidence and reasons existed
+        // still loads.
+        let old = serde_json::json!({
+            "rule": "r", "status": "firing", "severity": "warning", "summary": "s",
+            "labels": {}, "value": null, "fingerprint": "f",
+            "starts_at": "2025-11-25T20:00:00Z", "ends_at": null,
+        });
+        let back: Alert = serde_json::from_value(old).expect("old alert loads");
+        assert!(back.annotations.is_empty() && back.evidence.is_empty());
+    }
+
+    #[test]
+    fn keep_firing_for_rides_out_quiet_spells_shorter_than_it() {
+        let mut p = policy(0, 1000);
+        p.keep_firing_for_secs = 60;
+        let mut t = Tracker::default();
+        let mut sent = Vec::new();
+        // Firing and quiet in turn, every 20 s, for 200 s: one alert.
+        for (i, now) in (0..=200).step_by(20).enumerate() {
+            let c = (i % 2 == 0).then(|| firing(1.0));
+            sent.extend(t.observe(&p, &key(), c.as_ref(), now));
+        }
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert!(t.is_firing());
+        // Quiet from 220: still firing at 270, resolved at 280.
+        assert!(t.observe(&p, &key(), None, 220).is_none());
+        assert!(t.observe(&p, &key(), None, 270).is_none());
+        assert!(t.is_firing());
+        let done = t.observe(&p, &key(), None, 280).expect("resolves");
+        assert_eq!(done.status, AlertStatus::Resolved);
+        assert_eq!(done.starts_at, 0);
+        assert_eq!(done.ends_at, Some(280));
+        // A firing state saved before the field existed still reads.
+        let old = r#"{"phase":{"phase":"firing","since":1,"notified":2},"current":null}"#;
+        let back: Tracker = serde_json::from_str(old).expect("old state");
+        assert!(back.is_firing());
+    }
+
+    #[test]
+    fn an_alert_kept_firing_still_repeats() {
+        let mut p = policy(0, 100);
+        p.keep_firing_for_secs = 1000;
+        let mut t = Tracker::default();
+        assert!(t.observe(&p, &key(), Some(&firing(1.0)), 0).is_some());
+        assert!(t.observe(&p, &key(), None, 50).is_none());
+        let again = t.observe(&p, &key(), None, 100).expect("repeat");
+        assert_eq!(again.status, AlertStatus::Firing);
+        assert!(t
+            .observe(&p, &key(), None, 1049)
+            .is_some_and(|a| a.status == AlertStatus::Firing));
+        assert!(t
+            .observe(&p, &key(), None, 1050)
+            .is_some_and(|a| a.status == AlertStatus::Resolved));
     }
 }

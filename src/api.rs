@@ -68,7 +68,8 @@ pub struct Admin {
     pub store: Arc<Mutex<Store>>,
     pub snapshot: Arc<RwLock<Snapshot>>,
     pub reloader: Arc<crate::app::Reloader>,
-    /// What keeps alerts back besides silences (`inhibited_by`).
+    /// What keeps alerts back besides silences (`inhibited_by`,
+    /// `muted_by`).
     pub dispatcher: Arc<Dispatcher>,
 }
 
@@ -125,26 +126,40 @@ fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
 
 impl Admin {
     /// `GET /api/v1/alerts`: the engine's active alerts, each with the
-    /// silences that cover it (`silenced_by`, ids) and the alerts that
-    /// inhibit it (`inhibited_by`, fingerprints). An alert listed in
-    /// either is tracked but not sent.
+    /// silences that cover it (`silenced_by`, ids), the alerts that
+    /// inhibit it (`inhibited_by`, fingerprints) and the time intervals
+    /// that mute it for at least one receiver (`muted_by`, names). An
+    /// alert listed in any is tracked but (there) not sent.
     fn alerts(&self) -> warp::reply::Response {
         let now = crate::ingest::now_ms() / 1000;
         let silences = match lock(&self.store).silences() {
             Ok(s) => s,
             Err(e) => return error_reply(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         };
-        let alerts: Vec<serde_json::Value> = self
-            .snapshot()
+        let snapshot = self.snapshot();
+        // Mutes belong to routes, which a rule's `notify` bypasses.
+        let notify_of = |rule: &str| -> Option<Vec<String>> {
+            let info = snapshot.rules.iter().find(|r| r.name == rule)?;
+            let notify: Vec<String> =
+                serde_json::from_value(info.config.get("notify")?.clone()).ok()?;
+            (!notify.is_empty()).then_some(notify)
+        };
+        let active: Vec<_> = snapshot
             .alerts
             .iter()
-            .map(|a| {
+            .map(|a| (a.clone(), notify_of(&a.rule)))
+            .collect();
+        let quiet = self.dispatcher.quiet_status(&active, now);
+        let alerts: Vec<serde_json::Value> = active
+            .iter()
+            .zip(quiet)
+            .map(|((a, _), (inhibited_by, muted_by))| {
                 let mut v = serde_json::to_value(a).unwrap_or_default();
                 if let Some(o) = v.as_object_mut() {
                     let silenced = silence::silenced_by(&silences, &a.labels, now);
-                    let inhibited = self.dispatcher.inhibited_by(&a.fingerprint);
                     o.insert("silenced_by".into(), silenced.into());
-                    o.insert("inhibited_by".into(), inhibited.into());
+                    o.insert("inhibited_by".into(), inhibited_by.into());
+                    o.insert("muted_by".into(), muted_by.into());
                 }
                 v
             })

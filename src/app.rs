@@ -165,6 +165,8 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
 
     let ready = Arc::new(AtomicBool::new(false));
     let snapshot = Arc::new(RwLock::new(Snapshot::default()));
+    // Inhibition needs to know which alerts fire.
+    dispatcher.watch_alerts(snapshot.clone());
     let (ctl_tx, ctl_rx) = mpsc::channel::<EngineCmd>(4);
     let reloader = Arc::new(Reloader::new(
         source,
@@ -508,7 +510,7 @@ fn run_engine(task: EngineTask) {
         engine.restore(r);
     }
     let now = now_secs();
-    dispatcher.hold_silenced(engine.firing_transitions(now));
+    dispatcher.hold_suppressed(engine.firing_transitions(now));
     let t = Instant::now();
     let mut rebuilt = 0usize;
     for batch in history {

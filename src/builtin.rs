@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::alert::{fingerprint, Alert, AlertStatus};
+use crate::alert::{fingerprint, Alert, AlertStatus, ResolveReason};
 use crate::engine::Transition;
 use crate::rules::Rule;
 
@@ -88,6 +88,11 @@ impl BuiltinAlerts {
             fingerprint: fingerprint(name, &key),
             starts_at: now,
             ends_at: None,
+            key,
+            annotations: BTreeMap::new(),
+            evidence: Vec::new(),
+            url: None,
+            reason: None,
         };
         let notify = (!spec.notify.is_empty()).then(|| spec.notify.clone());
         let t = Transition {
@@ -112,6 +117,7 @@ impl BuiltinAlerts {
         let mut alert = f.alert;
         alert.status = AlertStatus::Resolved;
         alert.ends_at = Some(now);
+        alert.reason = Some(ResolveReason::Cleared);
         Some(Transition {
             alert,
             notify: f.notify,

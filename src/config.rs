@@ -13,6 +13,10 @@ use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::quiet::{InhibitRule, LabelPattern, TimeInterval};
+
+mod quiet;
+
 /// The top-level sections, which environment variables may address.
 const SECTIONS: &[&str] = &[
     "server",
@@ -23,6 +27,8 @@ const SECTIONS: &[&str] = &[
     "smtp",
     "receivers",
     "routes",
+    "inhibit_rules",
+    "time_intervals",
     "log",
 ];
 
@@ -67,6 +73,10 @@ pub struct Config {
     pub receivers: Vec<ReceiverConfig>,
     /// Label-based routing of alerts to receivers.
     pub routes: Vec<RouteConfig>,
+    /// While a source alert fires, matching target alerts are not sent.
+    pub inhibit_rules: Vec<InhibitRule>,
+    /// Named times that routes mute by or are active in.
+    pub time_intervals: Vec<TimeInterval>,
     /// Logging.
     pub log: LogConfig,
 }
@@ -88,6 +98,8 @@ impl Default for Config {
                 kind: ReceiverKind::Log,
             }],
             routes: Vec::new(),
+            inhibit_rules: Vec::new(),
+            time_intervals: Vec::new(),
             log: LogConfig::default(),
         }
     }
@@ -130,6 +142,10 @@ pub struct ServerConfig {
     /// A connection with no request in progress is closed after this long.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// Base URL people reach callwatch at (e.g. `https://callwatch.example.com`);
+    /// alerts then link to `{external_url}/ui/alerts/{fingerprint}`. Empty: no links.
+    #[serde(deserialize_with = "lenient_string")]
+    pub external_url: String,
 }
 
 impl Default for ServerConfig {
@@ -148,6 +164,7 @@ impl Default for ServerConfig {
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            external_url: String::new(),
         }
     }
 }
@@ -272,6 +289,10 @@ pub struct AlertingConfig {
     pub max_queued_per_receiver: usize,
     /// Receivers for alerts no rule `notify` or route claims.
     pub default_receivers: Vec<String>,
+    /// Most events an alert carries as `evidence` (the newest of its window).
+    pub evidence_events: usize,
+    /// IANA time zone notifications show times in (`UTC`, `Asia/Shanghai`…).
+    pub timezone: String,
 }
 
 impl Default for AlertingConfig {
@@ -285,6 +306,8 @@ impl Default for AlertingConfig {
             max_retry_interval: Duration::from_secs(300),
             max_queued_per_receiver: 10_000,
             default_receivers: vec!["log".into()],
+            evidence_events: 5,
+            timezone: "UTC".into(),
         }
     }
 }
@@ -414,7 +437,7 @@ impl<'de> Deserialize<'de> for ReceiverConfig {
     }
 }
 
-/// The receiver kinds, a closed set.
+/// The receiver kinds (docs/alerts.md), a closed set.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ReceiverKind {
@@ -491,11 +514,23 @@ pub struct RouteConfig {
     /// Labels that must all equal the alert's.
     #[serde(rename = "match", default)]
     pub matchers: BTreeMap<String, String>,
+    /// Labels whose values must all match these regexes (anchored; an
+    /// absent label counts as empty).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_re: BTreeMap<String, LabelPattern>,
     /// Receivers for matching alerts.
     pub receivers: Vec<String>,
     /// Keep looking at later routes after a match.
     #[serde(default, rename = "continue")]
     pub continue_: bool,
+    /// `[[time_intervals]]` names: not sent to this route's receivers
+    /// while any of them contains now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mute_time_intervals: Vec<String>,
+    /// `[[time_intervals]]` names: if set, sent to this route's receivers
+    /// only while one of them contains now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub active_time_intervals: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -631,6 +666,14 @@ impl Config {
                 "must be greater than 0",
             ));
         }
+        self.timezone()?;
+        let url = &self.server.external_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(invalid(
+                "server.external_url",
+                format!("{url:?} must start with http:// or https://"),
+            ));
+        }
         if self.rules.tick.is_zero() {
             return Err(invalid("rules.tick", "must be greater than 0"));
         }
@@ -671,16 +714,17 @@ impl Config {
             }
         }
         for (i, route) in self.routes.iter().enumerate() {
-            for n in &route.receivers {
+            for (j, n) in route.receivers.iter().enumerate() {
                 if !known(n) {
+                    let hint = crate::quiet::did_you_mean(n, names.iter().copied());
                     return Err(invalid(
-                        format!("routes[{i}].receivers"),
-                        format!("unknown receiver {n:?}"),
+                        format!("routes[{i}].receivers[{j}]"),
+                        format!("unknown receiver {n:?}{hint}"),
                     ));
                 }
             }
         }
-        Ok(())
+        self.validate_quiet()
     }
 
     /// Connection, key and CPU limits: each positive (the CPU budget a
@@ -708,6 +752,17 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// `alerting.timezone` as a time zone.
+    pub fn timezone(&self) -> Result<jiff::tz::TimeZone, ConfigError> {
+        let name = &self.alerting.timezone;
+        jiff::tz::TimeZone::get(name).map_err(|e| {
+            invalid(
+                "alerting.timezone",
+                format!("{name:?} is not an IANA time zone name (e.g. UTC, Asia/Shanghai): {e}"),
+            )
+        })
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -762,10 +817,10 @@ fn figment_message(e: &figment::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn load_str(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    pub(crate) fn load_str(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.toml");
         std::fs::write(&path, toml).expect("write");
@@ -863,6 +918,22 @@ default_receivers = ["ops"]
         let msg = err.to_string();
         assert!(msg.contains("server.callback_allow"), "{msg}");
         assert!(msg.contains("10.0.0.0/40"), "{msg}");
+    }
+
+    #[test]
+    fn timezone_and_external_url_are_checked() {
+        let c = load_str(
+            "[alerting]\ntimezone = \"Asia/Shanghai\"\nevidence_events = 3\n\
+             [server]\nexternal_url = \"https://cw.example.com/\"\n",
+            &[],
+        )
+        .expect("load");
+        assert_eq!(c.alerting.evidence_events, 3);
+        assert!(c.timezone().is_ok());
+        let err = load_str("[alerting]\ntimezone = \"Mars/Olympus\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("alerting.timezone"), "{err}");
+        let err = load_str("[server]\nexternal_url = \"cw.example.com\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("server.external_url"), "{err}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use hashbrown::hash_map::EntryRef;
 
-use crate::alert::{Alert, AlertStatus, Condition, Policy, Tracker};
+use crate::alert::{Alert, AlertStatus, Condition, Evidence, Policy, ResolveReason, Tracker};
 use crate::budget::{CpuBudget, CpuMeter};
 use crate::builtin::{BuiltinAlerts, Raise, RULE_KEYS_LIMIT, RULE_SUSPENDED};
 use crate::event::Event;
@@ -336,6 +336,7 @@ fn spec_json(rule: &Rule, policy: &Policy) -> serde_json::Value {
         "notify": spec.notify,
         "resolve": spec.resolve,
         "max_keys": spec.max_keys,
+        "keep_firing_for_secs": spec.keep_firing_for_secs,
     })
 }
 
@@ -347,6 +348,10 @@ pub struct EngineSettings {
     /// Event times further ahead than this are treated as now.
     pub max_clock_skew_secs: i64,
     pub max_events_per_key: usize,
+    /// Most events an alert shows as evidence.
+    pub evidence_events: usize,
+    /// `server.external_url`, for each alert's `url`.
+    pub external_url: Option<String>,
     /// Keys a rule tracks unless its `RULE.max_keys` says otherwise.
     pub max_keys_per_rule: usize,
     /// `None`: rules are never suspended for their CPU use (the default,
@@ -367,6 +372,9 @@ impl From<&crate::config::Config> for EngineSettings {
             repeat_secs: config.alerting.repeat.as_secs() as i64,
             max_clock_skew_secs: config.server.max_clock_skew.as_secs() as i64,
             max_events_per_key: config.rules.max_events_per_key,
+            evidence_events: config.alerting.evidence_events,
+            external_url: Some(config.server.external_url.trim_end_matches('/').to_string())
+                .filter(|u| !u.is_empty()),
             max_keys_per_rule: config.rules.max_keys_per_rule,
             cpu_budget: None,
         }
@@ -444,8 +452,27 @@ fn policy_of(rule: &Rule, settings: &EngineSettings) -> Policy {
         for_secs: spec.for_secs,
         repeat_secs: spec.repeat_secs.unwrap_or(settings.repeat_secs),
         resolve: spec.resolve,
+        keep_firing_for_secs: spec.keep_firing_for_secs,
         labels: spec.labels.clone(),
+        annotations: rule.annotations().clone(),
+        external_url: settings.external_url.clone(),
+        evidence_events: settings.evidence_events,
     }
+}
+
+/// Completes an alert about to be notified: the newest events of `window`
+/// as evidence unless `check` chose some. Done only for transitions, so
+/// evaluations that notify nothing pay nothing for it.
+fn with_evidence(mut alert: Alert, window: &Window, max: usize) -> Alert {
+    if alert.evidence.is_empty() {
+        alert.evidence = window
+            .events()
+            .rev()
+            .take(max)
+            .map(|e| Evidence::of(e))
+            .collect();
+    }
+    alert
 }
 
 impl Engine {
@@ -708,6 +735,7 @@ impl Engine {
                     self.slots.push(slot);
                 }
                 previous => {
+                    let edited = previous.is_some();
                     let mut slot = RuleSlot::new(rule, &self.settings);
                     if let Some(p) = previous {
                         // Keys keep their alert state across an edit;
@@ -733,7 +761,7 @@ impl Engine {
                         slot.stats = p.stats;
                         slot.refused_at_tick = slot.stats.keys_refused;
                     }
-                    fresh.push(self.slots.len());
+                    fresh.push((self.slots.len(), edited));
                     self.slots.push(slot);
                 }
             }
@@ -745,12 +773,14 @@ impl Engine {
                     continue;
                 };
                 let labels = slot.rule.key_view(key).labels();
-                if let Some(alert) = tracker.observe(&slot.policy, &labels, None, now) {
+                if let Some(mut alert) = tracker.observe(&slot.policy, &labels, None, now) {
+                    alert.reason = Some(ResolveReason::RuleRemoved);
+                    let alert = with_evidence(alert, &ks.window, slot.policy.evidence_events);
                     out.push(Transition::of(&slot.rule, alert, now));
                 }
             }
         }
-        for &i in &fresh {
+        for &(i, edited) in &fresh {
             let slot = &mut self.slots[i];
             let limits = self.settings.key_limits(slot);
             for e in history {
@@ -765,7 +795,16 @@ impl Engine {
                     limits,
                 );
             }
+            let from = out.len();
             slot.evaluate_keys(now, false, &mut out);
+            if edited {
+                // What the edit itself resolved.
+                for t in &mut out[from..] {
+                    if t.alert.status == AlertStatus::Resolved {
+                        t.alert.reason = Some(ResolveReason::RuleChanged);
+                    }
+                }
+            }
         }
         // An edited rule runs again; a removed one raises nothing.
         let slots = &self.slots;
@@ -882,11 +921,15 @@ fn evaluate_inner(
             severity,
             labels,
             value,
+            annotations,
+            evidence,
         }) => Some(Condition {
             summary,
             severity: severity.map(|s| s.as_str().to_string()),
             labels,
             value,
+            annotations,
+            evidence,
         }),
         Err(e) => {
             // A broken evaluation leaves the alert as it was: an error is
@@ -907,7 +950,17 @@ fn evaluate_inner(
     if !tracker.is_active() {
         ks.tracker = None;
     }
-    notify.map(|alert| Transition::of(rule, alert, now))
+    notify.map(|mut alert| {
+        if alert.status == AlertStatus::Resolved {
+            alert.reason = Some(if ks.window.is_empty() {
+                ResolveReason::Expired
+            } else {
+                ResolveReason::Cleared
+            });
+        }
+        let alert = with_evidence(alert, &ks.window, policy.evidence_events);
+        Transition::of(rule, alert, now)
+    })
 }
 
 #[cfg(test)]
@@ -1018,5 +1071,70 @@ mod tests {
             Some("alice")
         );
         assert_eq!(t.alert.labels.get("platform"), None);
+    }
+
+    fn resolved_reasons(ts: &[Transition]) -> Vec<(AlertStatus, Option<ResolveReason>)> {
+        ts.iter()
+            .map(|t| (t.alert.status, t.alert.reason))
+            .collect()
+    }
+
+    #[test]
+    fn transitions_carry_evidence_and_resolve_reasons() {
+        // Fires while alice has at least two calls in the window.
+        let mut e = engine(rule("[\"user_id\"]", "w.count() >= 2"));
+        e.on_event(ev(100, "alice"), 100, true);
+        let fired = e.on_event(
+            Event {
+                call_id: Some("c-2".into()),
+                ..ev(101, "alice")
+            },
+            101,
+            true,
+        );
+        let [t] = fired.as_slice() else {
+            panic!("expected one firing, got {fired:?}");
+        };
+        let calls: Vec<_> = t.alert.evidence.iter().map(|e| e.event_time).collect();
+        assert_eq!(calls, [101, 100], "newest first");
+        assert_eq!(t.alert.evidence[0].call_id.as_deref(), Some("c-2"));
+        assert_eq!(t.alert.key["user_id"], "alice");
+        // The API's current alert is not given evidence on every evaluation.
+        assert!(e.active_alerts()[0].evidence.is_empty());
+        // One event leaves the window: still one in it, the check clears.
+        let cleared = e.on_tick(100 + 3600);
+        assert_eq!(
+            resolved_reasons(&cleared),
+            [(AlertStatus::Resolved, Some(ResolveReason::Cleared))]
+        );
+        assert_eq!(cleared[0].alert.evidence.len(), 1);
+
+        // A rule that fires on any event resolves as expired when its
+        // window empties.
+        let mut e = engine(rule("[\"user_id\"]", "w.count() > 0"));
+        e.on_event(ev(100, "alice"), 100, true);
+        let expired = e.on_tick(100 + 3600);
+        assert_eq!(
+            resolved_reasons(&expired),
+            [(AlertStatus::Resolved, Some(ResolveReason::Expired))]
+        );
+        assert!(expired[0].alert.evidence.is_empty());
+
+        // An edit that stops it firing, then a removal.
+        let mut e = engine(rule("[\"user_id\"]", "w.count() > 0"));
+        e.on_event(ev(100, "alice"), 100, true);
+        let history = [ev(100, "alice")];
+        let changed = e.reload(vec![rule("[\"user_id\"]", "w.count() > 5")], &history, 100);
+        assert_eq!(
+            resolved_reasons(&changed),
+            [(AlertStatus::Resolved, Some(ResolveReason::RuleChanged))]
+        );
+        e.reload(vec![rule("[\"user_id\"]", "w.count() > 0")], &history, 100);
+        let removed = e.reload(Vec::new(), &[], 100);
+        assert_eq!(
+            resolved_reasons(&removed),
+            [(AlertStatus::Resolved, Some(ResolveReason::RuleRemoved))]
+        );
+        assert_eq!(removed[0].alert.evidence.len(), 1);
     }
 }

@@ -14,6 +14,7 @@
 //! - [`alert`]: the alert object and its state machine (pure).
 //! - [`builtin`]: alerts the engine raises about rules themselves (pure).
 //! - [`budget`]: the per-rule CPU budget that suspends a runaway rule.
+//! - [`annotations`]: `RULE.annotations` templates, checked at load (pure).
 //! - [`store`]: SQLite store for the outbox, silences and persisted state.
 //! - [`reload`]: hot reload of config and rules, all-or-nothing.
 //! - [`replay`]: offline evaluation of recorded callbacks in event time.
@@ -25,10 +26,12 @@
 //! - [`client`]: `callwatch alerts` and `callwatch silence`, clients of the admin API.
 //! - [`notify`]: receivers (log, email, webhook, chat services,
 //!   Alertmanager), grouping and the durable outbox.
+//! - [`quiet`]: inhibit rules, time intervals and regex label matchers (pure).
 //! - [`app`]: wiring, startup recovery and ordered shutdown.
 //! - [`startup`]: logging setup, the startup summary, start-up errors.
 
 pub mod alert;
+pub mod annotations;
 pub mod api;
 pub mod app;
 pub mod budget;
@@ -42,6 +45,7 @@ pub mod journal;
 pub mod lograte;
 pub mod metrics;
 pub mod notify;
+pub mod quiet;
 pub mod reload;
 pub mod replay;
 pub mod rules;

@@ -1,12 +1,18 @@
-//! `callwatch replay`: feeds recorded callbacks (journal lines) through the rules
+//! `callwatch replay`: feeds recorded callbacks (docs/recording.md) through the rules
 //! offline, in event time, and prints one JSON line per alert transition.
 //! Engine time is the newest event time seen and ticks happen every
 //! `rules.tick` of event time, so the same input gives the same bytes.
+//!
+//! Silences and grouping are ignored, but inhibition and muted routes are
+//! not: they change what would be sent, so a line they change says so
+//! (`suppressed`), judged in event time against the alerts fired so far.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
+use crate::alert::{Alert, AlertStatus};
 use crate::config::Config;
 use crate::engine::{Engine, EngineSettings, RuleStats, Transition};
 use crate::event::Event;
@@ -96,14 +102,33 @@ impl ReplaySummary {
     }
 }
 
-/// One output line: the alert object plus `at` and `receivers`.
+/// One output line: the alert object plus `at` and `receivers`, with no
+/// alert firing that could inhibit it.
 pub fn render(t: &Transition, config: &Config) -> String {
-    let receivers = crate::notify::receivers_for(
-        &t.alert,
-        t.notify.as_deref(),
-        &config.routes,
-        &config.alerting.default_receivers,
-    );
+    render_among(t, config, &[])
+}
+
+/// One output line, judged against the alerts firing in `active`: the
+/// alert object plus `at` and `receivers` (those it would go to). If an
+/// inhibition or a muted route keeps it from some receiver, also
+/// `suppressed` (`"inhibited"` or `"muted"`) and `inhibited_by`
+/// (fingerprints) or `muted_by` (time interval names).
+pub fn render_among(t: &Transition, config: &Config, active: &[Alert]) -> String {
+    let quiet = crate::notify::hold::Quiet {
+        config,
+        silences: &[],
+        active,
+        now: t.at,
+    };
+    let mut receivers = Vec::new();
+    let mut why: Option<crate::notify::hold::Reason> = None;
+    for (r, reason) in quiet.plan(&t.alert, t.notify.as_deref()) {
+        match reason {
+            None => receivers.push(r),
+            // Inhibition holds every receiver, so it is the only reason.
+            Some(reason) => why = why.or(Some(reason)),
+        }
+    }
     let mut v = serde_json::to_value(&t.alert).unwrap_or_default();
     if let Some(obj) = v.as_object_mut() {
         obj.insert(
@@ -111,12 +136,61 @@ pub fn render(t: &Transition, config: &Config) -> String {
             serde_json::Value::from(crate::alert::format_rfc3339(t.at)),
         );
         obj.insert("receivers".into(), serde_json::Value::from(receivers));
+        if let Some(reason) = why {
+            obj.insert("suppressed".into(), reason.name().into());
+            let (key, by) = match reason {
+                crate::notify::hold::Reason::Inhibited(by) => ("inhibited_by", by),
+                crate::notify::hold::Reason::Muted(by) => ("muted_by", by),
+                crate::notify::hold::Reason::Silenced(id) => ("silenced_by", vec![id]),
+            };
+            obj.insert(key.into(), serde_json::Value::from(by));
+        }
     }
     v.to_string()
 }
 
-fn emit(out: &mut dyn Write, t: &Transition, config: &Config) -> Result<(), ReplayError> {
-    writeln!(out, "{}", render(t, config)).map_err(ReplayError::Output)
+/// The alerts firing so far in event time, by fingerprint: what may
+/// inhibit the next line.
+#[derive(Default)]
+struct Firing(BTreeMap<String, Alert>);
+
+impl Firing {
+    fn update(&mut self, t: &Transition) {
+        if t.alert.status == AlertStatus::Firing {
+            self.0.insert(t.alert.fingerprint.clone(), t.alert.clone());
+        } else {
+            self.0.remove(&t.alert.fingerprint);
+        }
+    }
+}
+
+/// Prints `placed` (in output order): each engine call's transitions
+/// first update the firing alerts, as the daemon's engine publishes its
+/// alerts before the dispatcher sees their transitions.
+fn emit_all(
+    out: &mut dyn Write,
+    placed: &[Placed],
+    config: &Config,
+    firing: &mut Firing,
+) -> Result<(), ReplayError> {
+    let quiet = !config.inhibit_rules.is_empty() || !config.time_intervals.is_empty();
+    for step in placed.chunk_by(|a, b| a.step == b.step) {
+        if quiet {
+            for p in step {
+                firing.update(&p.transition);
+            }
+        }
+        let active: Vec<Alert> = if config.inhibit_rules.is_empty() {
+            Vec::new()
+        } else {
+            firing.0.values().cloned().collect()
+        };
+        for p in step {
+            writeln!(out, "{}", render_among(&p.transition, config, &active))
+                .map_err(ReplayError::Output)?;
+        }
+    }
+    Ok(())
 }
 
 /// What the reader thread hands the engine: the events of up to
@@ -301,16 +375,14 @@ pub fn replay_on(
         // merge catch up, instead of all of them waiting for the slowest
         // after every batch.
         let mut in_flight = 0;
-        let merge_one = |out: &mut dyn Write| -> Result<(), ReplayError> {
+        let mut firing = Firing::default();
+        let mut merge_one = |out: &mut dyn Write| -> Result<(), ReplayError> {
             let mut placed = Vec::new();
             for (_, from_worker) in &lanes {
                 placed.extend(from_worker.recv().unwrap_or_default());
             }
             placed.sort_by(|a, b| a.output_order().cmp(&b.output_order()));
-            for p in placed {
-                emit(out, &p.transition, config)?;
-            }
-            Ok(())
+            emit_all(out, &placed, config, &mut firing)
         };
         // A send fails only once the engine side has stopped, after an
         // output error; the reader then stops too.

@@ -450,6 +450,18 @@ impl Store {
         Ok(())
     }
 
+    /// The value under (space, key), if any.
+    pub fn get_kv(&self, space: &str, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT value FROM kv WHERE space = ?1 AND key = ?2",
+                params![space, key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql("get kv"))
+    }
+
     /// Applies puts (`Some`) and deletes (`None`) to a space in one
     /// transaction: after a crash either all of them are there or none.
     pub fn apply_kv(

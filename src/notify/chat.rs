@@ -9,6 +9,7 @@ use reqwest::Url;
 use serde_json::{json, Value};
 
 use super::http::{excerpt, Reply};
+use super::render::Render;
 use super::text::{self, Limit, Style};
 use super::{sign, Notification, NotifyError};
 
@@ -54,19 +55,25 @@ impl Chat {
     }
 
     /// The URL to POST to (DingTalk signs in the query) and the body.
-    pub fn request(&self, n: &Notification, url: &Url, now: SystemTime) -> (Url, Value) {
+    pub fn request(
+        &self,
+        n: &Notification,
+        url: &Url,
+        now: SystemTime,
+        render: &Render,
+    ) -> (Url, Value) {
         let title = text::title(n);
         let mut url = url.clone();
         let body = match self {
             Chat::Slack => {
                 let head = format!("*{}*", slack_escape(&title));
-                json!({ "text": text::body(n, &head, Style::Slack, SLACK) })
+                json!({ "text": render.body(n, &head, Style::Slack, SLACK) })
             }
             Chat::Wecom => {
                 let head = format!("**{title}**");
                 json!({
                     "msgtype": "markdown",
-                    "markdown": { "content": text::body(n, &head, Style::Markdown, WECOM) },
+                    "markdown": { "content": render.body(n, &head, Style::Markdown, WECOM) },
                 })
             }
             Chat::Dingtalk { secret } => {
@@ -83,14 +90,14 @@ impl Chat {
                     "msgtype": "markdown",
                     "markdown": {
                         "title": title,
-                        "text": text::body(n, &head, Style::Markdown, DINGTALK),
+                        "text": render.body(n, &head, Style::Markdown, DINGTALK),
                     },
                 })
             }
             Chat::Feishu { secret } => {
                 let mut body = json!({
                     "msg_type": "text",
-                    "content": { "text": text::body(n, &title, Style::Plain, FEISHU) },
+                    "content": { "text": render.body(n, &title, Style::Plain, FEISHU) },
                 });
                 if !secret.is_empty() {
                     let s = unix(now).as_secs() as i64;
@@ -102,15 +109,15 @@ impl Chat {
             Chat::Discord => {
                 let head = format!("**{title}**");
                 json!({
-                    "content": text::body(n, &head, Style::Markdown, DISCORD),
+                    "content": render.body(n, &head, Style::Markdown, DISCORD),
                     // Summaries are rule output: never let them ping anyone.
                     "allowed_mentions": { "parse": [] },
                 })
             }
-            Chat::Teams => teams_card(n, &title),
+            Chat::Teams => teams_card(n, &title, render),
             Chat::Telegram { chat_id } => json!({
                 "chat_id": chat_id,
-                "text": text::body(n, &title, Style::Plain, TELEGRAM),
+                "text": render.body(n, &title, Style::Plain, TELEGRAM),
                 "disable_web_page_preview": true,
             }),
         };
@@ -198,7 +205,7 @@ fn slack_escape(s: &str) -> String {
 
 /// An Adaptive Card in the message envelope that both Teams Workflows and
 /// the older incoming-webhook connectors accept.
-fn teams_card(n: &Notification, title: &str) -> Value {
+fn teams_card(n: &Notification, title: &str, render: &Render) -> Value {
     let color = match n.status {
         crate::alert::AlertStatus::Resolved => "Good",
         _ => "Attention",
@@ -224,7 +231,7 @@ fn teams_card(n: &Notification, title: &str) -> Value {
                     },
                     {
                         "type": "TextBlock",
-                        "text": text::body(n, "", Style::Markdown, TEAMS),
+                        "text": render.body(n, "", Style::Markdown, TEAMS),
                         "wrap": true,
                     },
                 ],

@@ -10,28 +10,29 @@
 //! while a group waits out `group_wait`, neither loses it nor sends it
 //! twice: [`Dispatcher::resume`] resubmits what is left on the next start.
 //!
-//! A transition a silence keeps back is held (in memory) and sent once no
-//! silence covers it any more, as Alertmanager does: an alert still firing
-//! when its silence ends or is deleted goes out then, not at its next
+//! A transition a silence, an inhibition or a muted route keeps back is
+//! held (in memory, see [`super::hold`]) and sent once nothing keeps it
+//! back any more, as Alertmanager does: an alert still firing when its
+//! silence, inhibition or mute ends goes out then, not at its next
 //! repeat, possibly hours later. It waits `group_wait` at most, even if
 //! its group was notified moments ago: it is news nobody has heard, and
 //! holding it for the group's `group_interval` (minutes) would leave
-//! on-call thinking the silence was still on.
+//! on-call thinking the quiet was still on.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
 
 use super::group::{GroupSettings, Grouper};
+use super::hold::{Holds, Quiet, Reason};
 use super::outbox::Outbox;
-use super::silence;
-use super::{receivers_for, Notification, Receivers};
-use crate::alert::AlertStatus;
+use super::{Notification, Receivers};
+use crate::alert::Alert;
 use crate::config::Config;
-use crate::engine::Transition;
+use crate::engine::{Snapshot, Transition};
 use crate::lograte::LogRate;
 use crate::metrics::{Metrics, ReceiverLabels};
 use crate::store::{Silence, Store};
@@ -43,14 +44,6 @@ pub type Tracked = (Option<i64>, Transition);
 /// A due notification with the pending ids it still owes (`done`) and
 /// finishes (`finished`) once queued.
 type Queueable = (Notification, Vec<i64>, Vec<i64>);
-
-/// The newest transition of an alert that a silence kept back, and whether
-/// the alert's firing was ever sent (a resolve is only worth sending if it
-/// was).
-struct Held {
-    transition: Transition,
-    announced: bool,
-}
 
 /// The grouper and, for each pending id in it, how many receivers' groups
 /// still hold it.
@@ -64,12 +57,11 @@ pub struct Dispatcher {
     config: std::sync::RwLock<Arc<Config>>,
     store: Arc<Mutex<Store>>,
     groups: Mutex<Groups>,
-    /// By fingerprint. Never locked together with `groups`.
-    held: Mutex<HashMap<String, Held>>,
-    /// For the admin API's `inhibited_by`: the fingerprints of the alerts
-    /// inhibiting each alert, by fingerprint. Inhibition fills it through
-    /// [`Dispatcher::set_inhibited`]; until then it stays empty.
-    inhibited: std::sync::RwLock<HashMap<String, Vec<String>>>,
+    /// What silences, inhibitions and mutes keep back. Never locked
+    /// together with `groups`.
+    held: Mutex<Holds>,
+    /// The engine's view of active alerts: the sources of inhibition.
+    alerts: OnceLock<Arc<RwLock<Snapshot>>>,
     outbox: Arc<Outbox>,
     metrics: Arc<Metrics>,
     wake: Notify,
@@ -77,46 +69,6 @@ pub struct Dispatcher {
     /// with the pending ids they release; retried before anything newer.
     unqueued: Mutex<Vec<Queueable>>,
     log_rate: LogRate,
-}
-
-/// The silence among `silences` that covers `labels` at `now`, if any.
-fn covering<'s>(
-    silences: &'s [Silence],
-    labels: &BTreeMap<String, String>,
-    now: i64,
-) -> Option<&'s Silence> {
-    silences.iter().find(|s| silence::silences(s, labels, now))
-}
-
-/// Keeps a silenced transition to send when its silence ends.
-fn hold(held: &mut HashMap<String, Held>, t: Transition) {
-    let fingerprint = t.alert.fingerprint.clone();
-    let firing = t.alert.status == AlertStatus::Firing;
-    let announced = match held.remove(&fingerprint) {
-        // Fired and resolved under the silence: nobody was told it
-        // fired, so nobody needs telling it stopped.
-        Some(h) if !firing && !h.announced => return,
-        Some(h) => h.announced,
-        // A resolve, or a repeat (sent after the first firing), with
-        // nothing held: the firing went out before the silence began.
-        None => !firing || t.at > t.alert.starts_at,
-    };
-    held.insert(
-        fingerprint,
-        Held {
-            transition: t,
-            announced,
-        },
-    );
-}
-
-/// When a routed transition's group is due.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Timing {
-    /// The grouper's usual timing (`group_wait`, then `group_interval`).
-    Grouped,
-    /// Held back by a silence that is over: within `group_wait`.
-    Released,
 }
 
 fn unix(t: SystemTime) -> i64 {
@@ -146,8 +98,8 @@ impl Dispatcher {
                 grouper,
                 owed: HashMap::new(),
             }),
-            held: Mutex::new(HashMap::new()),
-            inhibited: std::sync::RwLock::new(HashMap::new()),
+            held: Mutex::new(Holds::default()),
+            alerts: OnceLock::new(),
             outbox,
             metrics,
             wake: Notify::new(),
@@ -176,24 +128,6 @@ impl Dispatcher {
         self.unqueued.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The fingerprints of the alerts inhibiting the alert `fingerprint`
-    /// (empty when nothing does).
-    pub fn inhibited_by(&self, fingerprint: &str) -> Vec<String> {
-        let map = self.inhibited.read().unwrap_or_else(|p| p.into_inner());
-        map.get(fingerprint).cloned().unwrap_or_default()
-    }
-
-    /// Records which alerts inhibit the alert `fingerprint`; an empty
-    /// list means nothing does any more.
-    pub fn set_inhibited(&self, fingerprint: &str, by: Vec<String>) {
-        let mut map = self.inhibited.write().unwrap_or_else(|p| p.into_inner());
-        if by.is_empty() {
-            map.remove(fingerprint);
-        } else {
-            map.insert(fingerprint.to_string(), by);
-        }
-    }
-
     fn groups(&self) -> std::sync::MutexGuard<'_, Groups> {
         self.groups.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -210,7 +144,46 @@ impl Dispatcher {
         }
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+    /// Reads the active alerts (inhibition sources) from the engine's
+    /// published snapshot from now on. Until then nothing inhibits.
+    pub fn watch_alerts(&self, snapshot: Arc<RwLock<Snapshot>>) {
+        let _ = self.alerts.set(snapshot);
+    }
+
+    /// The alerts now pending or firing, as the engine last published them.
+    fn active_alerts(&self) -> Vec<Alert> {
+        match self.alerts.get() {
+            Some(s) => match s.read() {
+                Ok(s) => s.alerts.clone(),
+                Err(p) => p.into_inner().alerts.clone(),
+            },
+            None => Vec::new(),
+        }
+    }
+
+    /// For the API: per alert (with its rule's `notify` list), the
+    /// fingerprints of the alerts inhibiting it and the time intervals
+    /// muting it at `now`.
+    pub fn quiet_status(
+        &self,
+        alerts: &[(Alert, Option<Vec<String>>)],
+        now: i64,
+    ) -> Vec<(Vec<String>, Vec<String>)> {
+        let config = self.config();
+        let active: Vec<Alert> = alerts.iter().map(|(a, _)| a.clone()).collect();
+        let quiet = Quiet {
+            config: &config,
+            silences: &[],
+            active: &active,
+            now,
+        };
+        alerts
+            .iter()
+            .map(|(a, notify)| quiet.status(a, notify.as_deref()))
+            .collect()
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Holds> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -251,7 +224,11 @@ impl Dispatcher {
                 }
             }
         }
-        self.route(tracked, &reached, Timing::Grouped);
+        self.route(
+            tracked.into_iter().map(|t| (t, None)).collect(),
+            &reached,
+            SystemTime::now(),
+        );
     }
 
     fn release(&self, ids: &[i64]) {
@@ -260,57 +237,80 @@ impl Dispatcher {
         }
     }
 
-    /// Routes alert transitions into the grouper (silenced ones are only
-    /// counted).
+    /// Routes alert transitions into the grouper (what a silence,
+    /// inhibition or mute keeps back is held and counted).
     pub fn submit(&self, transitions: Vec<Tracked>) {
-        self.route(transitions, &HashMap::new(), Timing::Grouped);
+        let jobs = transitions.into_iter().map(|t| (t, None)).collect();
+        self.route(jobs, &HashMap::new(), SystemTime::now());
     }
 
+    /// Routes each transition to its receivers (or, with `Some(receiver)`,
+    /// to that one only: releasing what was held for it), leaving out
+    /// the receivers `reached` says a previous run already queued it for.
     fn route(
         &self,
-        transitions: Vec<Tracked>,
+        jobs: Vec<(Tracked, Option<String>)>,
         reached: &HashMap<i64, Vec<String>>,
-        timing: Timing,
+        now: SystemTime,
     ) {
-        if transitions.is_empty() {
+        if jobs.is_empty() {
             return;
         }
-        let now = SystemTime::now();
         // Better a notification too many than a lost one.
         let silences = self.read_silences("notifying anyway").unwrap_or_default();
+        let active = self.active_alerts();
         let config = self.config();
+        let quiet = Quiet {
+            config: &config,
+            silences: &silences,
+            active: &active,
+            now: unix(now),
+        };
         let mut groups = self.groups();
         let mut unowed = Vec::new();
-        let mut silenced = Vec::new();
-        // Sent or unrouted: whatever a silence held back for them is outdated.
-        let mut settled = Vec::new();
-        for (id, t) in transitions {
-            let mut receivers = receivers_for(
-                &t.alert,
-                t.notify.as_deref(),
-                &config.routes,
-                &config.alerting.default_receivers,
-            );
+        let mut held_back: Vec<(String, Transition)> = Vec::new();
+        // Sent (per receiver) or unrouted (all receivers): whatever was
+        // held back for them is outdated.
+        let mut settled: Vec<(String, Option<String>)> = Vec::new();
+        for ((id, t), only) in jobs {
+            let mut plan = quiet.plan(&t.alert, t.notify.as_deref());
             if let Some(done) = id.and_then(|id| reached.get(&id)) {
-                receivers.retain(|r| !done.contains(r));
+                plan.retain(|(r, _)| !done.contains(r));
             }
-            let silenced_by = covering(&silences, &t.alert.labels, unix(now));
-            if let Some(s) = silenced_by {
-                tracing::info!(rule = %t.alert.rule, fingerprint = %t.alert.fingerprint, silence = %s.id, "alert silenced");
-                for r in &receivers {
-                    self.metrics
-                        .notifications
-                        .get_or_create(&ReceiverLabels {
-                            receiver: r.clone(),
-                            outcome: "silenced".into(),
-                        })
-                        .inc();
+            if let Some(only) = &only {
+                plan.retain(|(r, _)| r == only);
+            }
+            let fingerprint = &t.alert.fingerprint;
+            if plan.is_empty() && only.is_none() {
+                settled.push((fingerprint.clone(), None));
+            }
+            let mut receivers = Vec::new();
+            for (r, reason) in plan {
+                let Some(reason) = reason else {
+                    settled.push((fingerprint.clone(), Some(r.clone())));
+                    receivers.push(r);
+                    continue;
+                };
+                match &reason {
+                    Reason::Silenced(by) => {
+                        tracing::info!(rule = %t.alert.rule, fingerprint = %fingerprint, receiver = %r, silence = %by, "alert silenced")
+                    }
+                    Reason::Inhibited(by) => {
+                        tracing::info!(rule = %t.alert.rule, fingerprint = %fingerprint, receiver = %r, inhibited_by = ?by, "alert inhibited")
+                    }
+                    Reason::Muted(by) => {
+                        tracing::info!(rule = %t.alert.rule, fingerprint = %fingerprint, receiver = %r, muted_by = ?by, "alert muted")
+                    }
                 }
-                unowed.extend(id);
-                silenced.push(t);
-                continue;
+                self.metrics
+                    .notifications
+                    .get_or_create(&ReceiverLabels {
+                        receiver: r.clone(),
+                        outcome: reason.name().into(),
+                    })
+                    .inc();
+                held_back.push((r, t.clone()));
             }
-            settled.push(t.alert.fingerprint.clone());
             if receivers.is_empty() {
                 unowed.extend(id);
                 continue;
@@ -319,20 +319,25 @@ impl Dispatcher {
                 groups.owed.insert(id, receivers.len());
             }
             for r in &receivers {
-                match timing {
-                    Timing::Grouped => groups.grouper.submit_tracked(r, t.alert.clone(), now, id),
-                    Timing::Released => groups.grouper.submit_released(r, t.alert.clone(), now),
+                if only.is_some() {
+                    // Released from a hold: due within `group_wait`.
+                    groups.grouper.submit_released(r, t.alert.clone(), now);
+                } else {
+                    groups.grouper.submit_tracked(r, t.alert.clone(), now, id);
                 }
             }
         }
         drop(groups);
         {
             let mut held = self.held();
-            for fingerprint in &settled {
-                held.remove(fingerprint);
+            for (fingerprint, receiver) in &settled {
+                match receiver {
+                    Some(r) => held.settle(fingerprint, r),
+                    None => held.settle_all(fingerprint),
+                }
             }
-            for t in silenced {
-                hold(&mut held, t);
+            for (r, t) in held_back {
+                held.hold(&r, t);
             }
         }
         self.release(&unowed);
@@ -346,64 +351,73 @@ impl Dispatcher {
         self.wake.notify_one();
     }
 
-    /// Holds the firing alerts of a restarted engine that a silence covers
-    /// now: what a silence held back before the restart was only in
-    /// memory. Whether each was sent before its silence began is not known,
-    /// so each counts as sent: when the silence ends it goes out again, and
-    /// so does a resolve that comes first (better a notification too many
-    /// than a lost one). Call once at start.
-    pub fn hold_silenced(&self, firing: Vec<Transition>) {
+    /// Holds the firing alerts of a restarted engine that a silence,
+    /// inhibition or mute keeps back now: what was held before the restart
+    /// was only in memory. Whether each was sent before the hold began is
+    /// not known, so each counts as sent: when the hold ends it goes out
+    /// again, and so does a resolve that comes first (better a
+    /// notification too many than a lost one). Call once at start.
+    pub fn hold_suppressed(&self, firing: Vec<Transition>) {
         if firing.is_empty() {
             return;
         }
         let Some(silences) = self.read_silences("not holding silenced alerts") else {
             return;
         };
-        let now = unix(SystemTime::now());
+        let config = self.config();
+        // The engine has not published its alerts yet: the restored
+        // firing alerts are the inhibition sources.
+        let active: Vec<Alert> = firing.iter().map(|t| t.alert.clone()).collect();
+        let quiet = Quiet {
+            config: &config,
+            silences: &silences,
+            active: &active,
+            now: unix(SystemTime::now()),
+        };
         let mut held = self.held();
         for t in firing {
-            if covering(&silences, &t.alert.labels, now).is_some() {
-                held.insert(
-                    t.alert.fingerprint.clone(),
-                    Held {
-                        transition: t,
-                        announced: true,
-                    },
-                );
+            for (r, reason) in quiet.plan(&t.alert, t.notify.as_deref()) {
+                if reason.is_some() {
+                    held.hold_announced(&r, t.clone());
+                }
             }
         }
     }
 
-    /// Routes the transitions silences held back that no silence covers
-    /// any more (it ended, or was deleted).
-    fn release_unsilenced(&self, now: SystemTime) {
+    /// Routes the transitions held back that nothing keeps back any more
+    /// (a silence ended or was deleted, an inhibiting alert resolved, a
+    /// mute interval ended), each to the receiver it was held from.
+    fn release_unsuppressed(&self, now: SystemTime) {
         if self.held().is_empty() {
             return;
         }
         let Some(silences) = self.read_silences("holding silenced alerts") else {
             return;
         };
-        let free: Vec<Tracked> = {
-            let mut held = self.held();
-            let ended: Vec<String> = held
-                .iter()
-                .filter(|(_, h)| {
-                    covering(&silences, &h.transition.alert.labels, unix(now)).is_none()
-                })
-                .map(|(f, _)| f.clone())
-                .collect();
-            ended
-                .iter()
-                .filter_map(|f| held.remove(f))
-                .map(|h| (None, h.transition))
-                .collect()
+        let active = self.active_alerts();
+        let config = self.config();
+        let quiet = Quiet {
+            config: &config,
+            silences: &silences,
+            active: &active,
+            now: unix(now),
         };
+        let free = self.held().take_free(|t, receiver| {
+            quiet
+                .plan(&t.alert, t.notify.as_deref())
+                .iter()
+                .any(|(r, reason)| r == receiver && reason.is_some())
+        });
         if !free.is_empty() {
             tracing::info!(
                 alerts = free.len(),
-                "silence over: sending what it held back"
+                "silence, inhibition or mute over: sending what it held back"
             );
-            self.route(free, &HashMap::new(), Timing::Released);
+            let jobs = free
+                .into_iter()
+                .map(|(t, r)| ((None, t), Some(r)))
+                .collect();
+            self.route(jobs, &HashMap::new(), now);
         }
     }
 
@@ -470,7 +484,7 @@ impl Dispatcher {
         tokio::pin!(shutdown);
         loop {
             let now = SystemTime::now();
-            self.release_unsilenced(now);
+            self.release_unsuppressed(now);
             self.flush(now);
             let wait = self
                 .groups()
@@ -495,9 +509,14 @@ impl Dispatcher {
 }
 
 #[cfg(test)]
+mod quiet_tests;
+
+#[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
-    use crate::alert::Alert;
+    use crate::alert::AlertStatus;
 
     fn transition(rule: &str, notify: &[&str]) -> Transition {
         Transition {
@@ -510,6 +529,11 @@ mod tests {
                 value: serde_json::Value::Null,
                 starts_at: 1_700_000_000,
                 ends_at: None,
+                key: BTreeMap::new(),
+                annotations: BTreeMap::new(),
+                evidence: Vec::new(),
+                url: None,
+                reason: None,
                 fingerprint: format!("fp-{rule}"),
             },
             notify: Some(notify.iter().map(|s| s.to_string()).collect()),
@@ -517,16 +541,22 @@ mod tests {
         }
     }
 
-    struct Run {
-        store: Arc<Mutex<Store>>,
-        dispatcher: Dispatcher,
+    pub(super) struct Run {
+        pub(super) store: Arc<Mutex<Store>>,
+        pub(super) dispatcher: Dispatcher,
     }
 
     /// A dispatcher over the store in `dir`, as one run of the daemon
     /// would build it (group_wait 30 s, so nothing is due on submit).
     fn run(dir: &std::path::Path) -> Run {
+        run_with(dir, |_| {})
+    }
+
+    /// [`run`] with the config changed by `tweak` first.
+    pub(super) fn run_with(dir: &std::path::Path, tweak: impl FnOnce(&mut Config)) -> Run {
         let mut config = Config::default();
         config.alerting.group_wait = Duration::from_secs(30);
+        tweak(&mut config);
         let store = Arc::new(Mutex::new(Store::open(dir).expect("open store")));
         let receivers = Arc::new(Receivers::from_config(&config).expect("receivers"));
         let metrics = Arc::new(Metrics::new());
@@ -543,7 +573,7 @@ mod tests {
 
     impl Run {
         /// Saves transitions as the engine thread does, then submits them.
-        fn submit(&self, ts: Vec<Transition>) {
+        pub(super) fn submit(&self, ts: Vec<Transition>) {
             let bodies: Vec<String> = ts
                 .iter()
                 .map(|t| serde_json::to_string(t).expect("serialise"))
@@ -556,7 +586,7 @@ mod tests {
         }
 
         /// The notifications queued for `receiver`, oldest first.
-        fn notifications(&self, receiver: &str) -> Vec<super::super::Notification> {
+        pub(super) fn notifications(&self, receiver: &str) -> Vec<super::super::Notification> {
             lock(&self.store)
                 .due(receiver, i64::MAX, 100)
                 .expect("due")
@@ -574,12 +604,12 @@ mod tests {
                 .collect()
         }
 
-        fn pending(&self) -> usize {
+        pub(super) fn pending(&self) -> usize {
             lock(&self.store).pending().expect("pending").len()
         }
     }
 
-    fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
+    pub(super) fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
         store.lock().expect("store lock")
     }
 
@@ -673,7 +703,7 @@ mod tests {
     /// due (`drain` would mark groups sent a century ahead, holding back
     /// the group's next notification as long).
     fn tick(r: &Run, days: u64) {
-        r.dispatcher.release_unsilenced(SystemTime::now());
+        r.dispatcher.release_unsuppressed(SystemTime::now());
         r.dispatcher
             .flush(SystemTime::now() + Duration::from_secs(days * 86_400));
     }
@@ -685,7 +715,7 @@ mod tests {
     }
 
     /// Statuses of the alerts queued for `receiver`, in order.
-    fn statuses(r: &Run, receiver: &str) -> Vec<String> {
+    pub(super) fn statuses(r: &Run, receiver: &str) -> Vec<String> {
         let alerts = r.notifications(receiver).into_iter().flat_map(|n| n.alerts);
         alerts.map(|a| a.status.as_str().to_string()).collect()
     }
@@ -753,6 +783,14 @@ mod tests {
     }
 
     #[test]
+    fn silenced_or_unrouted_transitions_are_not_kept_pending() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = run(dir.path());
+        r.submit(vec![transition("a", &[])]);
+        assert_eq!(r.pending(), 0);
+    }
+
+    #[test]
     fn a_released_alert_does_not_wait_for_its_groups_interval() {
         let dir = tempfile::tempdir().expect("tempdir");
         let r = run(dir.path());
@@ -790,7 +828,7 @@ mod tests {
             })
             .expect("end silence");
         let now = SystemTime::now();
-        r.dispatcher.release_unsilenced(now);
+        r.dispatcher.release_unsuppressed(now);
         // group_interval is 5 min; alice goes out after group_wait (30 s).
         r.dispatcher.flush(now + Duration::from_secs(29));
         assert_eq!(r.notifications("ops").len(), 1, "group_wait first");
@@ -803,13 +841,5 @@ mod tests {
             .map(|a| a.labels["user_id"].as_str())
             .collect();
         assert_eq!(users, ["alice", "bob"]);
-    }
-
-    #[test]
-    fn silenced_or_unrouted_transitions_are_not_kept_pending() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let r = run(dir.path());
-        r.submit(vec![transition("a", &[])]);
-        assert_eq!(r.pending(), 0);
     }
 }

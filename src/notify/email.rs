@@ -1,20 +1,25 @@
-//! The `email` receiver: one plain-text mail per notification through the
-//! shared lettre SMTP transport of `[smtp]` (security none, STARTTLS or
-//! implicit TLS; AUTH when a username is set). SMTP 5xx replies are
-//! permanent failures, everything else may be retried.
+//! The `email` receiver: one mail per notification (text/plain and
+//! text/html alternatives, a `Message-ID`, and `In-Reply-To`/`References`
+//! naming the group's first firing mail when the outbox threaded it)
+//! through the shared lettre SMTP transport of `[smtp]` (security none,
+//! STARTTLS or implicit TLS; AUTH when a username is set). SMTP 5xx replies
+//! are permanent failures, everything else may be retried.
 
-use lettre::message::header::ContentType;
-use lettre::message::Mailbox;
+use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{SmtpConfig, SmtpSecurity};
 
+use super::render::Render;
 use super::text::{self, Limit, Style};
 use super::{Notification, NotifyError};
 
 /// Mails larger than this are cut; most servers refuse 10 MB and up.
 const MAX_BODY: Limit = Limit::bytes(1_000_000);
+
+/// Alerts shown in the HTML part; the text part lists as many as fit.
+const MAX_HTML_ALERTS: usize = 200;
 
 pub(crate) type Transport = AsyncSmtpTransport<Tokio1Executor>;
 
@@ -77,16 +82,31 @@ impl Email {
             .join(", ")
     }
 
-    pub async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
+    /// The domain of `smtp.from`, for Message-IDs.
+    pub fn domain(&self) -> &str {
+        self.from.email.domain()
+    }
+
+    pub async fn send(&self, n: &Notification, render: &Render) -> Result<(), NotifyError> {
+        let id = n
+            .message_id
+            .clone()
+            .unwrap_or_else(|| message_id(self.domain()));
         let mut message = Message::builder()
             .from(self.from.clone())
             .subject(text::title(n))
-            .header(ContentType::TEXT_PLAIN);
+            .message_id(Some(id));
+        if let Some(root) = &n.in_reply_to {
+            message = message.in_reply_to(root.clone()).references(root.clone());
+        }
         for to in &self.to {
             message = message.to(to.clone());
         }
         let message = message
-            .body(body(n))
+            .multipart(MultiPart::alternative_plain_html(
+                body(n, render),
+                render.email_html(n, MAX_HTML_ALERTS),
+            ))
             .map_err(|e| NotifyError::permanent(format!("build mail: {e}")))?;
         match self.transport.send(message).await {
             Ok(_) => Ok(()),
@@ -104,7 +124,7 @@ impl Email {
 
 /// The mail text: an opening line, then one block per alert (summary,
 /// value, labels, start and end time).
-pub(crate) fn body(n: &Notification) -> String {
+pub(crate) fn body(n: &Notification, render: &Render) -> String {
     let firing = n.firing().count();
     let resolved = n.resolved().count();
     let mut head = String::new();
@@ -117,10 +137,25 @@ pub(crate) fn body(n: &Notification) -> String {
         resolved,
         text::group_name(n)
     ));
-    let mut out = text::body(n, &head, Style::Plain, MAX_BODY);
+    let mut out = render.body(n, &head, Style::Plain, MAX_BODY);
     out.push_str(&format!(
         "\n\n-- \nSent by callwatch to receiver {}.\n",
         n.receiver
     ));
     out
+}
+
+/// A new, unique Message-ID: the time in ms and 128 random bits.
+pub(crate) fn message_id(domain: &str) -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let random: u128 = rand::random();
+    let domain = if domain.is_empty() {
+        "callwatch"
+    } else {
+        domain
+    };
+    format!("<{ms}.{random:032x}.callwatch@{domain}>")
 }

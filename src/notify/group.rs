@@ -259,6 +259,11 @@ mod tests {
             value: serde_json::Value::Null,
             starts_at: 1_700_000_000,
             ends_at: (status == AlertStatus::Resolved).then_some(1_700_000_100),
+            key: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            evidence: Vec::new(),
+            url: None,
+            reason: None,
         }
     }
 

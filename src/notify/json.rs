@@ -1,4 +1,4 @@
-//! The machine-readable bodies: the generic webhook body of SPEC §6 and the
+//! The machine-readable bodies: the generic webhook body (docs/alerts.md) and the
 //! alert list of Alertmanager's `POST /api/v2/alerts`. No size limit
 //! applies; receivers of these parse JSON rather than show it to people.
 
@@ -25,8 +25,8 @@ pub(crate) fn webhook(n: &Notification) -> Value {
 }
 
 /// One Alertmanager alert per alert: `alertname` is the rule, then the
-/// alert's labels; `summary` (and `value`, when there is one) are
-/// annotations; `endsAt` only once resolved, so Alertmanager keeps a firing
+/// alert's labels; `summary` (and `value`, when there is one) and the
+/// rule's annotations are annotations; the alert's `url` is `generatorURL`; `endsAt` only once resolved, so Alertmanager keeps a firing
 /// alert open until its `resolve_timeout`.
 pub(crate) fn alertmanager(n: &Notification) -> Value {
     let alerts: Vec<Value> = n
@@ -45,11 +45,17 @@ pub(crate) fn alertmanager(n: &Notification) -> Value {
             if let Some(v) = super::text::value(a) {
                 annotations.insert("value".into(), json!(v));
             }
+            for (k, v) in &a.annotations {
+                annotations.insert(k.clone(), json!(v));
+            }
             let mut alert = json!({
                 "labels": labels,
                 "annotations": annotations,
                 "startsAt": format_rfc3339(a.starts_at),
             });
+            if let Some(url) = &a.url {
+                alert["generatorURL"] = json!(url);
+            }
             if let Some(end) = a.ends_at {
                 alert["endsAt"] = json!(format_rfc3339(end));
             }

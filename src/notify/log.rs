@@ -9,7 +9,10 @@ use super::text::{labels, status_tag, value};
 use super::{Notification, NotifyError};
 
 /// The lines the `log` receiver prints for `n`, one per alert:
-/// `[FIRING] rule (severity) summary | value=3 | k=v k=v | since <time>`.
+/// `[FIRING] rule (severity) summary | value=3 | k=v k=v | since <time>`,
+/// then for a resolved alert ` until <time> (reason)`, then the
+/// description, runbook and evidence CallIds when there are any. Times are
+/// RFC 3339 UTC here, for tools reading the lines.
 /// Control characters in the summary are escaped so each alert stays on
 /// one line.
 pub fn log_lines(n: &Notification) -> Vec<String> {
@@ -31,6 +34,23 @@ pub fn log_lines(n: &Notification) -> Vec<String> {
             line.push_str(&format!(" | since {}", format_rfc3339(a.starts_at)));
             if let Some(end) = a.ends_at {
                 line.push_str(&format!(" until {}", format_rfc3339(end)));
+            }
+            if let Some(reason) = a.reason {
+                line.push_str(&format!(" ({})", reason.as_str()));
+            }
+            if let Some(d) = a.annotations.get("description") {
+                line.push_str(&format!(" | {}", one_line(d)));
+            }
+            if let Some(r) = a.annotations.get("runbook_url") {
+                line.push_str(&format!(" | runbook {}", one_line(r)));
+            }
+            let calls: Vec<&str> = a
+                .evidence
+                .iter()
+                .filter_map(|e| e.call_id.as_deref())
+                .collect();
+            if !calls.is_empty() {
+                line.push_str(&format!(" | calls {}", one_line(&calls.join(","))));
             }
             line
         })

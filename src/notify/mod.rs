@@ -1,5 +1,5 @@
 //! Notifications: turning groups of alerts into messages and delivering them
-//! through the receiver kinds of SPEC §6 (log, email, webhook, the chat
+//! through the receiver kinds of docs/alerts.md (log, email, webhook, the chat
 //! services and Alertmanager). This module owns the [`Notification`] that
 //! flows to a receiver, the [`NotifyError`] that tells the delivery
 //! machinery whether to retry, and the runtime [`Receiver`]s. It does not
@@ -11,7 +11,10 @@
 //! - [`receiver`]: the runtime receivers built from config, and `send`.
 //! - `http`: one POST and what its reply means (status classes,
 //!   `Retry-After`), URL redaction.
-//! - `text`: titles, per-alert blocks and truncation to a size limit.
+//! - `text`: titles and truncation to a size limit; `render`: the message
+//!   templates (per-alert blocks, the HTML mail) and times in
+//!   `alerting.timezone`.
+//! - [`thread`]: Message-IDs and the per-group mail thread.
 //! - `chat`: the payloads and reply checks of Slack, WeCom, DingTalk,
 //!   Feishu, Discord, Teams and Telegram; `sign`: their HMAC signatures.
 //! - `json`: the generic webhook and Alertmanager bodies.
@@ -22,21 +25,25 @@
 //! - [`dispatch`]: transitions → routes, silences, grouper → outbox.
 //! - [`outbox`]: durable queue, per-receiver workers, retries and backoff.
 //! - [`silence`]: silence matching and validation.
+//! - [`hold`]: what silences, inhibitions and mutes keep back, and why.
 
 mod chat;
 pub mod dispatch;
 mod email;
 pub mod group;
+pub mod hold;
 mod http;
 mod json;
 mod log;
 pub mod outbox;
 mod rate;
 pub mod receiver;
+mod render;
 pub mod route;
 mod sign;
 pub mod silence;
 mod text;
+pub mod thread;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -64,6 +71,14 @@ pub struct Notification {
     /// A test notification from `callwatch notify-test`, marked as such.
     #[serde(default)]
     pub test: bool,
+    /// The mail's Message-ID, fixed when an email notification is queued
+    /// so that every attempt sends the same one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    /// The Message-ID of the group's first firing mail, which this one
+    /// answers (`In-Reply-To`, `References`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_reply_to: Option<String>,
 }
 
 impl Notification {
@@ -79,6 +94,8 @@ impl Notification {
             alerts,
             group_labels,
             test: false,
+            message_id: None,
+            in_reply_to: None,
         }
     }
 
@@ -194,6 +211,11 @@ pub fn test_notification(receiver: &str, now: i64) -> Notification {
         value: serde_json::Value::Null,
         starts_at: now,
         ends_at: None,
+        key: BTreeMap::new(),
+        annotations: BTreeMap::new(),
+        evidence: Vec::new(),
+        url: None,
+        reason: None,
     };
     let group_labels = BTreeMap::from([("rule".to_string(), TEST_RULE.to_string())]);
     Notification {

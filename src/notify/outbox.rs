@@ -100,12 +100,23 @@ impl Outbox {
         done: &[i64],
         finished: &[i64],
     ) -> Result<(), StoreError> {
-        let payload = serde_json::to_string(n).map_err(|source| StoreError::Json {
-            op: "enqueue",
-            source,
-        })?;
         {
             let store = lock(&self.store);
+            let domain = self
+                .receivers
+                .get(&n.receiver)
+                .and_then(|r| r.mail_domain());
+            let threaded = match domain {
+                Some(domain) => Some(super::thread::stamp(&store, n, domain)?),
+                None => None,
+            };
+            let payload =
+                serde_json::to_string(threaded.as_ref().unwrap_or(n)).map_err(|source| {
+                    StoreError::Json {
+                        op: "enqueue",
+                        source,
+                    }
+                })?;
             store.enqueue_releasing(&n.receiver, &payload, now_ms(), done, finished)?;
             if self.max_queued != usize::MAX {
                 let dropped = store.take_oldest_beyond(&n.receiver, self.max_queued)?;

@@ -5,7 +5,7 @@
 //! persistence belong to the outbox, which acts on the [`NotifyError`].
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::HeaderMap;
@@ -17,6 +17,7 @@ use super::chat::Chat;
 use super::email::{self, Email};
 use super::http::{self, Endpoint};
 use super::rate::{self, RateLimit};
+use super::render::Render;
 use super::{json, log, Notification, NotifyError};
 
 /// Every configured receiver, by name, sharing one HTTP client and one SMTP
@@ -29,11 +30,25 @@ pub struct Receivers {
 impl Receivers {
     /// Builds the receivers of a validated config.
     pub fn from_config(config: &Config) -> Result<Receivers, NotifyError> {
-        Receivers::new(&config.receivers, &config.smtp)
+        let tz = config
+            .timezone()
+            .map_err(|e| NotifyError::permanent(e.to_string()))?;
+        Receivers::in_zone(&config.receivers, &config.smtp, tz)
     }
 
-    /// Builds `receivers`; `smtp` is used only if one of them is `email`.
+    /// Builds `receivers` showing times in UTC; `smtp` is used only if one
+    /// of them is `email`.
     pub fn new(receivers: &[ReceiverConfig], smtp: &SmtpConfig) -> Result<Receivers, NotifyError> {
+        Receivers::in_zone(receivers, smtp, jiff::tz::TimeZone::UTC)
+    }
+
+    /// [`Receivers::new`] showing times in `tz`.
+    pub fn in_zone(
+        receivers: &[ReceiverConfig],
+        smtp: &SmtpConfig,
+        tz: jiff::tz::TimeZone,
+    ) -> Result<Receivers, NotifyError> {
+        let render = Arc::new(Render::new(tz));
         let client = reqwest::Client::builder()
             .user_agent(concat!("callwatch/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -48,14 +63,13 @@ impl Receivers {
         };
         let mut by_name = BTreeMap::new();
         for cfg in receivers {
-            let receiver = Receiver::build(cfg, &client, smtp_transport.as_ref(), smtp).map_err(
-                |e| match e {
+            let receiver = Receiver::build(cfg, &client, smtp_transport.as_ref(), smtp, &render)
+                .map_err(|e| match e {
                     NotifyError::Permanent { reason } => {
                         NotifyError::permanent(format!("receiver {:?}: {reason}", cfg.name))
                     }
                     other => other,
-                },
-            )?;
+                })?;
             by_name.insert(cfg.name.clone(), receiver);
         }
         Ok(Receivers { by_name })
@@ -81,6 +95,8 @@ pub struct Receiver {
     per_minute: u32,
     limit: Mutex<RateLimit>,
     target: Target,
+    /// Message templates and time zone, shared by every receiver.
+    render: Arc<Render>,
 }
 
 /// The closed set of ways to deliver, mirroring [`ReceiverKind`].
@@ -117,6 +133,7 @@ impl Receiver {
         client: &reqwest::Client,
         smtp_transport: Option<&email::Transport>,
         smtp: &SmtpConfig,
+        render: &Arc<Render>,
     ) -> Result<Receiver, NotifyError> {
         let http = |url: &str, kind: HttpKind| -> Result<Target, NotifyError> {
             Ok(Target::Http {
@@ -198,6 +215,7 @@ impl Receiver {
             per_minute,
             limit: Mutex::new(RateLimit::new(per_minute)),
             target,
+            render: render.clone(),
         })
     }
 
@@ -216,6 +234,15 @@ impl Receiver {
                 HttpKind::Alertmanager => "alertmanager",
                 HttpKind::Chat(c) => c.service(),
             },
+        }
+    }
+
+    /// For an email receiver, the domain its Message-IDs use (the sender's);
+    /// `None` for every other kind, whose messages are not threaded.
+    pub fn mail_domain(&self) -> Option<&str> {
+        match &self.target {
+            Target::Email(e) => Some(e.domain()),
+            _ => None,
         }
     }
 
@@ -292,7 +319,7 @@ impl Receiver {
     async fn deliver(&self, n: &Notification) -> Result<(), NotifyError> {
         match &self.target {
             Target::Log => log::print(n),
-            Target::Email(e) => e.send(n).await,
+            Target::Email(e) => e.send(n, &self.render).await,
             Target::Http {
                 client,
                 endpoint,
@@ -302,7 +329,9 @@ impl Receiver {
                 let (url, body) = match kind {
                     HttpKind::Webhook => (endpoint.url.clone(), json::webhook(n)),
                     HttpKind::Alertmanager => (endpoint.url.clone(), json::alertmanager(n)),
-                    HttpKind::Chat(c) => c.request(n, &endpoint.url, SystemTime::now()),
+                    HttpKind::Chat(c) => {
+                        c.request(n, &endpoint.url, SystemTime::now(), &self.render)
+                    }
                 };
                 let reply = http::post_json(client, endpoint, url, headers, &body).await?;
                 match kind {

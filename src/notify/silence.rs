@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::quiet::labels::anchored;
 use crate::store::{Matcher, Silence};
 
 /// A matcher problem, naming the matcher.
@@ -21,11 +22,6 @@ pub enum SilenceError {
     EndsInPast,
     #[error("at least one matcher must not match an empty label value (this silence would match every alert)")]
     MatchesEverything,
-}
-
-fn anchored(pattern: &str) -> Result<regex::Regex, regex::Error> {
-    // Alertmanager anchors regex matchers at both ends.
-    regex::Regex::new(&format!("^(?:{pattern})$"))
 }
 
 /// Checks a silence before it is stored.

@@ -1,10 +1,11 @@
 //! Human-readable text for notifications: the title
-//! (`[FIRING:2] interruption_rate_by_platform platform=Android`), one block
-//! per alert in plain text, Markdown or Slack's mrkdwn, and fitting the
-//! blocks into a service's size limit with a clear `… N more alerts` marker.
-//! It knows nothing about transports or payload shapes.
+//! (`[FIRING:2] interruption_rate_by_platform (warning) platform=Android`),
+//! small pieces every message shows the same way, and fitting per-alert
+//! blocks (rendered by `render`) into a service's size limit with a clear
+//! `… N more alerts` marker. It knows nothing about transports or payload
+//! shapes.
 
-use crate::alert::{format_rfc3339, Alert, AlertStatus};
+use crate::alert::{Alert, AlertStatus};
 
 use super::Notification;
 
@@ -89,24 +90,69 @@ impl Limit {
     }
 }
 
-/// The subject line: `[FIRING:2] rule k=v`, `[RESOLVED] rule k=v`, with a
-/// `[TEST]` marker in front of test notifications.
+/// The subject line: `[FIRING:2] rule (severity) k=v`, `[RESOLVED] rule
+/// (severity) k=v`, with a `[TEST]` marker in front of test notifications.
+/// The severity is the most urgent of the alerts the status counts; `k=v`
+/// is the alerts' key when they share one, else the group's labels.
 pub(crate) fn title(n: &Notification) -> String {
     let test = if n.test { "[TEST] " } else { "" };
-    let state = match n.status {
-        AlertStatus::Resolved => "[RESOLVED]".to_string(),
-        _ => format!("[FIRING:{}]", n.firing().count()),
+    let (state, counted): (String, Vec<&Alert>) = match n.status {
+        AlertStatus::Resolved => ("[RESOLVED]".to_string(), n.alerts.iter().collect()),
+        _ => (
+            format!("[FIRING:{}]", n.firing().count()),
+            n.firing().collect(),
+        ),
     };
-    format!("{test}{state} {}", group_name(n))
+    let severity = counted
+        .iter()
+        .map(|a| a.severity.as_str())
+        .min_by_key(|s| urgency(s))
+        .unwrap_or("info");
+    let rule = rule_name(n);
+    let first_key = n.alerts.first().map(|a| &a.key);
+    let shared_key = first_key.filter(|k| !k.is_empty() && n.alerts.iter().all(|a| &a.key == *k));
+    let pairs: Vec<String> = match shared_key {
+        Some(key) => key.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        None => n
+            .group_labels
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "rule" | "severity"))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
+    };
+    let mut out = format!("{test}{state} {rule} ({severity})");
+    for p in pairs {
+        out.push(' ');
+        out.push_str(&p);
+    }
+    out
+}
+
+/// Lower is more urgent; unknown severities sort last.
+fn urgency(severity: &str) -> u8 {
+    match severity {
+        "critical" => 0,
+        "warning" => 1,
+        "info" => 2,
+        _ => 3,
+    }
+}
+
+/// The group's rule, or the distinct rules of its alerts.
+fn rule_name(n: &Notification) -> String {
+    if let Some(rule) = n.group_labels.get("rule") {
+        return rule.clone();
+    }
+    let mut rules: Vec<&str> = n.alerts.iter().map(|a| a.rule.as_str()).collect();
+    rules.dedup();
+    rules.join(", ")
 }
 
 /// The group's labels: the rule's name bare, then the others as `k=v`.
 /// Without group labels, the distinct rule names of the alerts.
 pub(crate) fn group_name(n: &Notification) -> String {
     if n.group_labels.is_empty() {
-        let mut rules: Vec<&str> = n.alerts.iter().map(|a| a.rule.as_str()).collect();
-        rules.dedup();
-        return rules.join(", ");
+        return rule_name(n);
     }
     let mut parts = Vec::new();
     if let Some(rule) = n.group_labels.get("rule") {
@@ -152,48 +198,13 @@ pub(crate) fn value(a: &Alert) -> Option<String> {
     }
 }
 
-/// One alert as a block of lines: header, summary, then the details.
-pub(crate) fn alert_block(a: &Alert, style: Style) -> String {
-    let esc = |s: &str| match style {
-        Style::Slack => s
-            .replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;"),
-        _ => s.to_string(),
-    };
-    let mut details = Vec::new();
-    if let Some(v) = value(a) {
-        details.push(format!("value: {}", esc(&v)));
-    }
-    details.push(format!("labels: {}", esc(&labels(a, ", "))));
-    details.push(format!("started: {}", format_rfc3339(a.starts_at)));
-    if let Some(end) = a.ends_at {
-        details.push(format!("ended: {}", format_rfc3339(end)));
-    }
-    let head = format!("{} {}", status_tag(a), esc(&a.rule));
-    let summary = esc(&a.summary);
-    match style {
-        Style::Plain => format!("{head} ({})\n{summary}\n{}", a.severity, details.join("\n")),
-        Style::Markdown => format!(
-            "**{head}** ({})\n\n{summary}\n\n- {}",
-            a.severity,
-            details.join("\n- ")
-        ),
-        Style::Slack => format!(
-            "*{head}* ({})\n{summary}\n• {}",
-            esc(&a.severity),
-            details.join("\n• ")
-        ),
-    }
-}
-
-/// `head`, then the blocks of every alert, fitted into `limit`.
-pub(crate) fn body(n: &Notification, head: &str, style: Style, limit: Limit) -> String {
-    let blocks: Vec<String> = ordered(n)
-        .into_iter()
-        .map(|a| alert_block(a, style))
-        .collect();
-    fit(head, &blocks, limit)
+/// Whether `head` and all of `blocks` fit in `limit` as [`fit`] joins them.
+pub(crate) fn fits(head: &str, blocks: &[String], limit: Limit) -> bool {
+    let joined: usize = blocks
+        .iter()
+        .map(|b| limit.len(b) + limit.len("\n\n"))
+        .sum();
+    limit.len(head) + joined <= limit.max
 }
 
 /// The marker that stands for alerts left out.
@@ -264,6 +275,11 @@ mod tests {
             fingerprint: "f".into(),
             starts_at: 1_764_100_800,
             ends_at: (status == AlertStatus::Resolved).then_some(1_764_101_400),
+            key: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            evidence: Vec::new(),
+            url: None,
+            reason: None,
         }
     }
 
@@ -288,35 +304,20 @@ mod tests {
         ]);
         assert_eq!(
             title(&n),
-            "[FIRING:2] interruption_rate_by_platform platform=Android"
+            "[FIRING:2] interruption_rate_by_platform (warning) platform=Android"
         );
         n.test = true;
         assert!(title(&n).starts_with("[TEST] [FIRING:2] "));
         let n = group(vec![alert(r, AlertStatus::Resolved, "c")]);
         assert_eq!(
             title(&n),
-            "[RESOLVED] interruption_rate_by_platform platform=Android"
+            "[RESOLVED] interruption_rate_by_platform (warning) platform=Android"
         );
-        let n = Notification::new(
-            "r",
-            vec![alert("x", AlertStatus::Firing, "")],
-            BTreeMap::new(),
-        );
-        assert_eq!(title(&n), "[FIRING:1] x");
-    }
-
-    #[test]
-    fn blocks_show_everything() {
-        let a = alert("r", AlertStatus::Resolved, "rate <high> & rising");
-        let plain = alert_block(&a, Style::Plain);
-        assert_eq!(
-            plain,
-            "[RESOLVED] r (warning)\nrate <high> & rising\nvalue: 0.25\n\
-             labels: platform=Android, rule=r\nstarted: 2025-11-25T20:00:00Z\n\
-             ended: 2025-11-25T20:10:00Z"
-        );
-        assert!(alert_block(&a, Style::Markdown).starts_with("**[RESOLVED] r** (warning)\n\n"));
-        assert!(alert_block(&a, Style::Slack).contains("rate &lt;high&gt; &amp; rising"));
+        let mut one = alert("x", AlertStatus::Firing, "");
+        one.severity = "critical".into();
+        one.key = BTreeMap::from([("user_id".to_string(), "alice".to_string())]);
+        let n = Notification::new("r", vec![one], BTreeMap::new());
+        assert_eq!(title(&n), "[FIRING:1] x (critical) user_id=alice");
     }
 
     #[test]

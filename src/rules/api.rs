@@ -1,6 +1,6 @@
-//! What a rule script sees: the `w` object of SPEC §5 (a handle through
+//! What a rule script sees: the `w` object of rules/README.md (a handle through
 //! which one `check` call reaches the key's [`Window`], key, state and
-//! time), events (SPEC §4) answering field names like maps, and
+//! time), events answering field names like maps, and
 //! conversions between Rhai values and JSON for persisting `w.state`. It registers these on the
 //! engine; it does not load rules or decide anything.
 
@@ -73,7 +73,7 @@ impl WHandle {
     }
 }
 
-/// An event as scripts see it: read-only, answering SPEC §4 field names
+/// An event as scripts see it: read-only, answering the event's field names
 /// like a map does (`e.user_id`, `e["user_id"]`, `"user_id" in e`, missing
 /// values `()`, `e.extra` a map), and `e.to_map()` for a real map. It shares
 /// the window's event instead of copying it: Rhai's size limits count every
@@ -183,7 +183,7 @@ fn percentile_arg(p: f64) -> RhaiResult<f64> {
     }
 }
 
-/// Registers the `w` type and its SPEC §5 methods and properties. Numeric
+/// Registers the `w` type and its documented methods and properties. Numeric
 /// aggregates (`sum avg min max percentile`) are always floats, or `()`
 /// when no event has the field, so a rule's arithmetic does not change
 /// type with the data.
@@ -264,7 +264,29 @@ fn register_event(engine: &mut Engine) {
     }
 }
 
-/// An event as a map (SPEC §4): every field present, missing values as
+/// An event a rule returned as `evidence`: an event from the window, or a
+/// map with the event's fields (`e.to_map()`, a restored `w.state`).
+pub(crate) fn evidence_of(v: &Dynamic) -> Option<crate::alert::Evidence> {
+    if let Some(e) = v.read_lock::<EventRef>() {
+        return Some(crate::alert::Evidence::of(&e.0));
+    }
+    let m = v.read_lock::<Map>()?;
+    let text = |k: &str| {
+        m.get(k)
+            .filter(|x| !x.is_unit())
+            .and_then(super::spec::scalar_text)
+    };
+    Some(crate::alert::Evidence {
+        event_time: m.get("event_time")?.as_int().ok()?,
+        event: text("event")?,
+        user_id: text("user_id"),
+        call_id: text("call_id"),
+        platform: text("platform"),
+        call_result: text("call_result").filter(|s| !s.is_empty()),
+    })
+}
+
+/// An event as a map: every field present, missing values as
 /// `()`, unknown body fields under `extra`.
 pub fn event_map(e: &Event) -> Map {
     let names = FIELDS.iter().copied().chain(["extra"]);

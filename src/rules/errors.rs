@@ -154,6 +154,49 @@ pub(crate) fn locate(source: &str, keys: &[&str]) -> (usize, usize) {
     offset_to_line_col(source, at)
 }
 
+/// Best-effort position of byte `offset` inside the string literal that is
+/// the value of the dotted key path `keys` in `RULE` (e.g. a fault in the
+/// template `RULE.annotations.description`). `text` is the string's value:
+/// when the literal spells it without escapes the position is exact, else
+/// it is the literal's opening quote, else the key's position.
+pub(crate) fn locate_in_string(
+    source: &str,
+    keys: &[&str],
+    offset: Option<usize>,
+    text: &str,
+) -> (usize, usize) {
+    let Some(mut at) = find_rule_decl(source) else {
+        return (1, 1);
+    };
+    for key in keys {
+        match find_key(source, at, key) {
+            Some(i) => at = i,
+            None => return offset_to_line_col(source, at),
+        }
+    }
+    let after_key = &source[at..];
+    let Some(quote) = after_key
+        .find(':')
+        .and_then(|c| after_key[c..].find(['"', '`']).map(|q| at + c + q))
+    else {
+        return offset_to_line_col(source, at);
+    };
+    let inner = quote + 1;
+    let at = match offset {
+        Some(o) if text.is_char_boundary(o.min(text.len())) => {
+            let o = o.min(text.len());
+            let prefix = &text[..o];
+            if source[inner..].starts_with(prefix) {
+                inner + o
+            } else {
+                quote
+            }
+        }
+        _ => quote,
+    };
+    offset_to_line_col(source, at)
+}
+
 fn is_ident(c: char) -> bool {
     c.is_alphanumeric() || c == '_'
 }

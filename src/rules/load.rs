@@ -3,6 +3,7 @@
 //! problem as `path:line:col: message`. Running rules is `Rule`'s business.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use rhai::{Engine, Map, ParseError, ParseErrorType, Scope, AST};
 
 use super::engine::{build_engine, Running};
 use super::{errors, spec, Rule, RuleError};
+use crate::annotations::{Annotations, TemplateError};
 use crate::config::RulesConfig;
 
 /// Loads every `*.rhai` file of `dir`, in name order, reporting every
@@ -146,6 +148,24 @@ fn load_with(
         ));
     }
 
+    let annotations = spec
+        .as_ref()
+        .map(|spec| {
+            compile_annotations(spec).unwrap_or_else(|problems| {
+                errors.extend(problems.into_iter().map(|p| {
+                    let at = errors::locate_in_string(
+                        source,
+                        &["annotations", &p.name],
+                        p.offset,
+                        spec.annotations.get(&p.name).map_or("", String::as_str),
+                    );
+                    RuleError::at(path, at, p.message)
+                }));
+                Annotations::default()
+            })
+        })
+        .unwrap_or_default();
+
     match spec {
         Some(spec) if errors.is_empty() => Ok(Rule {
             name,
@@ -156,13 +176,30 @@ fn load_with(
             ast: ast.clone_functions_only(),
             has_filter: !filter.is_empty(),
             source_digest: digest(source),
+            annotations: Arc::new(annotations),
         }),
         _ => Err(errors),
     }
 }
 
+/// Compiles `RULE.annotations`; a template may read the labels every
+/// alert of the rule has: its key fields, `RULE.labels`, `rule`, `severity`.
+fn compile_annotations(spec: &spec::RuleSpec) -> Result<Annotations, Vec<TemplateError>> {
+    if spec.annotations.is_empty() {
+        return Ok(Annotations::default());
+    }
+    let known: BTreeSet<String> = spec
+        .group_by
+        .iter()
+        .chain(spec.labels.keys())
+        .cloned()
+        .chain(["rule".to_string(), "severity".to_string()])
+        .collect();
+    Annotations::compile(&spec.annotations, &known)
+}
+
 /// Stands in for a `for:` map key, which Rhai rejects because `for` is a
-/// keyword although SPEC's `RULE` has one. Same length, so every position
+/// keyword although the documented `RULE` has one. Same length, so every position
 /// in error messages stays true.
 const FOR_STAND_IN: &str = "FOR";
 

@@ -25,6 +25,8 @@ use std::sync::Arc;
 
 use rhai::{CallFnOptions, Dynamic, Engine, FuncArgs, Map, Scope, AST};
 
+use crate::alert::Evidence;
+use crate::annotations::Annotations;
 use crate::event::Event;
 use crate::window::Window;
 use api::{EventRef, Live, LiveKey, WHandle};
@@ -47,7 +49,7 @@ pub struct CheckCtx<'a> {
     pub now: i64,
 }
 
-/// The decision of one `check` call (SPEC §5).
+/// The decision of one `check` call (rules/README.md).
 #[derive(Debug, Clone, PartialEq)]
 pub enum CheckOutcome {
     NotFiring,
@@ -57,6 +59,10 @@ pub enum CheckOutcome {
         severity: Option<Severity>,
         labels: BTreeMap<String, String>,
         value: Option<f64>,
+        /// Annotations from `check`, literal text (no templates).
+        annotations: BTreeMap<String, String>,
+        /// Events `check` chose as evidence, in its order.
+        evidence: Option<Vec<Evidence>>,
     },
 }
 
@@ -75,6 +81,8 @@ pub struct Rule {
     has_filter: bool,
     /// Digest of the source text, to tell an edited rule on reload.
     source_digest: String,
+    /// `RULE.annotations`, compiled and checked.
+    annotations: Arc<Annotations>,
 }
 
 impl fmt::Debug for Rule {
@@ -104,6 +112,11 @@ impl Rule {
 
     pub fn spec(&self) -> &RuleSpec {
         &self.spec
+    }
+
+    /// The compiled `RULE.annotations`.
+    pub fn annotations(&self) -> &Arc<Annotations> {
+        &self.annotations
     }
 
     /// An empty window of this rule's width.
@@ -190,6 +203,8 @@ impl Rule {
             severity: None,
             labels: BTreeMap::new(),
             value: None,
+            annotations: BTreeMap::new(),
+            evidence: None,
         };
         if v.is_unit() {
             return Ok(CheckOutcome::NotFiring);
@@ -218,6 +233,8 @@ impl Rule {
         let mut severity = None;
         let mut labels = BTreeMap::new();
         let mut value = None;
+        let mut annotations = BTreeMap::new();
+        let mut evidence = None;
         for (k, v) in map.iter() {
             let bad = |want: &str| {
                 self.bad_return(format!(
@@ -252,9 +269,27 @@ impl Rule {
                         Err(_) => v.as_float().map_err(|_| bad("a number"))?,
                     });
                 }
+                "annotations" => {
+                    let m = v.read_lock::<Map>().ok_or_else(|| bad("a map"))?;
+                    for (ak, av) in m.iter() {
+                        let text = spec::scalar_text(av).ok_or_else(|| bad("a map of strings"))?;
+                        annotations.insert(ak.to_string(), text);
+                    }
+                }
+                "evidence" => {
+                    let arr = v
+                        .read_lock::<rhai::Array>()
+                        .ok_or_else(|| bad("an array of events"))?;
+                    let events = arr
+                        .iter()
+                        .map(api::evidence_of)
+                        .collect::<Option<Vec<_>>>()
+                        .ok_or_else(|| bad("an array of events (from w.events(), w.last()…)"))?;
+                    evidence = Some(events);
+                }
                 other => {
                     return Err(self.bad_return(format!(
-                        "check returned unknown key `{other}` (known: summary, severity, labels, value)"
+                        "check returned unknown key `{other}` (known: summary, severity, labels, value, annotations, evidence)"
                     )))
                 }
             }
@@ -264,6 +299,8 @@ impl Rule {
             severity,
             labels,
             value,
+            annotations,
+            evidence,
         })
     }
 }

@@ -11,8 +11,19 @@ use crate::event::{Event, Field};
 
 /// Keys `RULE` may have.
 pub const KNOWN_KEYS: &[&str] = &[
-    "events", "where", "group_by", "window", "severity", "for", "repeat", "labels", "notify",
-    "resolve", "max_keys",
+    "events",
+    "where",
+    "group_by",
+    "window",
+    "severity",
+    "for",
+    "repeat",
+    "labels",
+    "notify",
+    "resolve",
+    "max_keys",
+    "annotations",
+    "keep_firing_for",
 ];
 
 /// How urgent an alert is.
@@ -70,6 +81,10 @@ pub struct RuleSpec {
     pub resolve: bool,
     /// Keys tracked at most; `None`: `rules.max_keys_per_rule`.
     pub max_keys: Option<usize>,
+    /// `RULE.annotations`: name → template source (compiled by the loader).
+    pub annotations: BTreeMap<String, String>,
+    /// How long a firing alert stays firing after `check` stops firing.
+    pub keep_firing_for_secs: i64,
 }
 
 impl RuleSpec {
@@ -152,6 +167,12 @@ pub(crate) fn parse(rule: &Map) -> Result<RuleSpec, Vec<SpecProblem>> {
     let notify = p.take(optional(rule, "notify", names)).unwrap_or_default();
     let resolve = p.take(optional(rule, "resolve", boolean)).flatten();
     let max_keys = p.take(optional(rule, "max_keys", positive)).flatten();
+    let annotations = p
+        .take(optional(rule, "annotations", templates))
+        .unwrap_or_default();
+    let keep_firing_for = p
+        .take(optional(rule, "keep_firing_for", duration))
+        .flatten();
 
     match (events, window_secs) {
         (Some(events), Some(window_secs)) if p.0.is_empty() => Ok(RuleSpec {
@@ -166,6 +187,8 @@ pub(crate) fn parse(rule: &Map) -> Result<RuleSpec, Vec<SpecProblem>> {
             notify,
             resolve: resolve.unwrap_or(true),
             max_keys,
+            annotations,
+            keep_firing_for_secs: keep_firing_for.unwrap_or(0),
         }),
         _ => Err(p.0),
     }
@@ -282,6 +305,19 @@ fn labels(v: &Dynamic, key: &str) -> Result<Option<BTreeMap<String, String>>, Sp
         })
         .collect::<Result<_, _>>()
         .map(Some)
+}
+
+/// A map of template strings.
+fn templates(v: &Dynamic, key: &str) -> Result<BTreeMap<String, String>, SpecProblem> {
+    let Some(map) = v.read_lock::<Map>() else {
+        return Err(type_problem(key, "a map of template strings", v));
+    };
+    map.iter()
+        .map(|(k, v)| match v.clone().into_string() {
+            Ok(text) => Ok((k.to_string(), text)),
+            Err(_) => Err(type_problem(&format!("{key}.{k}"), "a string", v)),
+        })
+        .collect()
 }
 
 fn where_map(v: &Dynamic, key: &str) -> Result<Vec<(String, Vec<String>)>, SpecProblem> {

@@ -346,6 +346,8 @@ fn check_return_values_decode() {
             severity: Some(Severity::Critical),
             labels,
             value: Some(3.0),
+            annotations: BTreeMap::new(),
+            evidence: None,
         }
     );
     let partial = out("#{ value: 0.5 }", &mut st).expect("ok");
@@ -520,7 +522,7 @@ fn check(w) {
     if n >= 3 { `${w.key.user_id} left ${n} calls in a row unanswered` }
 }
 "#;
-    let r = load(src).expect("the SPEC example loads");
+    let r = load(src).expect("the documented example loads");
     assert_eq!(r.spec().for_secs, 0);
     assert_eq!(r.spec().repeat_secs, Some(3600));
     let mut evs = vec![
@@ -590,4 +592,82 @@ fn rules_can_be_shared_across_threads() {
     shareable::<Window>();
     shareable::<CheckOutcome>();
     shareable::<RunError>();
+}
+
+const ANNOTATED: &str = r#"
+const RULE = #{
+    events: ["not_answer_call"],
+    group_by: ["user_id"],
+    window: "30m",
+    labels: #{ team: "mobile" },
+    annotations: #{
+        description: "{{ labels.user_id }} missed {{ value }} calls ({{ labels.team }})",
+        runbook_url: "https://wiki.example.com/missed",
+    },
+};
+fn check(w) {
+    #{ value: w.count(), annotations: #{ extra: "from check" }, evidence: [w.last()] }
+}
+"#;
+
+#[test]
+fn annotations_load_and_check_returns_annotations_and_evidence() {
+    let rule = load(ANNOTATED).unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(!rule.annotations().is_empty());
+    let out = run(
+        &rule,
+        &[
+            ev(1, "not_answer_call", "alice"),
+            ev(2, "not_answer_call", "alice"),
+        ],
+        &mut Map::new(),
+    )
+    .expect("runs");
+    let CheckOutcome::Firing {
+        annotations,
+        evidence,
+        ..
+    } = out
+    else {
+        panic!("fires: {out:?}");
+    };
+    assert_eq!(annotations["extra"], "from check");
+    let evidence = evidence.expect("check chose evidence");
+    assert_eq!(evidence.len(), 1);
+    assert_eq!(evidence[0].event_time, 2);
+    assert_eq!(evidence[0].user_id.as_deref(), Some("alice"));
+}
+
+#[test]
+fn annotation_template_errors_have_path_line_col() {
+    // Line 8 of the source (it starts with a newline), at `lables`.
+    let bad_name = ANNOTATED.replace("{{ labels.user_id }} missed", "{{ lables.user_id }} missed");
+    let errs = load_errors(&bad_name);
+    let col = bad_name
+        .lines()
+        .nth(7)
+        .and_then(|l| l.find("lables"))
+        .expect("col")
+        + 1;
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with(&format!(
+            "rules/r.rhai:8:{col}: RULE.annotations.description: unknown name `lables`"
+        )),
+        "{errs:?}"
+    );
+    let unknown_label = ANNOTATED.replace("labels.team", "labels.platform");
+    let errs = load_errors(&unknown_label);
+    assert!(errs[0].contains("unknown label `platform`"), "{errs:?}");
+    assert!(errs[0].starts_with("rules/r.rhai:8:"), "{errs:?}");
+    let syntax = ANNOTATED.replace("({{ labels.team }})", "({{ labels.team )");
+    let errs = load_errors(&syntax);
+    assert!(errs[0].starts_with("rules/r.rhai:8:"), "{errs:?}");
+    assert!(errs[0].contains("syntax error"), "{errs:?}");
+    let not_text = ANNOTATED.replace("\"https://wiki.example.com/missed\"", "3");
+    let errs = load_errors(&not_text);
+    assert!(
+        errs[0].contains("RULE.annotations.runbook_url: expected a string"),
+        "{errs:?}"
+    );
 }

@@ -462,3 +462,94 @@ async fn a_resolve_that_happened_while_down_is_sent_after_the_restart() {
     assert_quiet(&mut hook, Duration::from_secs(2)).await;
     d.stop().await;
 }
+
+#[tokio::test]
+async fn a_resolved_mail_answers_the_firing_mail_across_a_restart() {
+    let Some(mut smtp) = SmtpSink::start(None).await else {
+        return;
+    };
+    let mut hook = Sink::start(Canned::new(200, "")).await;
+    let rule = FIRST_CALL_RULE
+        .replace(r#"window: "10m""#, r#"window: "3s""#)
+        .replace(
+            r#"severity: "warning","#,
+            r#"severity: "warning",
+    annotations: #{
+        description: "{{ labels.user_id }} started a call on {{ labels.platform }}",
+        runbook_url: "https://wiki.example.com/first-call",
+    },"#,
+        );
+    let dirs = Dirs::with_rules(&[("first_call", &rule)]);
+    let mut config = dirs.config();
+    config.alerting.group_wait = Duration::ZERO;
+    config.alerting.timezone = "Asia/Shanghai".into();
+    config.server.external_url = "https://cw.example.com/".into();
+    config.smtp = SmtpConfig {
+        host: "127.0.0.1".into(),
+        port: smtp.port,
+        from: "callwatch@example.com".into(),
+        ..SmtpConfig::default()
+    };
+    add_receiver(
+        &mut config,
+        "oncall",
+        ReceiverKind::Email {
+            to: vec!["oncall@example.com".into()],
+        },
+    );
+    add_receiver(&mut config, "ops", webhook(hook.url("/hook")));
+
+    let d = Running::start(config.clone()).await;
+    d.start_call("alice", "iOS", "call-alice-1").await;
+    let fired = smtp.next().await;
+    let subject = fired["subject"].as_str().unwrap_or_default();
+    assert_eq!(
+        subject,
+        "[FIRING:1] first_call (warning) platform=iOS user_id=alice"
+    );
+    let first_id = fired["message_id"]
+        .as_str()
+        .expect("a Message-ID")
+        .to_string();
+    assert_eq!(fired["in_reply_to"], Value::Null);
+    for part in ["body", "html"] {
+        let text = fired[part].as_str().unwrap_or_default();
+        for want in [
+            "alice started a call on iOS",
+            "https://wiki.example.com/first-call",
+            "call-alice-1",
+            "CST (+08:00)",
+        ] {
+            assert!(text.contains(want), "{want:?} not in {part}: {text}");
+        }
+    }
+    let body = hook.next().await.json();
+    let alert = &body["alerts"][0];
+    assert_eq!(alert["evidence"][0]["call_id"], "call-alice-1");
+    let url = format!(
+        "https://cw.example.com/ui/alerts/{}",
+        alert["fingerprint"].as_str().unwrap_or_default()
+    );
+    assert_eq!(alert["url"], url.as_str());
+    d.stop().await;
+
+    // The window empties while the daemon is down; the resolve goes out
+    // after the restart and still answers the first mail.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let d = Running::start(config).await;
+    let resolved = smtp.next().await;
+    assert!(
+        resolved["subject"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("[RESOLVED] first_call")),
+        "{resolved}"
+    );
+    assert_eq!(resolved["in_reply_to"], first_id.as_str());
+    assert_eq!(resolved["references"], first_id.as_str());
+    assert_ne!(resolved["message_id"], first_id.as_str());
+    let text = resolved["body"].as_str().unwrap_or_default();
+    assert!(text.contains("expired"), "{text}");
+    let body = hook.next().await.json();
+    assert_eq!(body["alerts"][0]["reason"], "expired");
+    d.stop().await;
+}

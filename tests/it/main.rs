@@ -9,6 +9,7 @@ mod faults;
 mod ingest;
 mod notify;
 mod props;
+mod quiet;
 mod rules;
 mod service;
 mod shutdown;

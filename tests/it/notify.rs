@@ -2,6 +2,7 @@
 //! (exact JSON shapes, vendor signatures recomputed from the request, error
 //! classes) and a real SMTP server process for email.
 
+mod content;
 mod email;
 pub(crate) mod http_sink;
 pub(crate) mod smtp_sink;
@@ -44,6 +45,11 @@ fn alert(status: AlertStatus, user: &str, summary: &str) -> Alert {
         value: json!(0.25),
         starts_at: STARTS,
         ends_at: (status == AlertStatus::Resolved).then_some(ENDS),
+        key: BTreeMap::new(),
+        annotations: BTreeMap::new(),
+        evidence: Vec::new(),
+        url: None,
+        reason: None,
     }
 }
 
@@ -157,6 +163,7 @@ async fn webhook_posts_the_spec_body_with_configured_headers() {
                 "fingerprint": a.fingerprint,
                 "starts_at": "2025-11-25T20:00:00Z",
                 "ends_at": a.ends_at.map(|_| "2025-11-25T20:10:00Z"),
+                "key": {}, "annotations": {}, "evidence": [],
             })
         })
         .collect();
@@ -260,7 +267,7 @@ async fn slack_posts_text_and_reads_ok_false() {
     assert_eq!(keys(&body), ["text"]);
     let text = str_of(&body, "/text");
     assert!(
-        text.starts_with(&format!("*[FIRING:2] {RULE} platform=Android*")),
+        text.starts_with(&format!("*[FIRING:2] {RULE} (warning) platform=Android*")),
         "{text}"
     );
     assert!(text.contains("rate &lt;high&gt; &amp; rising"), "{text}");
@@ -290,7 +297,7 @@ async fn wecom_posts_markdown_within_4096_bytes_and_reads_errcode() {
     assert_eq!(body["msgtype"], "markdown");
     assert_eq!(keys(&body["markdown"]), ["content"]);
     let content = str_of(&body, "/markdown/content");
-    assert!(content.starts_with(&format!("**[FIRING:2] {RULE} platform=Android**")));
+    assert!(content.starts_with(&format!("**[FIRING:2] {RULE} (warning) platform=Android**")));
     assert!(content.contains("alice: 25% of calls interrupted"));
 
     send(kind(), &many(200)).await.expect("delivered");
@@ -362,7 +369,7 @@ async fn dingtalk_signs_the_url_as_documented() {
     assert_eq!(keys(&body["markdown"]), ["text", "title"]);
     assert_eq!(
         body["markdown"]["title"],
-        format!("[FIRING:2] {RULE} platform=Android")
+        format!("[FIRING:2] {RULE} (warning) platform=Android")
     );
     let text = str_of(&body, "/markdown/text");
     assert!(
@@ -433,7 +440,7 @@ async fn feishu_signs_the_body_as_documented() {
     let text = str_of(&body, "/content/text");
     assert!(
         text.starts_with(&format!(
-            "[FIRING:2] {RULE} platform=Android\n\n[FIRING] {RULE} (warning)\nalice"
+            "[FIRING:2] {RULE} (warning) platform=Android\n\n[FIRING] {RULE} (warning)\nalice"
         )),
         "{text}"
     );
@@ -516,7 +523,7 @@ async fn teams_posts_an_adaptive_card() {
     assert_eq!(card["body"][0]["type"], "TextBlock");
     assert_eq!(
         card["body"][0]["text"],
-        format!("[FIRING:2] {RULE} platform=Android")
+        format!("[FIRING:2] {RULE} (warning) platform=Android")
     );
     assert!(str_of(card, "/body/1/text").contains("bob: 25% of calls interrupted"));
 }

@@ -456,3 +456,40 @@ fn check_reports_a_syntax_error_with_path_line_col() {
         "only the broken rule: {run:?}"
     );
 }
+
+#[test]
+fn check_reports_an_annotation_template_error_with_path_line_col() {
+    let cwd = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(cwd.path().join("rules")).expect("mkdir");
+    let good = harness::repo().join("rules/missed_call_streak.rhai");
+    let source = std::fs::read_to_string(&good).expect("repo rule");
+    assert!(source.contains("{{ labels.user_id }}"), "update this test");
+    for (broken, message) in [
+        ("{{ labels.usr_id }}", "unknown label `usr_id`"),
+        ("{{ labels.user_id }", "syntax error"),
+        ("{{ user }}", "unknown name `user`"),
+    ] {
+        let bad = source.replacen("{{ labels.user_id }}", broken, 1);
+        std::fs::write(cwd.path().join("rules/missed_call_streak.rhai"), &bad).expect("write");
+        let run = callwatch(cwd.path(), &["check"], b"");
+        assert_eq!(run.code, Some(1), "{run:?}");
+        let (line_no, line) = bad
+            .lines()
+            .enumerate()
+            .find(|(_, l)| l.contains(broken))
+            .expect("the broken line");
+        let col = line.find(broken).expect("col") + 1;
+        let first = run.stdout.lines().next().unwrap_or_default();
+        let at = format!("rules/missed_call_streak.rhai:{}:", line_no + 1);
+        assert!(first.starts_with(&at), "{at}: {run:?}");
+        assert!(
+            first.contains("RULE.annotations.description") && first.contains(message),
+            "{message}: {run:?}"
+        );
+        // An unknown name is pointed at, just inside the `{{ `.
+        if !message.starts_with("syntax") {
+            let col_at = format!("{at}{}:", col + 3);
+            assert!(first.starts_with(&col_at), "{col_at}: {run:?}");
+        }
+    }
+}

@@ -10,6 +10,7 @@ mod exit_codes;
 mod hostile;
 mod netns;
 mod overload;
+mod quiet;
 mod reload;
 mod runaway;
 mod sandbox;

@@ -39,9 +39,9 @@ async fn email_firing_and_resolved_mails() {
     assert_eq!(mail["authenticated"], false);
     assert_eq!(
         mail["subject"],
-        format!("[FIRING:2] {RULE} platform=Android")
+        format!("[FIRING:2] {RULE} (warning) platform=Android")
     );
-    assert_eq!(mail["content_type"], "text/plain");
+    assert_eq!(mail["content_type"], "multipart/alternative");
     let body = str_of(&mail, "/body");
     assert!(
         body.starts_with(&format!(
@@ -52,10 +52,10 @@ async fn email_firing_and_resolved_mails() {
     for expected in [
         "[FIRING] interruption_rate_by_platform (warning)\nalice: 25% of calls interrupted\nvalue: 0.25\n\
          labels: platform=Android, rule=interruption_rate_by_platform, severity=warning, user_id=alice\n\
-         started: 2025-11-25T20:00:00Z",
+         started: 2025-11-25 20:00:00 UTC (+00:00)",
         "bob: 25% of calls interrupted",
         "[RESOLVED] interruption_rate_by_platform (warning)\ncarol: back to normal",
-        "ended: 2025-11-25T20:10:00Z",
+        "ended: 2025-11-25 20:10:00 UTC (+00:00) (after 10m, resolved)",
     ] {
         assert!(body.contains(expected), "{expected:?} not in {body}");
     }
@@ -70,17 +70,20 @@ async fn email_firing_and_resolved_mails() {
     let mail = server.next().await;
     assert_eq!(
         mail["subject"],
-        format!("[RESOLVED] {RULE} platform=Android")
+        format!("[RESOLVED] {RULE} (warning) platform=Android")
     );
     let body = str_of(&mail, "/body");
     assert!(
-        body.contains("started: 2025-11-25T20:00:00Z\nended: 2025-11-25T20:10:00Z"),
+        body.contains(
+            "started: 2025-11-25 20:00:00 UTC (+00:00)\n\
+             ended: 2025-11-25 20:10:00 UTC (+00:00) (after 10m, resolved)"
+        ),
         "{body}"
     );
 
     notify_test(r).await.expect("test mail accepted");
     let mail = server.next().await;
-    assert!(str_of(&mail, "/subject").starts_with("[TEST] [FIRING:1] callwatch_test"));
+    assert!(str_of(&mail, "/subject").starts_with("[TEST] [FIRING:1] callwatch_test (info)"));
     assert!(str_of(&mail, "/body").starts_with("This is a test notification"));
 }
 

@@ -3,7 +3,8 @@
 Usage: smtp_sink.py [USER PASSWORD]
 Prints "READY <port>" once listening on 127.0.0.1, then one JSON line per
 received mail: envelope sender and recipients, whether the session
-authenticated, and the parsed Subject and text body. Runs until stdin closes.
+authenticated, the parsed Subject, threading headers, the text body and the
+HTML part (if any). Runs until stdin closes.
 With USER and PASSWORD, AUTH (PLAIN/LOGIN) is required, without TLS.
 """
 
@@ -22,6 +23,8 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 class Handler:
     async def handle_DATA(self, server, session, envelope):
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        text = msg.get_body(preferencelist=("plain",))
+        html = msg.get_body(preferencelist=("html",))
         print(json.dumps({
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
@@ -30,7 +33,11 @@ class Handler:
             "to": str(msg["to"]),
             "subject": str(msg["subject"]),
             "content_type": msg.get_content_type(),
-            "body": msg.get_content().replace("\r\n", "\n"),
+            "message_id": msg["message-id"] and str(msg["message-id"]),
+            "in_reply_to": msg["in-reply-to"] and str(msg["in-reply-to"]),
+            "references": msg["references"] and str(msg["references"]),
+            "body": text.get_content().replace("\r\n", "\n") if text else None,
+            "html": html.get_content() if html else None,
         }), flush=True)
         return "250 OK"
 

@@ -61,13 +61,27 @@ pub fn now_secs() -> i64 {
 
 /// Posts one legacy callee callback (`event` by `user`) and expects a 200.
 pub async fn post_event(client: &reqwest::Client, home: &Home, user: &str, event: &str) {
+    let command = format!("callee_{event}");
+    post_callback(client, home, "1400000001", &command, user).await;
+}
+
+/// Posts one legacy callback (`command`, e.g. `caller_start_call`, by
+/// `user` of app `sdkappid`) now, and expects a 200.
+pub async fn post_callback(
+    client: &reqwest::Client,
+    home: &Home,
+    sdkappid: &str,
+    command: &str,
+    user: &str,
+) {
     let call_id: u64 = rand::random();
     let url = home.url(&format!(
-        "/callback?sdkappid=1400000001&command=callee_{event}&contenttype=json&optplatform=iOS"
+        "/callback?sdkappid={sdkappid}&command={command}&contenttype=json&optplatform=iOS"
     ));
+    let (role, event) = command.split_once('_').unwrap_or(("", command));
     let body = json!({
         "UserId": user, "RoomId": "1", "TotalNum": 2, "MediaType": "Audio",
-        "CallType": "Single", "CallId": format!("{call_id:x}"), "Role": "callee",
+        "CallType": "Single", "CallId": format!("{call_id:x}"), "Role": role,
         "Event": event, "CallResult": "", "EventTime": now_secs(),
     });
     let r = client
