@@ -35,6 +35,7 @@ use crate::notify::Receivers;
 use crate::reload::watch_rules;
 pub use crate::reload::{ConfigSource, Reloader};
 use crate::rules::Rule;
+use crate::startup::SetupError;
 use crate::store::Store;
 
 /// A running daemon.
@@ -97,7 +98,10 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
 /// re-reads it.
 pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<Daemon> {
     let metrics = Arc::new(Metrics::new());
-    let rules = load_rules(&config).map_err(|errs| anyhow::anyhow!(errs.join("\n")))?;
+    // Bad rules or receivers are the operator's to fix: `SetupError`
+    // makes `callwatch run` exit 1, which systemd does not restart.
+    let rules = load_rules(&config).map_err(|errs| SetupError(errs.join("\n")))?;
+    crate::startup::log_start(&config, &source, rules.len());
     std::fs::create_dir_all(&config.state.dir)
         .with_context(|| format!("creating state.dir {}", config.state.dir.display()))?;
 
@@ -129,7 +133,10 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
     if !store_existed {
         unsaved::warn_if_store_recreated(&config.state.dir, &metrics);
     }
-    let receivers = Arc::new(Receivers::from_config(&config).context("building receivers")?);
+    let receivers = Arc::new(
+        Receivers::from_config(&config)
+            .map_err(|e| SetupError(format!("building receivers: {e}")))?,
+    );
     let outbox = Arc::new(
         Outbox::new(
             store.clone(),
@@ -184,7 +191,9 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         .recover(recover)
         .unify();
 
-    let addr = config.listen_addr()?;
+    let addr = config
+        .listen_addr()
+        .map_err(|e| SetupError(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding server.listen {addr}"))?;
@@ -795,5 +804,6 @@ pub(crate) fn ingest_settings(config: &Config) -> IngestSettings {
         max_body_bytes: config.server.max_body_bytes,
         max_clock_skew_secs: config.server.max_clock_skew.as_secs() as i64,
         apps: config.apps.clone(),
+        callback_allow: config.server.callback_allow.clone(),
     }
 }

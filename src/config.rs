@@ -132,6 +132,8 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Accepted callbacks waiting for the rule engine; when full, `/callback` answers 503.
     pub queue_capacity: usize,
+    /// Peers allowed to post callbacks (CIDRs); empty allows any.
+    pub callback_allow: Vec<crate::ingest::allow::AllowNet>,
     /// Open connections served at once; more are answered 503 and closed.
     pub max_connections: usize,
     /// A request's headers must arrive within this long of its first byte.
@@ -158,6 +160,7 @@ impl Default for ServerConfig {
             admin_token: String::new(),
             shutdown_timeout: Duration::from_secs(10),
             queue_capacity: 65_536,
+            callback_allow: Vec::new(),
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
@@ -581,12 +584,18 @@ impl Config {
     /// Loads defaults, then `path` (or `config/callwatch.toml` when present),
     /// then the environment, and validates the result.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let file = match path {
+        let file = Self::file_for(path)?;
+        Self::load_from(file.as_deref(), std::env::vars())
+    }
+
+    /// The file [`Config::load`] reads for `path`: `path` itself, else
+    /// `config/callwatch.toml` when present; `None` means built-in defaults.
+    pub fn file_for(path: Option<&Path>) -> Result<Option<PathBuf>, ConfigError> {
+        Ok(match path {
             Some(p) if !p.exists() => return Err(ConfigError::Missing(p.to_path_buf())),
             Some(p) => Some(p.to_path_buf()),
             None => Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.exists()),
-        };
-        Self::load_from(file.as_deref(), std::env::vars())
+        })
     }
 
     /// Like [`Config::load`] but with the environment passed in, for tests.
@@ -894,6 +903,21 @@ default_receivers = ["ops"]
     fn unknown_key_inside_a_section_from_env_is_named() {
         let err = load_str("", &[("CALLWATCH_SERVER__LISTN", "x")]).unwrap_err();
         assert!(err.to_string().contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn callback_allow_parses_and_bad_cidr_names_the_key() {
+        let c = load_str(
+            "[server]\ncallback_allow = [\"10.0.0.0/8\", \"127.0.0.1\"]\n",
+            &[],
+        )
+        .expect("load");
+        assert_eq!(c.server.callback_allow.len(), 2);
+        assert!(c.server.callback_allow[1].contains("127.0.0.1".parse().expect("ip")));
+        let err = load_str("[server]\ncallback_allow = [\"10.0.0.0/40\"]\n", &[]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("server.callback_allow"), "{msg}");
+        assert!(msg.contains("10.0.0.0/40"), "{msg}");
     }
 
     #[test]

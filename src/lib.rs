@@ -31,6 +31,7 @@
 //!   Alertmanager), grouping and the durable outbox.
 //! - [`quiet`]: inhibit rules, time intervals and regex label matchers (pure).
 //! - [`app`]: wiring, startup recovery and ordered shutdown.
+//! - [`startup`]: logging setup, the startup summary, start-up errors.
 
 pub mod alert;
 pub mod annotations;
@@ -55,6 +56,7 @@ pub mod rules;
 pub mod ruletest;
 pub mod server;
 pub mod simulate;
+pub mod startup;
 pub mod store;
 pub mod timeline;
 pub mod window;

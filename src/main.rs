@@ -5,9 +5,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
-use callwatch::config::{Config, LogConfig, LogFormat};
+use callwatch::config::{Config, LogConfig};
+use callwatch::startup::init_logging;
 
 // The daemon allocates many small, short-lived objects per callback (JSON
 // values, event strings); mimalloc handles that pattern markedly faster
@@ -97,6 +98,15 @@ enum Command {
         #[command(subcommand)]
         command: callwatch::client::SilenceCommand,
     },
+    /// Print a shell completion script (for packaging).
+    #[command(hide = true)]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, in roff (for packaging).
+    #[command(hide = true)]
+    Man,
 }
 
 /// How a command failed, which decides the exit code.
@@ -121,20 +131,6 @@ impl From<callwatch::client::ClientError> for Failure {
             Failure::Runtime(e.into())
         }
     }
-}
-
-fn init_logging(log: &LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Logs go to stderr; stdout belongs to the `log` receiver and replay output.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match log.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
 }
 
 async fn shutdown_signal() {
@@ -167,7 +163,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let rt = tokio::runtime::Runtime::new().map_err(|e| Failure::Runtime(e.into()))?;
             let source = callwatch::app::ConfigSource::Load(path);
             rt.block_on(callwatch::app::run(config, source, shutdown_signal()))
-                .map_err(Failure::Runtime)
+                .map_err(|e| match e.downcast::<callwatch::startup::SetupError>() {
+                    Ok(setup) => Failure::User(setup.0),
+                    Err(e) => Failure::Runtime(e),
+                })
         }
         Command::Check { config, rules } => {
             let mut config = Config::load(config.as_deref()).map_err(|e| {
@@ -283,6 +282,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 summary.with_script_errors,
             )))
         }
+        Command::Completions { shell } => {
+            let mut out = std::io::stdout();
+            clap_complete::generate(shell, &mut Cli::command(), "callwatch", &mut out);
+            Ok(())
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(|e| Failure::Runtime(e.into())),
         Command::Alerts { api, json } => Ok(callwatch::client::alerts(&api, json)?),
         Command::Silence { command } => Ok(callwatch::client::silence(&command)?),
         Command::Simulate(args) => {

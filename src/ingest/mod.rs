@@ -1,19 +1,23 @@
 //! The front door: `POST /callback` (path configurable). Runs the checks
-//! of docs/callbacks.md in order (size 413, app 403, sign 401, body 400),
-//! deduplicates Tencent's retries, makes the callback durable in the journal and only
-//! then answers 200 and hands the decoded events to the rule engine.
+//! of docs/callbacks.md in order (peer 403, size 413, app 403, sign 401,
+//! body 400), deduplicates Tencent's retries, makes the callback durable
+//! in the journal and only then answers 200 and hands the decoded events
+//! to the rule engine.
 //!
 //! # Layout
 //! - [`decode`]: callback families → [`Event`]s (pure).
+//! - [`allow`]: `server.callback_allow`, the peer address check (pure).
 //! - [`auth`]: SDKAppID and sign checks (pure).
 //! - [`dedup`]: bounded memory of recent deliveries.
 
+pub mod allow;
 pub mod auth;
 pub mod decode;
 pub mod dedup;
 pub mod line;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -50,6 +54,8 @@ pub struct IngestSettings {
     pub max_body_bytes: u64,
     pub max_clock_skew_secs: i64,
     pub apps: Vec<AppConfig>,
+    /// `server.callback_allow`; empty allows any peer.
+    pub callback_allow: Vec<allow::AllowNet>,
 }
 
 /// Shared state of the callback endpoint.
@@ -252,24 +258,29 @@ impl Ingest {
             .and(warp::post())
             .and(warp::query::raw().or(warp::any().map(String::new)).unify())
             .and(warp::header::optional::<u64>("content-length"))
+            // The TCP peer (warp's `addr::remote` is empty under this server).
+            .and(crate::server::remote())
             .and(warp::body::stream())
-            .then(move |raw: String, len: Option<u64>, body| {
-                let this = this.clone();
-                async move { this.handle(&raw, len, body).await }
-            })
+            .then(
+                move |raw: String, len: Option<u64>, peer: Option<SocketAddr>, body| {
+                    let this = this.clone();
+                    async move { this.handle(&raw, len, peer, body).await }
+                },
+            )
     }
 
     async fn handle<S, B>(
         self: &Arc<Self>,
         raw_query: &str,
         len: Option<u64>,
+        peer: Option<SocketAddr>,
         body: S,
     ) -> warp::reply::Response
     where
         S: Stream<Item = Result<B, warp::Error>> + Unpin,
         B: Buf,
     {
-        match self.accept(raw_query, len, body).await {
+        match self.accept(raw_query, len, peer, body).await {
             Ok(()) => success(),
             Err(f) => {
                 if f.status == StatusCode::SERVICE_UNAVAILABLE {
@@ -282,7 +293,7 @@ impl Ingest {
                 }
                 tracing::debug!(status = f.status.as_u16(), error = %f.message, "callback refused");
                 let mut r = reply_json(f.status, &failure_body(f.status, &f.message));
-                if f.status == StatusCode::PAYLOAD_TOO_LARGE {
+                if f.status == StatusCode::PAYLOAD_TOO_LARGE || f.outcome == "not_allowed" {
                     // The rest of the body is never read, so the server
                     // drops the connection after this reply; saying so
                     // keeps keep-alive clients from sending their next
@@ -339,6 +350,7 @@ impl Ingest {
         self: &Arc<Self>,
         raw_query: &str,
         len: Option<u64>,
+        peer: Option<SocketAddr>,
         body: S,
     ) -> Result<(), Failure>
     where
@@ -357,7 +369,7 @@ impl Ingest {
             self.metrics
                 .callback(family_hint.as_str(), command, outcome)
         };
-        let result = self.accept_inner(&query, len, body).await;
+        let result = self.accept_inner(&query, len, peer, body).await;
         match &result {
             Ok((d, outcome)) => {
                 let cmd = if d.known_command {
@@ -376,12 +388,17 @@ impl Ingest {
         self: &Arc<Self>,
         query: &Query,
         len: Option<u64>,
+        peer: Option<SocketAddr>,
         body: S,
     ) -> Result<(Decoded, &'static str), Failure>
     where
         S: Stream<Item = Result<B, warp::Error>> + Unpin,
         B: Buf,
     {
+        // 0. peer: before anything else, so a refused network learns
+        // nothing about the app table, the sign or the daemon's state.
+        allow::allowed(&self.settings().callback_allow, peer.map(|p| p.ip()))
+            .map_err(|m| Failure::new(StatusCode::FORBIDDEN, "not_allowed", m))?;
         if !self.accepting.load(std::sync::atomic::Ordering::Acquire) {
             return Err(Failure::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -4,6 +4,9 @@
 //! `X-Forwarded-For: 127.0.0.1` header does not help); with a token they
 //! are served when they present it.
 //!
+//! The same setup checks `server.callback_allow`: a callback from the
+//! namespace's address outside the list gets 403 before any other check.
+//!
 //! Needs root (CAP_NET_ADMIN), `ip` and `curl`. Skips loudly without them
 //! unless `CALLWATCH_REQUIRE_NETNS` is set, in which case it fails.
 
@@ -16,6 +19,8 @@ struct Netns {
     name: String,
     host_if: String,
     host_ip: String,
+    /// The namespace's own address, as the daemon sees its clients.
+    ns_ip: String,
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -36,15 +41,19 @@ fn ip(args: &[&str]) -> Result<(), String> {
 
 impl Netns {
     fn create() -> Result<Netns, String> {
-        // Unique per process so parallel runs on one host do not collide.
-        let id = std::process::id() % 250 + 1;
+        // Unique per process and per test so parallel runs on one host,
+        // and the tests of this file, do not collide.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = (std::process::id() * 7 + n) % 250 + 1;
         let ns = Netns {
             name: format!("cwtest{id}"),
             host_if: format!("cwh{id}"),
             host_ip: format!("10.77.{id}.1"),
+            ns_ip: format!("10.77.{id}.2"),
         };
         let peer = format!("cwn{id}");
-        let ns_ip = format!("10.77.{id}.2/24");
+        let ns_ip = format!("{}/24", ns.ns_ip);
         ip(&["netns", "add", &ns.name])?;
         ip(&[
             "link",
@@ -89,6 +98,26 @@ impl Netns {
             .trim()
             .parse()
             .unwrap_or(0)
+    }
+}
+
+impl Netns {
+    /// `curl -X POST` from inside the namespace; returns status and body.
+    fn post(&self, url: &str, body: &str) -> (u16, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, "curl", "-s", "-X", "POST"])
+            .args([
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                body,
+            ])
+            .args(["-w", "\n%{http_code}", "--max-time", "5", url])
+            .output()
+            .expect("run curl in the namespace");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse().unwrap_or(0), body.to_string())
     }
 }
 
@@ -174,4 +203,89 @@ async fn admin_api_refuses_other_hosts_without_the_token() {
         ns.curl(&url, &["Authorization: Bearer s3cret-t0ken", forged]),
         200
     );
+}
+
+/// A real legacy-family callback (the README's sample), timestamped now.
+fn sample_callback() -> (String, String) {
+    let query = "sdkappid=1400000001&command=caller_start_call&contenttype=json\
+                 &clientip=1.2.3.4&optplatform=iOS";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    let body = format!(
+        r#"{{"UserId":"alice","RoomId":"1","TotalNum":2,"MediaType":"Audio","CallType":"Single","CallId":"c-allow","Role":"Caller","Event":"start_call","CallResult":"","EventTime":{now}}}"#
+    );
+    (query.to_string(), body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callback_allow_refuses_other_networks_first() {
+    let Some(ns) = netns_or_skip() else { return };
+    // Loopback is in the list, the namespace is not.
+    let home = Home::listening(
+        free_addr("0.0.0.0"),
+        &[] as &[(&str, &str)],
+        "[server]\ncallback_allow = [\"127.0.0.0/8\", \"192.0.2.0/24\"]\n",
+    );
+    let _daemon = home.start().await;
+    let port = home.addr.port();
+    let (query, body) = sample_callback();
+    let (status, answer) = ns.post(
+        &format!("http://{}:{port}/callback?{query}", ns.host_ip),
+        &body,
+    );
+    assert_eq!(status, 403, "callback from outside the list: {answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).expect("JSON failure body");
+    assert_eq!(answer["ActionStatus"], "FAIL");
+    assert_eq!(answer["ErrorCode"], 403);
+    let message = answer["ErrorMessage"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&ns.ns_ip) && message.contains("server.callback_allow"),
+        "{message}"
+    );
+    // Refused before the size check: an oversized body is still a 403.
+    let (status, _) = ns.post(
+        &format!("http://{}:{port}/callback?{query}", ns.host_ip),
+        &"x".repeat(100 * 1024),
+    );
+    assert_eq!(status, 403, "oversized body from outside the list");
+    // Other endpoints are not affected.
+    assert_eq!(
+        ns.curl(&format!("http://{}:{port}/healthz", ns.host_ip), &[]),
+        200
+    );
+
+    let local = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/callback?{query}"))
+        .header("Content-Type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .expect("local callback");
+    assert_eq!(local.status(), 200, "loopback is in the list");
+    let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics.contains("outcome=\"not_allowed\""),
+        "refusals are counted"
+    );
+
+    // The namespace's own /32 in the list lets it in.
+    let home = Home::listening(
+        free_addr("0.0.0.0"),
+        &[] as &[(&str, &str)],
+        &format!("[server]\ncallback_allow = [\"{}/32\"]\n", ns.ns_ip),
+    );
+    let _daemon = home.start().await;
+    let port = home.addr.port();
+    let (status, answer) = ns.post(
+        &format!("http://{}:{port}/callback?{query}", ns.host_ip),
+        &body,
+    );
+    assert_eq!(status, 200, "{answer}");
 }
