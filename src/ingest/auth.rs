@@ -1,4 +1,4 @@
-//! Callback authentication (SPEC §2 checks 2 and 3): is the SDKAppID one we
+//! Callback authentication (the app and sign checks of docs/callbacks.md): is the SDKAppID one we
 //! serve, and does `Sign` equal lowercase hex SHA-256(token + RequestTime)
 //! within the allowed clock skew. Pure: the current time is passed in.
 
@@ -25,7 +25,7 @@ pub fn sign(token: &str, request_time: &str) -> String {
     hex::encode(h.finalize())
 }
 
-/// Checks 2 and 3 of SPEC §2. Returns the app's SDKAppID.
+/// The app and sign checks of docs/callbacks.md. Returns the app's SDKAppID.
 pub fn authenticate(
     apps: &[AppConfig],
     query: &Query,

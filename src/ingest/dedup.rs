@@ -35,7 +35,7 @@ impl Dedup {
         }
     }
 
-    /// Hashes a delivery identity (SPEC §2: sdkappid, command, CallId,
+    /// Hashes a delivery identity (docs/callbacks.md: sdkappid, command, CallId,
     /// UserId, EventTime).
     pub fn key(&self, identity: impl Hash) -> u64 {
         self.hasher.hash_one(identity)

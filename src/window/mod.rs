@@ -1,7 +1,7 @@
 //! The sliding window of one (rule, key): the events that entered it,
 //! ordered by (event time, arrival), at most `width` seconds old and at most
 //! `max_events` long, plus the incremental aggregates every `w.*` query of
-//! SPEC §5 is answered from. Pure: no I/O and no clock — "now" is passed in
+//! the rule language (rules/README.md) is answered from. Pure: no I/O and no clock — "now" is passed in
 //! by the caller. It does not decide which events enter (that is the rule)
 //! nor when to expire or evaluate (that is the engine).
 

@@ -1,6 +1,6 @@
 //! `POST /callback` over real HTTP against the in-process daemon: every
-//! command of both families decoded into the SPEC §4 event model, every
-//! SPEC §2 check with its status, message and order, deduplication, the
+//! command of both families decoded into the event model (docs/events.md), every
+//! callback check (docs/callbacks.md) with its status, message and order, deduplication, the
 //! journal as the durable record of each 200, and the ops endpoints.
 
 use std::collections::BTreeMap;

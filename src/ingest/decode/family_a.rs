@@ -1,4 +1,4 @@
-//! Family A (SPEC §2 A): call-event and call-status callbacks, one flat
+//! Family A (docs/callbacks.md): call-event and call-status callbacks, one flat
 //! body each, decoded into one event.
 
 use compact_str::ToCompactString;

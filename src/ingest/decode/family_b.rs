@@ -1,4 +1,4 @@
-//! Family B (SPEC §2 B): the IM-style call callbacks, whose nested
+//! Family B (docs/callbacks.md): the IM-style call callbacks, whose nested
 //! bodies (user lists, call records, member changes) become one event per
 //! user concerned.
 

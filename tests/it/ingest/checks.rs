@@ -1,4 +1,4 @@
-//! Every SPEC §2 check with its status, message and order: size (413),
+//! Every callback check (docs/callbacks.md) with its status, message and order: size (413),
 //! app (403), sign and request time (401), body (400), and JSON errors for
 //! other paths and methods.
 

@@ -1,4 +1,4 @@
-//! Every command of both families, over HTTP, decoded into the SPEC §4
+//! Every command of both families, over HTTP, decoded into the event model (docs/events.md)
 //! event model, and unknown commands accepted and counted.
 
 use super::*;

@@ -70,7 +70,7 @@ url = "{}"
     }
 }
 
-/// (rule, fingerprint, status, starts_at) of a SPEC §6 alert object.
+/// (rule, fingerprint, status, starts_at) of an alert object (docs/alerts.md).
 pub fn alert_identity(a: &Value) -> (String, String, String, String) {
     let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();
     (s("rule"), s("fingerprint"), s("status"), s("starts_at"))
