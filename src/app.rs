@@ -354,7 +354,36 @@ pub fn load_rules(config: &Config) -> Result<Vec<Arc<Rule>>, Vec<String>> {
     for w in rules.iter().flat_map(|r| r.warnings()) {
         tracing::warn!(rule_file = %w.path.display(), "{w}");
     }
+    let unknown = unknown_notify_receivers(&rules, config);
+    if !unknown.is_empty() {
+        return Err(unknown);
+    }
     Ok(rules.into_iter().map(Arc::new).collect())
+}
+
+/// A rule's `notify` list names receivers, which live in the config: a
+/// misspelt one would page nobody, so it is a load error like any other
+/// broken reference. (Receivers that fail to build are reported on their
+/// own; then there is nothing to check the names against.)
+fn unknown_notify_receivers(rules: &[Rule], config: &Config) -> Vec<String> {
+    let Ok(receivers) = crate::notify::Receivers::from_config(config) else {
+        return Vec::new();
+    };
+    let known: Vec<&str> = receivers.iter().map(|r| r.name()).collect();
+    let mut problems = Vec::new();
+    for rule in rules {
+        for name in &rule.spec().notify {
+            if receivers.get(name).is_none() {
+                problems.push(format!(
+                    "{}: RULE.notify: unknown receiver {name:?}{} (receivers: {})",
+                    rule.path().display(),
+                    crate::rules::names::did_you_mean(name, known.iter().copied()),
+                    known.join(", ")
+                ));
+            }
+        }
+    }
+    problems
 }
 
 fn now_secs() -> i64 {

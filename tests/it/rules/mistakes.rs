@@ -291,3 +291,28 @@ fn replay_summary_is_a_table_per_rule_on_stderr() {
         format!("{callbacks} callback(s) replayed")
     );
 }
+
+#[test]
+fn check_refuses_a_notify_list_naming_no_receiver() {
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let typo = "const RULE = #{ events: [\"start_call\"], window: \"5m\", notify: [\"lgo\"] };\nfn check(w) { true }\n";
+    let dir = rules_dir(&[], &[("typo.rhai", typo)]);
+    let rules = dir.path().to_str().expect("utf-8");
+    let run = callwatch(cwd.path(), &["check", "--rules", rules], b"");
+    assert_eq!(run.code, Some(1), "{run:?}");
+    let file = dir.path().join("typo.rhai");
+    assert_eq!(
+        run.stdout.trim_end(),
+        format!(
+            "{}: RULE.notify: unknown receiver \"lgo\" (did you mean \"log\"?) (receivers: log)",
+            file.display()
+        ),
+        "{run:?}"
+    );
+    // The same rule naming a receiver that exists loads.
+    let fixed = typo.replace("lgo", "log");
+    let dir = rules_dir(&[], &[("fixed.rhai", fixed.as_str())]);
+    let rules = dir.path().to_str().expect("utf-8");
+    let run = callwatch(cwd.path(), &["check", "--rules", rules], b"");
+    assert_eq!(run.code, Some(0), "{run:?}");
+}
