@@ -91,7 +91,12 @@ pub fn run(
     err: &mut dyn Write,
 ) -> std::io::Result<Summary> {
     let mut summary = Summary::default();
-    for path in files {
+    // A bar over the files on stderr when it is a terminal; each verdict
+    // is written with the bar out of the way.
+    let progress = crate::progress::Progress::for_bytes(Some(files.len() as u64));
+    for (i, path) in files.iter().enumerate() {
+        progress.set_position(i as u64);
+        progress.update(i as u64, "test files");
         let report = runner::run_file(config, path);
         let shown = path.display();
         // A rule that failed to evaluate fails its test even when the
@@ -114,29 +119,32 @@ pub fn run(
             Outcome::Error(_) => summary.broken += 1,
             Outcome::Pass | Outcome::Fail(_) => summary.failed += 1,
         }
-        let verdict = if passed { "PASS" } else { "FAIL" };
-        writeln!(out, "{verdict} {shown}")?;
-        match &report.outcome {
-            Outcome::Pass => {}
-            Outcome::Fail(mismatches) => {
-                for m in mismatches {
-                    out.write_all(m.render().as_bytes())?;
+        progress.suspend(|| -> std::io::Result<()> {
+            let verdict = if passed { "PASS" } else { "FAIL" };
+            writeln!(out, "{verdict} {shown}")?;
+            match &report.outcome {
+                Outcome::Pass => {}
+                Outcome::Fail(mismatches) => {
+                    for m in mismatches {
+                        out.write_all(m.render().as_bytes())?;
+                    }
+                }
+                Outcome::Error(message) => {
+                    for line in message.lines() {
+                        writeln!(out, "  {line}")?;
+                    }
                 }
             }
-            Outcome::Error(message) => {
-                for line in message.lines() {
-                    writeln!(out, "  {line}")?;
-                }
+            for line in &errors {
+                writeln!(out, "  {line}")?;
+                writeln!(err, "callwatch: {shown}: {line}")?;
             }
-        }
-        for line in &errors {
-            writeln!(out, "  {line}")?;
-            writeln!(err, "callwatch: {shown}: {line}")?;
-        }
-        if !errors.is_empty() {
-            summary.with_script_errors += 1;
-        }
-        out.flush()?;
+            if !errors.is_empty() {
+                summary.with_script_errors += 1;
+            }
+            out.flush()
+        })?;
     }
+    progress.finish();
     Ok(summary)
 }

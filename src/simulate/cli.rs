@@ -145,16 +145,20 @@ pub fn run(args: SimulateArgs) -> Result<(), SimulateError> {
         }
         return Ok(());
     }
+    // A spinner with callbacks written and their rate, on stderr when it
+    // is a terminal (nothing when piped, as in tests and CI).
+    let progress = crate::progress::Progress::for_bytes(None);
     let summary = match &args.out {
         Some(path) => {
-            let mut file = std::fs::File::create(path)
+            let file = std::fs::File::create(path)
                 .map_err(|e| SimulateError::User(format!("{}: {e}", path.display())))?;
+            let mut file = Counted::new(file, &progress);
             write_trace(&opts, &mut file)
                 .map_err(|e| SimulateError::Runtime(anyhow::anyhow!("{}: {e}", path.display())))?
         }
         None => {
             let stdout = std::io::stdout();
-            let mut out = stdout.lock();
+            let mut out = Counted::new(stdout.lock(), &progress);
             match write_trace(&opts, &mut out) {
                 Ok(s) => s,
                 // A closed pipe (`simulate | head`) is the reader's choice.
@@ -163,6 +167,41 @@ pub fn run(args: SimulateArgs) -> Result<(), SimulateError> {
             }
         }
     };
+    progress.finish();
     let _ = std::io::stderr().write_all(summary.to_string().as_bytes());
     Ok(())
+}
+
+/// A writer that counts the lines (callbacks) going through it into a
+/// progress display, redrawn every few thousand lines.
+struct Counted<'a, W> {
+    inner: W,
+    lines: u64,
+    progress: &'a crate::progress::Progress,
+}
+
+impl<'a, W: Write> Counted<'a, W> {
+    fn new(inner: W, progress: &'a crate::progress::Progress) -> Self {
+        Counted {
+            inner,
+            lines: 0,
+            progress,
+        }
+    }
+}
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        let before = self.lines;
+        self.lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        if self.progress.is_visible() && before / 8192 != self.lines / 8192 {
+            self.progress.update(self.lines, "callbacks");
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
