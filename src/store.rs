@@ -258,17 +258,7 @@ impl Store {
             )
             .map_err(sql("due"))?;
         let rows = stmt
-            .query_map(params![receiver, now_ms, limit as i64], |r| {
-                Ok(OutboxItem {
-                    id: r.get(0)?,
-                    receiver: r.get(1)?,
-                    payload: r.get(2)?,
-                    created_at: r.get(3)?,
-                    next_attempt_at: r.get(4)?,
-                    attempts: r.get(5)?,
-                    last_error: r.get(6)?,
-                })
-            })
+            .query_map(params![receiver, now_ms, limit as i64], outbox_item)
             .map_err(sql("due"))?;
         rows.collect::<Result<_, _>>().map_err(sql("due"))
     }
@@ -350,17 +340,7 @@ impl Store {
                 ))
                 .map_err(sql(op))?;
             let rows: Vec<OutboxItem> = stmt
-                .query_map(args, |r| {
-                    Ok(OutboxItem {
-                        id: r.get(0)?,
-                        receiver: r.get(1)?,
-                        payload: r.get(2)?,
-                        created_at: r.get(3)?,
-                        next_attempt_at: r.get(4)?,
-                        attempts: r.get(5)?,
-                        last_error: r.get(6)?,
-                    })
-                })
+                .query_map(args, outbox_item)
                 .map_err(sql(op))?
                 .collect::<Result<_, _>>()
                 .map_err(sql(op))?;
@@ -531,6 +511,20 @@ fn delete_pending(tx: &rusqlite::Transaction<'_>, ids: &[i64]) -> Result<(), Sto
             .map_err(sql("release pending"))?;
     }
     Ok(())
+}
+
+/// An outbox row, selected as `id, receiver, payload, created_at,
+/// next_attempt_at, attempts, last_error`.
+fn outbox_item(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxItem> {
+    Ok(OutboxItem {
+        id: r.get(0)?,
+        receiver: r.get(1)?,
+        payload: r.get(2)?,
+        created_at: r.get(3)?,
+        next_attempt_at: r.get(4)?,
+        attempts: r.get(5)?,
+        last_error: r.get(6)?,
+    })
 }
 
 #[cfg(test)]
