@@ -54,6 +54,8 @@ pub enum JournalError {
     Io(#[from] io::Error),
     #[error("journal writer has stopped")]
     Closed,
+    #[error("journal writer is behind; retry shortly")]
+    Busy,
     #[error("{path}:{line}: {message}")]
     BadLine {
         path: String,
@@ -62,11 +64,16 @@ pub enum JournalError {
     },
 }
 
+/// Called on the writer thread with the outcome of one append, once its
+/// batch is written (and synced per the policy) or refused. It runs
+/// between two group commits, so it must be quick and must not block.
+pub type OnStored = Box<dyn FnOnce(io::Result<()>) + Send>;
+
 enum Cmd {
     Append {
         line: Vec<u8>,
         received_at: i64,
-        ack: oneshot::Sender<io::Result<()>>,
+        done: OnStored,
     },
     Prune {
         cutoff_ms: i64,
@@ -230,11 +237,11 @@ impl Writer {
     }
 
     /// Writes one batch of appends and acknowledges them per the policy.
-    fn write_batch(&mut self, batch: Vec<(Vec<u8>, i64, oneshot::Sender<io::Result<()>>)>) {
+    fn write_batch(&mut self, batch: Vec<(Vec<u8>, i64, OnStored)>) {
         if self.broken && !self.repair() {
             let n = batch.len() as u64;
-            for (_, _, ack) in batch {
-                let _ = ack.send(Err(io::Error::other(
+            for (_, _, done) in batch {
+                done(Err(io::Error::other(
                     "journal segment could not be cut back after a failed write",
                 )));
             }
@@ -244,24 +251,24 @@ impl Writer {
         let mut buf = Vec::with_capacity(batch.iter().map(|(l, _, _)| l.len() + 1).sum());
         let mut acks = Vec::with_capacity(batch.len());
         let mut newest = 0;
-        for (line, received_at, ack) in batch {
+        for (line, received_at, done) in batch {
             if self.policy == FsyncPolicy::Always {
                 // One fsync per record: the slow, maximally strict mode.
                 let mut one = line;
                 one.push(b'\n');
                 let r = self.write_durably(&one, received_at, 1);
-                let _ = ack.send(r);
+                done(r);
                 continue;
             }
             buf.extend_from_slice(&line);
             buf.push(b'\n');
             newest = newest.max(received_at);
-            acks.push(ack);
+            acks.push(done);
         }
         if !acks.is_empty() {
             let r = self.write_durably(&buf, newest, acks.len() as u64);
-            for ack in acks {
-                let _ = ack.send(match &r {
+            for done in acks {
+                done(match &r {
                     Ok(()) => Ok(()),
                     Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
                 });
@@ -387,8 +394,8 @@ impl Writer {
                     Cmd::Append {
                         line,
                         received_at,
-                        ack,
-                    } => appends.push((line, received_at, ack)),
+                        done,
+                    } => appends.push((line, received_at, done)),
                     other => others.push(other),
                 }
                 if appends.len() < 4096 {
@@ -478,17 +485,46 @@ impl Journal {
 
     /// Appends a ready-made journal line (one recorded callback, no newline).
     pub async fn append_line(&self, line: Vec<u8>, received_at: i64) -> Result<(), JournalError> {
-        let (ack, done) = oneshot::channel();
+        let (ack, stored) = oneshot::channel();
+        let done: OnStored = Box::new(move |r| {
+            let _ = ack.send(r);
+        });
         self.tx
             .send(Cmd::Append {
                 line,
                 received_at,
-                ack,
+                done,
             })
             .await
             .map_err(|_| JournalError::Closed)?;
-        done.await.map_err(|_| JournalError::Closed)??;
+        stored.await.map_err(|_| JournalError::Closed)??;
         Ok(())
+    }
+
+    /// Queues a ready-made journal line without waiting: `done` is called
+    /// on the writer thread with the outcome once the line's batch is
+    /// durable per the fsync policy (or refused). Nothing here awaits, so
+    /// a caller that is cancelled afterwards cannot lose the append. If
+    /// the line cannot be queued (the writer is behind by the channel's
+    /// capacity, or has stopped), `done` is dropped without being called
+    /// and the error says why.
+    pub fn append_then(
+        &self,
+        line: Vec<u8>,
+        received_at: i64,
+        done: OnStored,
+    ) -> Result<(), JournalError> {
+        use mpsc::error::TrySendError;
+        self.tx
+            .try_send(Cmd::Append {
+                line,
+                received_at,
+                done,
+            })
+            .map_err(|e| match e {
+                TrySendError::Full(_) => JournalError::Busy,
+                TrySendError::Closed(_) => JournalError::Closed,
+            })
     }
 
     /// Deletes closed segments whose newest record is older than `cutoff_ms`.

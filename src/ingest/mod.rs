@@ -14,6 +14,7 @@ pub mod allow;
 pub mod auth;
 pub mod decode;
 pub mod dedup;
+mod handoff;
 pub mod line;
 
 use std::collections::HashMap;
@@ -70,9 +71,14 @@ pub struct Ingest {
     /// False until the dedup set is rebuilt from the journal on start:
     /// accepting earlier could process a retried delivery twice.
     accepting: std::sync::atomic::AtomicBool,
-    /// Deliveries whose journal write is in progress, by dedup key.
-    in_flight: Mutex<HashMap<u64, tokio::sync::watch::Sender<Option<bool>>>>,
+    /// Deliveries whose journal write is in progress, by dedup key, with
+    /// the channel retries of it wait on (made by the first retry: most
+    /// deliveries have none).
+    in_flight: Mutex<HashMap<u64, Option<InFlight>>>,
 }
+
+/// Tells retries waiting on a delivery whether it was stored.
+type InFlight = tokio::sync::watch::Sender<Option<bool>>;
 
 /// Current wall-clock time in Unix milliseconds.
 pub fn now_ms() -> i64 {
@@ -163,20 +169,35 @@ fn journal_line(received_at: i64, query: &Query, raw: &[u8]) -> Vec<u8> {
     line
 }
 
-/// The identity Tencent keeps across retries of one delivery (docs/callbacks.md).
-fn identity(d: &Decoded, sdkappid: u64) -> (u64, &str, Vec<(&str, &str, i64)>) {
-    let parts = d
-        .events
-        .iter()
-        .map(|e| {
-            (
-                e.call_id.as_deref().unwrap_or(""),
-                e.user_id.as_deref().unwrap_or(""),
-                e.event_time,
-            )
-        })
-        .collect();
-    (sdkappid, d.command.as_str(), parts)
+/// The identity Tencent keeps across retries of one delivery
+/// (docs/callbacks.md): SDKAppID, command, and each event's CallId,
+/// UserId and EventTime. Hashed in place, without collecting the parts.
+struct Identity<'a> {
+    sdkappid: u64,
+    command: &'a str,
+    events: &'a [Event],
+}
+
+impl std::hash::Hash for Identity<'_> {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.sdkappid.hash(h);
+        self.command.hash(h);
+        // A length prefix, as a slice's own hash has.
+        h.write_usize(self.events.len());
+        for e in self.events {
+            e.call_id.as_deref().unwrap_or("").hash(h);
+            e.user_id.as_deref().unwrap_or("").hash(h);
+            e.event_time.hash(h);
+        }
+    }
+}
+
+fn identity(d: &Decoded, sdkappid: u64) -> Identity<'_> {
+    Identity {
+        sdkappid,
+        command: &d.command,
+        events: &d.events,
+    }
 }
 
 impl Ingest {
@@ -206,9 +227,7 @@ impl Ingest {
             .store(true, std::sync::atomic::Ordering::Release);
     }
 
-    fn lock_in_flight(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<u64, tokio::sync::watch::Sender<Option<bool>>>> {
+    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Option<InFlight>>> {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -438,7 +457,7 @@ impl Ingest {
 
         // Decided under the lock, awaited outside it.
         enum Reserved {
-            New(u64, tokio::sync::watch::Sender<Option<bool>>),
+            New(u64),
             Duplicate(Option<tokio::sync::watch::Receiver<Option<bool>>>),
         }
         let reserved = {
@@ -451,18 +470,19 @@ impl Ingest {
             })?;
             let key = dedup.key(identity(&decoded, sdkappid));
             match dedup.reserve(key, now) {
-                Seen::Duplicate => {
-                    Reserved::Duplicate(self.lock_in_flight().get(&key).map(|tx| tx.subscribe()))
-                }
+                Seen::Duplicate => Reserved::Duplicate(
+                    self.lock_in_flight()
+                        .get_mut(&key)
+                        .map(|w| w.get_or_insert_with(|| InFlight::new(None)).subscribe()),
+                ),
                 Seen::New(k) => {
-                    let (tx, _) = tokio::sync::watch::channel(None);
-                    self.lock_in_flight().insert(k, tx.clone());
-                    Reserved::New(k, tx)
+                    self.lock_in_flight().insert(k, None);
+                    Reserved::New(k)
                 }
             }
         };
-        let (key, in_flight) = match reserved {
-            Reserved::New(k, tx) => (k, tx),
+        let key = match reserved {
+            Reserved::New(k) => k,
             Reserved::Duplicate(waiting) => {
                 // A retry of a delivery whose journal write is still in
                 // progress must not be acknowledged before that write is
@@ -490,39 +510,9 @@ impl Ingest {
             sdkappid,
             events,
         } = decoded;
-        // The durable part runs in its own task: if Tencent gives up on
-        // the request (2 s timeout) and hyper drops this future, the
-        // callback is still journaled, handed to the engine and released
-        // to waiting retries — never journaled but left unprocessed.
-        let this = self.clone();
-        let stored = tokio::spawn(async move {
-            let stored = this.journal.append_line(line, now).await;
-            this.lock_in_flight().remove(&key);
-            let _ = in_flight.send(Some(stored.is_ok()));
-            if let Err(e) = stored {
-                // The journal writer logs the failure itself, once per
-                // interval however many callbacks it refuses.
-                tracing::debug!(error = %e, "journal append failed; callback refused");
-                if let Ok(mut d) = this.dedup.lock() {
-                    d.release(key);
-                }
-                return Err(e.to_string());
-            }
-            this.metrics.events.inc_by(events.len() as u64);
-            if this.tap.receiver_count() > 0 {
-                for e in &events {
-                    let _ = this.tap.send(e.clone());
-                }
-            }
-            this.metrics.queue_depth.inc();
-            permit.send(Accepted {
-                received_at: now,
-                events,
-            });
-            Ok(())
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("store task failed: {e}")));
+        // Durable, then queued for the engine, then answered: see
+        // `handoff`. Cancelling this request from here on loses nothing.
+        let stored = self.store(key, line, now, events, permit).await;
         if let Err(e) = stored {
             // Not durable, so not acknowledged: 503 with `Retry-After`
             // makes Tencent deliver it again once the disk has recovered.
