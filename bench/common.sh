@@ -3,6 +3,12 @@
 # and the CPU each process spent. Expects CALLS, THREADS, FSYNC, RULES and
 # BENCH_DIR to be set by the caller.
 
+# The binaries measured: the release build of this tree unless named
+# (CALLWATCH=/path/to/callwatch compares another build, without building).
+build_release=${CALLWATCH:+no}
+CALLWATCH=${CALLWATCH:-target/release/callwatch}
+BARE_WARP=${BARE_WARP:-target/release/examples/bare_warp}
+
 # Free ports by default: other processes on a shared machine may hold fixed ones.
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
@@ -12,7 +18,7 @@ command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2;
 # legacy callback family, as the published numbers were measured with.
 # Converted to the "target<TAB>body" lines bench/wrk_trace.lua posts.
 make_trace() {
-  target/release/callwatch simulate --family a --calls "$CALLS" --rate 500 --seed 11 \
+  "$CALLWATCH" simulate --family a --calls "$CALLS" --rate 500 --seed 11 \
     --start "$(date +%s)" --out "$BENCH_DIR/trace.jsonl"
   python3 - "$BENCH_DIR/trace.jsonl" "$BENCH_DIR/trace.tsv" <<'EOF'
 import json, sys, urllib.parse
@@ -64,7 +70,7 @@ dir = "${rules:-$dir/rules}"
 [log]
 level = "warn"
 EOF
-  target/release/callwatch run -c "$dir/callwatch.toml" 2>"$dir/callwatch.log" &
+  "$CALLWATCH" run -c "$dir/callwatch.toml" 2>"$dir/callwatch.log" &
   cw_pid=$!
   pids+=("$cw_pid")
   wait_up "$CW_PORT"
@@ -95,7 +101,7 @@ stop_callwatch() {
 }
 
 start_bare() {
-  target/release/examples/bare_warp "127.0.0.1:$BARE_PORT" 2>"$BENCH_DIR/bare.log" &
+  "$BARE_WARP" "127.0.0.1:$BARE_PORT" 2>"$BENCH_DIR/bare.log" &
   bare_pid=$!
   pids+=("$bare_pid")
   wait_up "$BARE_PORT"

@@ -37,7 +37,7 @@ echo "work dir: $BENCH_DIR"
 CW_PORT=${CW_PORT:-$(free_port)}
 BARE_PORT=${BARE_PORT:-$(free_port)}
 
-cargo build --release --quiet --bin callwatch --example bare_warp
+[ "$build_release" = no ] || cargo build --release --quiet --bin callwatch --example bare_warp
 make_trace
 start_bare
 

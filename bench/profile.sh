@@ -34,7 +34,7 @@ command -v perf >/dev/null || { echo "perf not found: apt-get install -y linux-p
 . bench/common.sh
 CW_PORT=${CW_PORT:-$(free_port)}
 
-cargo build --release --quiet --bin callwatch
+[ "$build_release" = no ] || cargo build --release --quiet --bin callwatch
 make_trace
 
 # A short warm-up on a daemon of its own, so the measured one starts from
@@ -58,13 +58,19 @@ echo
 echo "callwatch: $rps req/s, p50 $p50 ms, p99 $p99 ms, $n requests, $bad non-2xx,"
 echo "  $cw_acc journaled, $cw_dup dedup hits, $cpu µs of CPU per request,"
 echo "  $cw_fsyncs journal fsyncs (mean $cw_fsync_ms ms)"
+# perf pads its columns to the terminal's width (or far beyond without one).
+report() {
+  perf report -i "$BENCH_DIR/perf.data" --no-children --stdio -q -g none "$@" 2>/dev/null |
+    sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+$//' | grep -v '^$'
+}
 echo
 echo "== CPU by thread =="
-perf report -i "$BENCH_DIR/perf.data" --no-children --sort comm --stdio -q 2>/dev/null |
-  grep -v '^$' | head -n 12
+report --sort comm | head -n 12
 echo
-echo "== top $TOP functions, self share of callwatch's samples =="
-perf report -i "$BENCH_DIR/perf.data" --no-children --sort symbol --stdio -q -g none 2>/dev/null |
-  grep -v '^$' | head -n "$TOP"
+echo "== kernel / callwatch / libraries =="
+report --sort dso | head -n 6
+echo
+echo "== top $TOP functions, self share of callwatch's samples ([k]: kernel) =="
+report --sort symbol | head -n "$TOP"
 echo
 echo "perf data: $BENCH_DIR/perf.data (perf report -i ... for more)"

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Instructions per callback, counted by valgrind (callgrind): a measure of
+# callwatch's ingest cost that the other tenants of a shared machine do
+# not move, unlike req/s or CPU time. Starts the daemon under callgrind
+# (the same config as bench/ingest.sh), zeroes the counters once it is
+# up, posts the trace with wrk at low concurrency for DURATION, dumps the
+# counters and prints instructions (Ir) per journaled callback and the
+# top functions by their own instructions.
+#
+# Needs what bench/ingest.sh needs plus valgrind. Env: CALLWATCH (the
+# binary, default the release build of this tree), CALLS, DURATION
+# (default 20s), CONNECTIONS (default 8), FSYNC, RULES, BENCH_DIR, TOP.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+CALLS=${CALLS:-35000}
+DURATION=${DURATION:-20s}
+THREADS=${THREADS:-2}
+CONNECTIONS=${CONNECTIONS:-8}
+FSYNC=${FSYNC:-batch}
+RULES=${RULES:-}
+TOP=${TOP:-25}
+mkdir -p target
+BENCH_DIR=${BENCH_DIR:-$(mktemp -d -p "$PWD/target" bench-instr.XXXXXX)}
+echo "work dir: $BENCH_DIR"
+command -v valgrind >/dev/null || { echo "valgrind not found: apt-get install -y valgrind" >&2; exit 1; }
+# shellcheck source=bench/common.sh
+. bench/common.sh
+CW_PORT=${CW_PORT:-$(free_port)}
+
+[ "$build_release" = no ] || cargo build --release --quiet --bin callwatch
+make_trace
+
+real=$CALLWATCH
+CALLWATCH="$BENCH_DIR/under-callgrind"
+cat >"$CALLWATCH" <<EOF
+#!/bin/sh
+exec valgrind --tool=callgrind --callgrind-out-file=$BENCH_DIR/callgrind.out "$real" "\$@"
+EOF
+chmod +x "$CALLWATCH"
+start_callwatch
+# Under valgrind the daemon takes a while to become ready.
+for _ in $(seq 300); do
+  curl -sf -o /dev/null "http://127.0.0.1:$CW_PORT/readyz" && break
+  sleep 0.2
+done
+read_counts
+before=$cw_acc
+callgrind_control -z "$cw_pid" >/dev/null
+run_wrk "http://127.0.0.1:$CW_PORT" "$CONNECTIONS" "$cw_pid" >/dev/null
+callgrind_control -d "$cw_pid" >/dev/null
+read_counts
+n=$((cw_acc - before))
+stop_callwatch
+dump=$(ls -t "$BENCH_DIR"/callgrind.out* | grep -v '\.out$' | head -n 1 || true)
+[ -n "$dump" ] || dump="$BENCH_DIR/callgrind.out"
+total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
+echo
+echo "$n callbacks journaled while counting; $total instructions in all threads"
+awk -v t="$total" -v n="$n" 'BEGIN { printf "instructions per callback: %.0f\n", n ? t / n : 0 }'
+echo
+callgrind_annotate "$dump" 2>/dev/null | sed -n '/^Ir/,$p' | head -n $((TOP + 3))
