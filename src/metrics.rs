@@ -2,6 +2,7 @@
 //! shared by the components that update them. Label sets are bounded:
 //! unknown commands are counted under `command="other"`.
 
+mod callbacks;
 mod faults;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -11,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+pub use callbacks::CallbackCounters;
 pub use faults::FaultMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -44,7 +46,7 @@ pub struct ReasonLabels {
 /// Every metric of the process.
 pub struct Metrics {
     registry: Registry,
-    pub callbacks: Family<CallbackLabels, Counter>,
+    pub callbacks: CallbackCounters,
     pub dedup_hits: Counter,
     pub events: Counter,
     pub late_events: Family<RuleLabels, Counter>,
@@ -91,6 +93,7 @@ impl Metrics {
             "Callbacks received, by family, command and outcome",
             callbacks.clone(),
         );
+        let callbacks = CallbackCounters::new(callbacks);
         let dedup_hits = Counter::default();
         registry.register(
             "dedup_hits",
@@ -266,13 +269,7 @@ impl Metrics {
 
     /// Counts one callback outcome.
     pub fn callback(&self, family: &str, command: &str, outcome: &str) {
-        self.callbacks
-            .get_or_create(&CallbackLabels {
-                family: family.to_string(),
-                command: command.to_string(),
-                outcome: outcome.to_string(),
-            })
-            .inc();
+        self.callbacks.inc(family, command, outcome);
     }
 
     /// The Prometheus text exposition.
