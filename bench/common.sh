@@ -36,7 +36,8 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
 wait_up() {
-  for _ in $(seq 100); do
+  # UP_TRIES: a daemon under valgrind starts slowly.
+  for _ in $(seq "${UP_TRIES:-100}"); do
     # Any HTTP answer means it is up (bare_warp has no /healthz).
     curl -s -o /dev/null "http://127.0.0.1:$1/healthz" 2>/dev/null && return
     sleep 0.1
