@@ -3,7 +3,7 @@
 //! `server.dedup_max_entries` (the oldest are forgotten first). It holds
 //! 64-bit hashes, not callbacks, so a million entries cost ~40 MB at most.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hash};
 
 /// A set of recently seen delivery identities with expiry.
@@ -11,8 +11,10 @@ pub struct Dedup {
     hasher: std::collections::hash_map::RandomState,
     window_ms: i64,
     max_entries: usize,
-    /// hash → time it was recorded (ms); the newest record wins.
-    seen: HashMap<u64, i64>,
+    /// hash → time it was recorded (ms); the newest record wins. The keys
+    /// are already keyed SipHash values no sender can aim, so the map
+    /// hashes them with hashbrown's fast default instead of SipHash again.
+    seen: hashbrown::HashMap<u64, i64>,
     /// Insertion order, for expiry and the size bound.
     order: VecDeque<(i64, u64)>,
 }
@@ -30,7 +32,7 @@ impl Dedup {
             hasher: Default::default(),
             window_ms,
             max_entries: max_entries.max(1),
-            seen: HashMap::new(),
+            seen: hashbrown::HashMap::new(),
             order: VecDeque::new(),
         }
     }

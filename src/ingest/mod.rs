@@ -17,7 +17,6 @@ pub mod dedup;
 mod handoff;
 pub mod line;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -74,7 +73,8 @@ pub struct Ingest {
     /// Deliveries whose journal write is in progress, by dedup key, with
     /// the channel retries of it wait on (made by the first retry: most
     /// deliveries have none).
-    in_flight: Mutex<HashMap<u64, Option<InFlight>>>,
+    /// (Keyed like the dedup set, by its SipHash values.)
+    in_flight: Mutex<hashbrown::HashMap<u64, Option<InFlight>>>,
 }
 
 /// Tells retries waiting on a delivery whether it was stored.
@@ -156,7 +156,7 @@ fn journal_line(received_at: i64, query: &Query, raw: &[u8]) -> Vec<u8> {
     line.extend_from_slice(b",\"body\":");
     // A pretty-printed body would break the one-record-per-line format;
     // it was valid JSON, so it parses again (a rare, slower path).
-    let multiline = raw.iter().any(|b| *b == b'\n' || *b == b'\r');
+    let multiline = memchr::memchr2(b'\n', b'\r', raw).is_some();
     if let Some(body) = multiline
         .then(|| serde_json::from_slice::<Value>(raw).ok())
         .flatten()
@@ -217,7 +217,7 @@ impl Ingest {
             engine,
             tap,
             accepting: std::sync::atomic::AtomicBool::new(false),
-            in_flight: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(hashbrown::HashMap::new()),
         }
     }
 
@@ -227,7 +227,9 @@ impl Ingest {
             .store(true, std::sync::atomic::Ordering::Release);
     }
 
-    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Option<InFlight>>> {
+    fn lock_in_flight(
+        &self,
+    ) -> std::sync::MutexGuard<'_, hashbrown::HashMap<u64, Option<InFlight>>> {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
     }
 

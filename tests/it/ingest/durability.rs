@@ -42,6 +42,33 @@ async fn a_retried_delivery_is_acknowledged_but_journaled_once() {
 }
 
 #[tokio::test]
+async fn identical_deliveries_at_once_are_all_acknowledged_and_journaled_once() {
+    // Retries that arrive while the first delivery's journal write is in
+    // progress wait for its outcome; whichever way they interleave, every
+    // one is answered 200 and the callback is journaled and evaluated once.
+    let d = TestDaemon::start(|_| {}).await;
+    let mut rx = d.subscribe();
+    let body =
+        json!({"UserId": "burst", "CallId": "b1", "EventTime": now_secs(), "Role": "caller"})
+            .to_string();
+    let q = a_query("caller_start_call");
+    let replies = futures_util::future::join_all((0..32).map(|_| d.post(&q, &body))).await;
+    for r in &replies {
+        r.assert_ok();
+    }
+    next_event(&mut rx).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_no_event(&mut rx);
+    assert_eq!(journal_records(&d.state_dir()).len(), 1);
+    let m = d.metrics().await;
+    assert_eq!(metric(&m, "callwatch_dedup_hits_total", &[]), 31.0);
+    let accepted = [("command", "caller_start_call"), ("outcome", "accepted")];
+    assert_eq!(callbacks(&m, &accepted), 1.0);
+    assert_eq!(metric(&m, "callwatch_queue_depth", &[]), 0.0);
+    d.stop().await;
+}
+
+#[tokio::test]
 async fn a_200_means_the_callback_is_already_in_the_journal() {
     let d = TestDaemon::start(|_| {}).await;
     for i in 0..20 {
