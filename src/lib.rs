@@ -36,11 +36,11 @@
 pub mod alert;
 pub mod annotations;
 pub mod api;
-pub mod app;
 pub mod budget;
 pub mod builtin;
 pub mod client;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod event;
 pub mod ingest;
@@ -50,7 +50,6 @@ pub mod metrics;
 pub mod notify;
 pub mod progress;
 pub mod quiet;
-pub mod reload;
 pub mod replay;
 pub mod rules;
 pub mod ruletest;
@@ -60,3 +59,7 @@ pub mod startup;
 pub mod store;
 pub mod timeline;
 pub mod window;
+
+// The names these modules had before `daemon/` gathered them.
+pub use daemon as app;
+pub use daemon::reload;

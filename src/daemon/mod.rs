@@ -3,6 +3,7 @@
 //! everything down in order (stop accepting, drain in-flight requests with
 //! a timeout, drain the engine queue, flush the journal).
 
+pub mod reload;
 mod unsaved;
 
 use std::collections::HashMap;
