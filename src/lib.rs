@@ -17,6 +17,7 @@
 //! - [`annotations`]: `RULE.annotations` templates, checked at load (pure).
 //! - [`store`]: SQLite store for the outbox, silences and persisted state.
 //! - [`reload`]: hot reload of config and rules, all-or-nothing.
+//! - [`time`]: the wall clock (read only here) and RFC 3339 times.
 //! - [`timeline`]: engine time from event time, shared by `replay` and `test`.
 //! - [`replay`]: offline evaluation of recorded callbacks in event time.
 //! - [`ruletest`]: `callwatch test`, rule tests written as `*.test.toml` data.
@@ -57,6 +58,7 @@ pub mod server;
 pub mod simulate;
 pub mod startup;
 pub mod store;
+pub mod time;
 pub mod timeline;
 pub mod window;
 

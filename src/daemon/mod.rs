@@ -1,13 +1,35 @@
-//! Wiring: builds the components from a validated config, recovers state
-//! from the journal, spawns the HTTP server and the engine task, and shuts
-//! everything down in order (stop accepting, drain in-flight requests with
-//! a timeout, drain the engine queue, flush the journal).
+//! The daemon: builds the components from a validated config, recovers
+//! state from the journal, spawns the HTTP server, the engine thread and
+//! the background tasks, and stops them all in one documented order.
+//!
+//! # Shutdown order
+//! [`Daemon::shutdown`] is the only way down, and goes in this order, so
+//! that nothing acknowledged is lost:
+//! 1. systemd hears STOPPING; the listener stops accepting and the
+//!    housekeeping task is told to stop;
+//! 2. in-flight requests get half of `server.shutdown_timeout`, then are cut;
+//! 3. the engine closes its queue (new callbacks get a 503) and works
+//!    through what was acknowledged until 80 % of the timeout; what is
+//!    left is in the journal and is evaluated at the next start;
+//! 4. the dispatcher hands waiting groups to the outbox and both stop by
+//!    95 % (pending transitions and the outbox are in the store);
+//! 5. the journal is flushed and closed.
+//!
+//! # Threads and tasks
+//! - the HTTP server (`crate::server`), a tokio task;
+//! - the engine thread (`engine_loop.rs`), with its own current-thread runtime;
+//! - the journal writer thread (`crate::journal`);
+//! - the dispatcher and the outbox (`crate::notify`), tokio tasks;
+//! - housekeeping (`housekeeping.rs`), a tokio task;
+//! - in [`run`]: the SIGHUP listener and the rules-dir watcher (`reload.rs`).
 
+mod build;
+mod engine_loop;
+mod housekeeping;
+mod recovery;
 pub mod reload;
 mod unsaved;
 
-use std::collections::HashMap;
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,76 +39,66 @@ use std::time::Instant;
 use anyhow::Context;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use warp::http::StatusCode;
 use warp::Filter;
 
-use crate::alert::AlertStatus;
 use crate::api::Admin;
 use crate::config::Config;
-use crate::engine::{Engine, EngineSettings, KeyRecord, Persist, RuleStats, Snapshot, Transition};
+use crate::engine::{Engine, EngineSettings, Snapshot};
 use crate::event::Event;
 use crate::ingest::dedup::Dedup;
-use crate::ingest::line::decode_line;
-use crate::ingest::{self, Accepted, Ingest, IngestSettings};
-use crate::journal::{self, Journal};
-use crate::metrics::{Metrics, RuleLabels, StateLabels};
-use crate::notify::dispatch::{Dispatcher, Tracked};
+use crate::ingest::{Accepted, Ingest};
+use crate::journal::Journal;
+use crate::metrics::Metrics;
+use crate::notify::dispatch::Dispatcher;
 use crate::notify::outbox::Outbox;
 use crate::notify::Receivers;
-use crate::reload::watch_rules;
-pub use crate::reload::{ConfigSource, Reloader};
-use crate::rules::Rule;
 use crate::startup::SetupError;
-use crate::store::Store;
+use crate::store::{SharedStore, Store};
+use crate::time::now_ms;
+pub(crate) use build::ingest_settings;
+pub use build::load_rules;
+pub use engine_loop::EngineCmd;
+use engine_loop::{run_engine, EngineTask};
+use housekeeping::housekeeping;
+pub use housekeeping::retention_ms;
+use recovery::{horizon_ms, recover_journal, restore_records};
+use reload::watch_rules;
+pub use reload::{ConfigSource, Reloader};
 
-/// A running daemon.
+/// A running daemon: what its callers may look at (the first five
+/// fields, for tests and the binary) and the handles [`Daemon::shutdown`]
+/// needs to stop each part in order.
 pub struct Daemon {
     /// The address the HTTP server is bound to.
     pub addr: SocketAddr,
+    /// The callback path: checks, dedup, journal, hand-off to the engine.
     pub ingest: Arc<Ingest>,
     pub metrics: Arc<Metrics>,
-    pub store: Arc<Mutex<Store>>,
+    pub store: SharedStore,
     pub reloader: Arc<Reloader>,
+    /// `/readyz`: set by the engine thread once the windows are rebuilt.
     ready: Arc<AtomicBool>,
+    /// Stops the HTTP listener (step 1).
     stop: oneshot::Sender<()>,
+    /// The HTTP server task, awaited with a deadline (step 2).
     server: JoinHandle<()>,
+    /// Tells the dispatcher and the outbox to finish (step 4).
     notify_stop: watch::Sender<bool>,
+    /// Stops the housekeeping task (step 1).
     prune_stop: oneshot::Sender<()>,
     prune_task: JoinHandle<()>,
     /// Tells the engine to take no more callbacks and drain its queue
-    /// until the deadline given.
+    /// until the deadline given (step 3).
     close_engine: oneshot::Sender<Instant>,
     dispatcher_task: JoinHandle<()>,
     outbox_task: JoinHandle<()>,
+    /// The engine thread, joined after it drained (step 3).
     engine: std::thread::JoinHandle<()>,
+    /// Flushed and closed last (step 5).
     journal: Arc<Journal>,
+    /// The config the daemon started with: `shutdown_timeout` when a
+    /// reload holds the current one.
     config: Config,
-}
-
-/// Renders warp's rejections (unknown path, wrong method, bad header)
-/// outside `/api/` as the same JSON failure body the callback path uses
-/// (the admin API answers its own errors).
-async fn recover(r: warp::Rejection) -> Result<warp::reply::Response, Infallible> {
-    let (status, message) = if r.is_not_found() {
-        (StatusCode::NOT_FOUND, "no such endpoint".to_string())
-    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
-        (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed".to_string(),
-        )
-    } else if let Some(e) = r.find::<warp::reject::InvalidHeader>() {
-        (StatusCode::BAD_REQUEST, e.to_string())
-    } else {
-        (StatusCode::BAD_REQUEST, format!("{r:?}"))
-    };
-    let body = ingest::failure_body(status, &message);
-    let mut resp = warp::reply::Response::new(body.to_string().into());
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        warp::http::header::CONTENT_TYPE,
-        warp::http::HeaderValue::from_static("application/json"),
-    );
-    Ok(resp)
 }
 
 /// Starts the daemon: opens the journal, rebuilds the dedup set, binds the
@@ -128,7 +140,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
     ));
 
     let store_existed = crate::store::exists(&config.state.dir);
-    let store = Arc::new(Mutex::new(
+    let store: SharedStore = Arc::new(Mutex::new(
         Store::open(&config.state.dir).context("opening the store in state.dir")?,
     ));
     if !store_existed {
@@ -189,7 +201,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         .unify()
         .or(crate::api::admin_routes(admin))
         .unify()
-        .recover(recover)
+        .recover(crate::api::recover_rejection)
         .unify();
 
     let addr = config
@@ -222,7 +234,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         // accepted once the dedup set is whole; the engine catches up
         // from the queue after the history.
         let (history_tx, history_rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(64);
-        let horizon = ingest::now_ms() - (engine.max_window_secs() + 60) * 1000;
+        let horizon = horizon_ms(now_ms(), engine.max_window_secs());
         let metrics = metrics.clone();
         let ready = ready.clone();
         let tick = config.rules.tick;
@@ -253,7 +265,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         let (records, recent) = {
             let ingest = ingest.clone();
             let state_dir = config.state.dir.clone();
-            let dedup_cutoff = ingest::now_ms() - dedup_ms;
+            let dedup_cutoff = now_ms() - dedup_ms;
             tokio::task::spawn_blocking(move || {
                 recover_journal(&state_dir, &ingest, dedup_cutoff, horizon, history_tx)
             })
@@ -298,347 +310,6 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         journal,
         config,
     })
-}
-
-/// How long journal records must be kept: the widest rule window (to
-/// rebuild windows on start) or the dedup window (to rebuild the dedup
-/// set), whichever is longer, plus the clock skew allowance and a margin.
-pub fn retention_ms(max_window_secs: i64, config: &Config) -> i64 {
-    let need = max_window_secs.max(config.server.dedup_window.as_secs() as i64)
-        + config.server.max_clock_skew.as_secs() as i64;
-    (need + 600) * 1000
-}
-
-/// How long an expired silence stays in the store (and in
-/// `GET /api/v1/silences`, as `expired`): five days, Alertmanager's
-/// default `--data.retention`, so an operator can still see what was
-/// silenced over a long weekend.
-const SILENCE_RETENTION_SECS: i64 = 5 * 24 * 3600;
-
-/// Once a minute: prunes journal segments past `retention_ms` and deletes
-/// silences expired for longer than [`SILENCE_RETENTION_SECS`].
-async fn housekeeping(
-    journal: Arc<Journal>,
-    store: Arc<Mutex<Store>>,
-    retention_ms: i64,
-    mut stop: oneshot::Receiver<()>,
-) {
-    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
-    loop {
-        tokio::select! {
-            _ = &mut stop => return,
-            _ = every.tick() => {}
-        }
-        match journal.prune(ingest::now_ms() - retention_ms).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(segments = n, "pruned journal segments"),
-            Err(e) => tracing::warn!(error = %e, "journal pruning failed"),
-        }
-        let cutoff = now_secs() - SILENCE_RETENTION_SECS;
-        let deleted = store
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .delete_silences_ended_before(cutoff);
-        match deleted {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(silences = n, "deleted long-expired silences"),
-            Err(e) => tracing::warn!(error = %e, "deleting expired silences failed"),
-        }
-    }
-}
-
-/// Loads and compiles every rule, reporting all problems at once; what
-/// is suspicious but allowed is logged as a warning.
-pub fn load_rules(config: &Config) -> Result<Vec<Arc<Rule>>, Vec<String>> {
-    let rules = crate::rules::load_dir(&config.rules.dir, &config.rules)
-        .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
-    for w in rules.iter().flat_map(|r| r.warnings()) {
-        tracing::warn!(rule_file = %w.path.display(), "{w}");
-    }
-    let unknown = unknown_notify_receivers(&rules, config);
-    if !unknown.is_empty() {
-        return Err(unknown);
-    }
-    Ok(rules.into_iter().map(Arc::new).collect())
-}
-
-/// A rule's `notify` list names receivers, which live in the config: a
-/// misspelt one would page nobody, so it is a load error like any other
-/// broken reference. (Receivers that fail to build are reported on their
-/// own; then there is nothing to check the names against.)
-fn unknown_notify_receivers(rules: &[Rule], config: &Config) -> Vec<String> {
-    let Ok(receivers) = crate::notify::Receivers::from_config(config) else {
-        return Vec::new();
-    };
-    let known: Vec<&str> = receivers.iter().map(|r| r.name()).collect();
-    let mut problems = Vec::new();
-    for rule in rules {
-        for name in &rule.spec().notify {
-            if receivers.get(name).is_none() {
-                problems.push(format!(
-                    "{}: RULE.notify: unknown receiver {name:?}{} (receivers: {})",
-                    rule.path().display(),
-                    crate::rules::names::did_you_mean(name, known.iter().copied()),
-                    known.join(", ")
-                ));
-            }
-        }
-    }
-    problems
-}
-
-fn now_secs() -> i64 {
-    ingest::now_ms() / 1000
-}
-
-/// Mirrors the engine's counters into the metrics registry.
-fn publish_stats(
-    engine: &mut Engine,
-    metrics: &Metrics,
-    published: &mut HashMap<String, RuleStats>,
-) {
-    for (rule, durations) in engine.take_durations() {
-        let h = metrics
-            .rule_eval_seconds
-            .get_or_create(&RuleLabels { rule });
-        for d in durations {
-            h.observe(d);
-        }
-    }
-    for (rule, keys, stats) in engine.stats() {
-        let labels = RuleLabels { rule: rule.clone() };
-        let before = published.entry(rule).or_default();
-        metrics
-            .rule_evaluations
-            .get_or_create(&labels)
-            .inc_by(stats.evaluations - before.evaluations);
-        metrics
-            .rule_errors
-            .get_or_create(&labels)
-            .inc_by(stats.errors - before.errors);
-        metrics
-            .late_events
-            .get_or_create(&labels)
-            .inc_by(stats.late_events - before.late_events);
-        metrics
-            .rule_keys_refused
-            .get_or_create(&labels)
-            .inc_by(stats.keys_refused.saturating_sub(before.keys_refused));
-        metrics
-            .rule_suspensions
-            .get_or_create(&labels)
-            .inc_by(stats.suspensions.saturating_sub(before.suspensions));
-        metrics.rule_keys.get_or_create(&labels).set(keys as i64);
-        *before = stats;
-    }
-    // Counters are mirrored as deltas since the last publication.
-    let future = engine.future_events();
-    let seen = metrics.future_events.get();
-    if future > seen {
-        metrics.future_events.inc_by(future - seen);
-    }
-    let active = engine.active_alerts();
-    for state in [AlertStatus::Pending, AlertStatus::Firing] {
-        let n = active.iter().filter(|a| a.status == state).count();
-        metrics
-            .alerts
-            .get_or_create(&StateLabels {
-                state: state.as_str().into(),
-            })
-            .set(n as i64);
-    }
-}
-
-/// The engine loop, on its own thread so rule CPU never stalls the HTTP
-/// workers. Windows are first rebuilt from the journal's recent records.
-/// Commands for the engine thread besides events.
-pub enum EngineCmd {
-    /// Swap in a new rule set; `history` refills windows of new and
-    /// edited rules. Replies once the swap is done, with the names and
-    /// source digests of the rules it replaced.
-    Reload {
-        rules: Vec<Arc<Rule>>,
-        history: Vec<Event>,
-        reply: oneshot::Sender<Vec<(String, String)>>,
-    },
-}
-
-struct EngineTask {
-    engine: Engine,
-    /// Alert states and `w.state` saved by the previous run.
-    restored: Vec<KeyRecord>,
-    /// Journaled events recent enough to matter for some window, in
-    /// batches as the journal is read; closed when reading is done.
-    history: std::sync::mpsc::Receiver<Vec<Event>>,
-    rx: mpsc::Receiver<Accepted>,
-    /// Shutdown: close the queue (new callbacks get a 503), drain it
-    /// until the deadline, stop.
-    close: oneshot::Receiver<Instant>,
-    ctl: mpsc::Receiver<EngineCmd>,
-    store: Arc<Mutex<Store>>,
-    metrics: Arc<Metrics>,
-    tick: std::time::Duration,
-    ready: Arc<AtomicBool>,
-    snapshot: Arc<RwLock<Snapshot>>,
-    /// Learns, once the saved alert states are back, which firing alerts
-    /// a silence covers; then takes every transition.
-    dispatcher: Arc<Dispatcher>,
-}
-
-fn run_engine(task: EngineTask) {
-    let EngineTask {
-        mut engine,
-        restored,
-        history,
-        mut rx,
-        close,
-        mut ctl,
-        store,
-        metrics,
-        tick,
-        ready,
-        snapshot,
-        dispatcher,
-    } = task;
-    let publish = |engine: &Engine| {
-        let s = engine.snapshot();
-        match snapshot.write() {
-            Ok(mut w) => *w = s,
-            Err(p) => *p.into_inner() = s,
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the engine runtime");
-            return;
-        }
-    };
-    let mut published = HashMap::new();
-    // Alert states and the transitions they cause are saved in one
-    // commit before the transitions are handed on: the transitions stay
-    // pending in the store until their notifications are in the outbox,
-    // so a crash at any point neither loses a notification nor (since the
-    // store knows the alert is firing) repeats one.
-    // A failed save keeps everything for the next try (see `unsaved`).
-    let unsaved = std::cell::RefCell::new(unsaved::Unsaved::new(KEYS_SPACE));
-    let save_metrics = metrics.clone();
-    let persist = |engine: &mut Engine, out: Vec<Transition>| -> Vec<Tracked> {
-        let changes: Vec<(String, Option<String>)> = engine
-            .take_dirty()
-            .into_iter()
-            .map(|p| match p {
-                Persist::Put(r) => (r.id(), serde_json::to_string(&r).ok()),
-                Persist::Delete(id) => (id, None),
-            })
-            .collect();
-        unsaved
-            .borrow_mut()
-            .save(&store, &save_metrics, changes, out)
-    };
-    let restored_count = restored.len();
-    for r in restored {
-        engine.restore(r);
-    }
-    let now = now_secs();
-    dispatcher.hold_suppressed(engine.firing_transitions(now));
-    let t = Instant::now();
-    let mut rebuilt = 0usize;
-    for batch in history {
-        for e in batch {
-            engine.on_event(e, now, false);
-            rebuilt += 1;
-        }
-    }
-    let first = engine.evaluate_all(now);
-    let first = persist(&mut engine, first);
-    publish(&engine);
-    dispatcher.submit(first);
-    tracing::info!(
-        events = rebuilt,
-        alert_states = restored_count,
-        elapsed_ms = t.elapsed().as_millis() as u64,
-        "windows rebuilt from journal"
-    );
-    ready.store(true, Ordering::Release);
-    rt.block_on(async move {
-        let mut last_publish = Instant::now();
-        let mut close = std::pin::pin!(close);
-        let mut closing = false;
-        let mut deadline = None;
-        let mut ctl_open = true;
-        let mut ticker = tokio::time::interval(tick);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                msg = rx.recv() => match msg {
-                    // Past the shutdown deadline the rest stays in the
-                    // journal, which the next start reads back into the
-                    // windows.
-                    Some(_) if deadline.is_some_and(|d| Instant::now() >= d) => {
-                        tracing::warn!(
-                            left = rx.len() + 1,
-                            "shutdown_timeout reached: queued callbacks will be evaluated from the journal at the next start"
-                        );
-                        break;
-                    }
-                    Some(accepted) => {
-                        metrics.queue_depth.dec();
-                        let now = now_secs();
-                        let mut out = Vec::new();
-                        for e in accepted.events {
-                            out.extend(engine.on_event(e, now, true));
-                        }
-                        // The API view is refreshed on every alert change
-                        // and at most twice a second otherwise.
-                        if !out.is_empty() || last_publish.elapsed().as_millis() > 500 {
-                            let out = persist(&mut engine, out);
-                            // The API shows an alert before its
-                            // notification can arrive anywhere.
-                            publish(&engine);
-                            dispatcher.submit(out);
-                            last_publish = Instant::now();
-                        }
-                    }
-                    None => break,
-                },
-                // Connections warp gave up on at shutdown may still hold a
-                // sender, so the queue is closed explicitly rather than by
-                // waiting for every sender to drop.
-                d = &mut close, if !closing => {
-                    closing = true;
-                    deadline = d.ok();
-                    rx.close();
-                }
-                cmd = ctl.recv(), if ctl_open => match cmd {
-                    Some(EngineCmd::Reload { rules, history, reply }) => {
-                        let before = engine.rule_digests();
-                        let out = engine.reload(rules, &history, now_secs());
-                        let out = persist(&mut engine, out);
-                        publish(&engine);
-                        dispatcher.submit(out);
-                        let _ = reply.send(before);
-                    }
-                    // No reloads any more; a closed channel must not
-                    // keep waking the loop.
-                    None => ctl_open = false,
-                },
-                _ = ticker.tick() => {
-                    let out = engine.on_tick(now_secs());
-                    let out = persist(&mut engine, out);
-                    publish(&engine);
-                    dispatcher.submit(out);
-                    publish_stats(&mut engine, &metrics, &mut published);
-                    last_publish = Instant::now();
-                }
-            }
-        }
-        publish_stats(&mut engine, &metrics, &mut published);
-        publish(&engine);
-    });
 }
 
 impl Daemon {
@@ -755,85 +426,4 @@ pub async fn run(
     let _ = watcher.await;
     tracing::info!("shutting down");
     daemon.shutdown().await
-}
-
-/// Reads the journal once on start: deliveries within the dedup window
-/// refill the dedup set, and events newer than `horizon_ms` go to the
-/// engine in batches to refill the windows. Returns (records read, recent
-/// events sent).
-fn recover_journal(
-    state_dir: &std::path::Path,
-    ingest: &Ingest,
-    dedup_cutoff_ms: i64,
-    horizon_ms: i64,
-    history: std::sync::mpsc::SyncSender<Vec<Event>>,
-) -> std::io::Result<(u64, u64)> {
-    const BATCH: usize = 4096;
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut sent = 0u64;
-    let n = journal::for_each_line(state_dir, |path, line_no, line| {
-        let (received, d) = match decode_line(line) {
-            Ok(l) => (l.received_at.unwrap_or(0), l.decoded),
-            // A torn tail after a power cut: never acknowledged.
-            Err(e) => {
-                tracing::warn!(path, line = line_no, error = %e, "skipping unreadable journal line");
-                return;
-            }
-        };
-        if received < dedup_cutoff_ms && received < horizon_ms {
-            return;
-        }
-        if received >= dedup_cutoff_ms {
-            ingest.remember(&d, received);
-        }
-        if received >= horizon_ms {
-            sent += d.events.len() as u64;
-            batch.extend(d.events);
-            if batch.len() >= BATCH {
-                // A stopped engine thread only means nobody needs history.
-                let _ = history.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
-            }
-        }
-    })?;
-    if !batch.is_empty() {
-        let _ = history.send(batch);
-    }
-    Ok((n, sent))
-}
-
-/// The store space holding alert states and `w.state` per (rule, key).
-const KEYS_SPACE: &str = "keys";
-
-fn restore_records(store: &Mutex<Store>) -> Vec<KeyRecord> {
-    let rows = store
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .kv(KEYS_SPACE);
-    match rows {
-        Ok(rows) => rows
-            .into_iter()
-            .filter_map(|(id, v)| match serde_json::from_str(&v) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    tracing::warn!(key = %id, error = %e, "unreadable alert state skipped");
-                    None
-                }
-            })
-            .collect(),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read saved alert states");
-            Vec::new()
-        }
-    }
-}
-
-/// The callback path's settings from a config.
-pub(crate) fn ingest_settings(config: &Config) -> IngestSettings {
-    IngestSettings {
-        callback_path: config.server.callback_path.clone(),
-        max_body_bytes: config.server.max_body_bytes,
-        max_clock_skew_secs: config.server.max_clock_skew.as_secs() as i64,
-        apps: config.apps.clone(),
-        callback_allow: config.server.callback_allow.clone(),
-    }
 }

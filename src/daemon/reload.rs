@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::app::{ingest_settings, load_rules, EngineCmd};
+use super::build::{ingest_settings, load_rules};
+use super::engine_loop::EngineCmd;
+use super::recovery::recent_events;
 use crate::config::Config;
-use crate::event::Event;
-use crate::ingest::{self, Ingest};
-use crate::journal;
+use crate::ingest::Ingest;
 use crate::notify::dispatch::Dispatcher;
 use crate::notify::Receivers;
 use crate::rules::Rule;
@@ -237,22 +237,6 @@ impl Reloader {
         };
         Ok((config, report))
     }
-}
-
-/// Events from journal records newer than the widest window (oldest
-/// first), for rebuilding windows.
-fn recent_events(state_dir: &std::path::Path, max_window_secs: i64) -> std::io::Result<Vec<Event>> {
-    let horizon = ingest::now_ms() - (max_window_secs + 60) * 1000;
-    let mut out = Vec::new();
-    journal::for_each_line(state_dir, |_, _, line| {
-        // Unreadable lines were skipped (and logged) at recovery already.
-        if let Ok(l) = crate::ingest::line::decode_line(line) {
-            if l.received_at.unwrap_or(0) >= horizon {
-                out.extend(l.decoded.events);
-            }
-        }
-    })?;
-    Ok(out)
 }
 
 /// Polls `dir` every two seconds and reloads when a rule file is added,

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use hashbrown::hash_map::EntryRef;
 
 use crate::alert::{Alert, AlertStatus, Condition, Evidence, Policy, ResolveReason, Tracker};
+// Transitions are the alert module's; this path is kept for callers.
+pub use crate::alert::Transition;
 use crate::budget::{CpuBudget, CpuMeter};
 use crate::builtin::{BuiltinAlerts, Raise, RULE_KEYS_LIMIT, RULE_SUSPENDED};
 use crate::event::Event;
@@ -43,17 +45,6 @@ pub struct RuleStats {
 
 /// Most `check` durations kept between two metric publications.
 const MAX_DURATIONS: usize = 4096;
-
-/// An alert that must be notified, with where the rule wants it to go.
-/// Serialisable: it waits in the store until its notification is queued.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Transition {
-    pub alert: Alert,
-    /// The rule's `notify` list, which bypasses routes.
-    pub notify: Option<Vec<String>>,
-    /// Engine time of the transition.
-    pub at: i64,
-}
 
 /// One key of one rule. Kept small, since a rule may track a million keys
 /// (BENCHMARKS.md): the key lives only in the map that owns this, alert

@@ -19,7 +19,6 @@ pub mod line;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Buf;
 use bytes::Bytes;
@@ -75,12 +74,7 @@ pub struct Ingest {
 }
 
 /// Current wall-clock time in Unix milliseconds.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use crate::time::now_ms;
 
 /// A rejected callback: HTTP status plus the message for the body.
 struct Failure {
