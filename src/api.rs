@@ -60,6 +60,18 @@ pub fn ops_routes(
     healthz.or(readyz).unify().or(metrics).unify()
 }
 
+/// Hot reload as the admin API needs it: run one, and have its report as
+/// JSON or every error. The daemon's reloader implements it; the API
+/// knows nothing of how (so it imports nothing from the daemon).
+pub trait Reload: Send + Sync {
+    fn reload_json(&self) -> ReloadFuture<'_>;
+}
+
+/// What [`Reload::reload_json`] returns.
+pub type ReloadFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<serde_json::Value, Vec<String>>> + Send + 'a>,
+>;
+
 /// What the admin API reads and changes.
 pub struct Admin {
     /// `server.admin_token` as in force (a reload changes it); empty
@@ -67,7 +79,7 @@ pub struct Admin {
     pub token: Arc<RwLock<String>>,
     pub store: SharedStore,
     pub snapshot: Arc<RwLock<Snapshot>>,
-    pub reloader: Arc<crate::daemon::reload::Reloader>,
+    pub reloader: Arc<dyn Reload>,
     /// What keeps alerts back besides silences (`inhibited_by`,
     /// `muted_by`).
     pub dispatcher: Arc<Dispatcher>,
@@ -201,7 +213,7 @@ pub fn admin_routes(
     let reload = warp::path!("reload").and(warp::post()).then(move || {
         let a = a.clone();
         async move {
-            match a.reloader.reload().await {
+            match a.reloader.reload_json().await {
                 Ok(report) => json_reply(
                     StatusCode::OK,
                     &serde_json::json!({"status": "ok", "report": report}),
@@ -282,7 +294,7 @@ pub async fn recover_rejection(r: warp::Rejection) -> Result<warp::reply::Respon
     } else {
         (StatusCode::BAD_REQUEST, format!("{r:?}"))
     };
-    let body = crate::ingest::failure_body(status, &message);
+    let body = crate::server::failure_body(status, &message);
     let mut resp = warp::reply::Response::new(body.to_string().into());
     *resp.status_mut() = status;
     resp.headers_mut().insert(

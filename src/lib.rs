@@ -16,7 +16,6 @@
 //! - [`budget`]: the per-rule CPU budget that suspends a runaway rule.
 //! - [`annotations`]: `RULE.annotations` templates, checked at load (pure).
 //! - [`store`]: SQLite store for the outbox, silences and persisted state.
-//! - [`reload`]: hot reload of config and rules, all-or-nothing.
 //! - [`time`]: the wall clock (read only here) and RFC 3339 times.
 //! - [`timeline`]: engine time from event time, shared by `replay` and `test`.
 //! - [`replay`]: offline evaluation of recorded callbacks in event time.
@@ -31,7 +30,8 @@
 //! - [`notify`]: receivers (log, email, webhook, chat services,
 //!   Alertmanager), grouping and the durable outbox.
 //! - [`quiet`]: inhibit rules, time intervals and regex label matchers (pure).
-//! - [`app`]: wiring, startup recovery and ordered shutdown.
+//! - [`daemon`]: wiring, startup recovery, the engine thread, hot reload,
+//!   housekeeping and the one shutdown order.
 //! - [`startup`]: logging setup, the startup summary, start-up errors.
 
 pub mod alert;

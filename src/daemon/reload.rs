@@ -18,14 +18,7 @@ use crate::notify::dispatch::Dispatcher;
 use crate::notify::Receivers;
 use crate::rules::Rule;
 
-/// Where the running config came from, for reloads.
-#[derive(Debug, Clone)]
-pub enum ConfigSource {
-    /// Built in code (tests): a reload re-reads rules only.
-    Fixed,
-    /// `Config::load` with this `-c` argument (None: default lookup).
-    Load(Option<PathBuf>),
-}
+pub use crate::config::ConfigSource;
 
 /// Hot reload of config and rules. A reload with any error changes
 /// nothing and reports every error.
@@ -236,6 +229,15 @@ impl Reloader {
             live_keys: LIVE_KEYS.iter().map(|k| k.to_string()).collect(),
         };
         Ok((config, report))
+    }
+}
+
+impl crate::api::Reload for Reloader {
+    fn reload_json(&self) -> crate::api::ReloadFuture<'_> {
+        Box::pin(async move {
+            let report = self.reload().await?;
+            Ok(serde_json::to_value(report).unwrap_or_default())
+        })
     }
 }
 
