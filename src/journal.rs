@@ -704,6 +704,42 @@ mod tests {
         }
     }
 
+    #[test]
+    fn append_then_completes_in_order_once_the_line_is_on_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().to_path_buf();
+        let j = Journal::open(
+            &state,
+            FsyncPolicy::Batch,
+            1 << 20,
+            Arc::new(Metrics::new()),
+        )
+        .expect("open");
+        let (tx, rx) = std::sync::mpsc::channel();
+        for i in 0..50 {
+            let (tx, state) = (tx.clone(), state.clone());
+            let done: OnStored = Box::new(move |r| {
+                // What a reader finds when the completion runs, on the
+                // writer thread: the line must already be there.
+                let on_disk = read_journal(&state).map(|v| v.len()).unwrap_or(0);
+                let _ = tx.send((i, r.is_ok(), on_disk));
+            });
+            j.append_then(rec(i).to_line(), i, done).expect("queued");
+        }
+        let seen: Vec<_> = (0..50)
+            .map(|_| {
+                rx.recv_timeout(Duration::from_secs(10))
+                    .expect("a completion")
+            })
+            .collect();
+        for (n, (i, ok, on_disk)) in seen.into_iter().enumerate() {
+            assert_eq!(i, n as i64, "completions run in append order");
+            assert!(ok);
+            assert!(on_disk > n, "record {i} not on disk at its completion");
+        }
+        j.close();
+    }
+
     #[tokio::test]
     async fn reopen_continues_in_new_segment() {
         let dir = tempfile::tempdir().expect("tempdir");
