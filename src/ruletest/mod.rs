@@ -5,7 +5,7 @@
 //! and prints `PASS path` / `FAIL path` with a diff-like account of every
 //! failed expectation. The format is documented in `docs/rule-tests.md`.
 //!
-//! - [`file`]: the format and its `path:line:col` errors.
+//! - [`mod@file`]: the format and its `path:line:col` errors.
 //! - [`events`]: `[[events]]` entries and recorded callbacks as events.
 //! - [`runner`]: one file through an engine, in event time.
 //! - [`report`]: matching expected and active alerts; the failure diff.
