@@ -40,6 +40,7 @@ pub mod app;
 pub mod budget;
 pub mod builtin;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod event;

@@ -2,3 +2,4 @@
 //! processes started by the tests (tests/it/support/nats.rs).
 
 mod harness;
+mod lease;

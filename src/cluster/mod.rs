@@ -1,0 +1,10 @@
+//! Cluster mode over NATS JetStream (docs/cluster.md).
+//!
+//! # Layout
+//! - [`lease`]: the leader lease in a KV bucket, with its term as fencing token.
+//! - [`outbox`]: transitions in the OUTBOX stream, delivered by the leader once.
+//! - [`silences`]: silences in a KV bucket, applied on every node.
+
+pub mod lease;
+pub mod outbox;
+pub mod silences;
