@@ -9,10 +9,16 @@
 //!   readiness.
 //! - [`export`]: reading the stream back for `callwatch export` and
 //!   `callwatch replay --stream`.
+//! - [`lease`]: the leader lease in a KV bucket, with its term as fencing token.
+//! - [`outbox`]: transitions in the OUTBOX stream, delivered by the leader once.
+//! - [`silences`]: silences in a KV bucket, applied on every node.
 
 pub mod export;
 pub mod feed;
 pub mod ingest;
+pub mod lease;
+pub mod outbox;
+pub mod silences;
 
 use std::time::Duration;
 
