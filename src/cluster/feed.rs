@@ -42,6 +42,10 @@ pub struct FeedState {
     last: AtomicU64,
     /// When JetStream stored the last message handed to the engine.
     processed_at_ms: AtomicI64,
+    /// When the stream last answered (a message or its state): a node
+    /// connected to a NATS server that has lost the stream's quorum is
+    /// not ready either.
+    answered_ms: AtomicI64,
 }
 
 impl FeedState {
@@ -52,6 +56,7 @@ impl FeedState {
             processed: AtomicU64::new(0),
             last: AtomicU64::new(0),
             processed_at_ms: AtomicI64::new(0),
+            answered_ms: AtomicI64::new(now_ms()),
         }
     }
 
@@ -88,6 +93,14 @@ impl FeedState {
         }
         if !self.caught_up.load(Ordering::Acquire) {
             return Some("reading the stream's history".into());
+        }
+        let silent = now_ms() - self.answered_ms.load(Ordering::Acquire);
+        if silent > MAX_READY_LAG.as_millis() as i64 {
+            return Some(format!(
+                "stream {} has not answered for {:.1} s (no JetStream quorum?)",
+                self.cluster.config.stream,
+                silent as f64 / 1000.0
+            ));
         }
         let lag = self.lag_seconds();
         (lag > MAX_READY_LAG.as_secs_f64()).then(|| {
@@ -304,6 +317,7 @@ impl Feed {
                     }
                 }
                 self.state.processed.store(seq, Ordering::Release);
+                self.state.answered_ms.store(now_ms(), Ordering::Release);
                 self.state
                     .processed_at_ms
                     .store(published_ms, Ordering::Release);
@@ -342,6 +356,7 @@ impl Feed {
             self.state
                 .last
                 .fetch_max(info.state.last_sequence, Ordering::AcqRel);
+            self.state.answered_ms.store(now_ms(), Ordering::Release);
         }
         self.state.update_metrics(&self.metrics);
     }

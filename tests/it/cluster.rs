@@ -2,4 +2,6 @@
 //! processes started by the tests (tests/it/support/nats.rs).
 
 mod harness;
+mod ingest;
 mod lease;
+mod nodes;
