@@ -141,7 +141,7 @@ async fn simulated_trace_on_three_nodes_is_stored_once_and_agrees_with_replay() 
 
     let trace = simulated(
         work.path(),
-        3400,
+        3500,
         40,
         &["offline:user=u0042", "offline:user=u0107:from=10:to=60"],
     );
