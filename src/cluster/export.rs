@@ -176,3 +176,24 @@ impl Read for ChannelReader {
         Ok(n)
     }
 }
+
+/// Events of the stream's callbacks stored within the widest window (and
+/// a minute), oldest first: what a reload rebuilds new rules' windows
+/// from in cluster mode, as it reads the journal on a single node.
+pub fn recent_events(
+    config: &ClusterConfig,
+    max_window_secs: i64,
+) -> std::io::Result<Vec<crate::event::Event>> {
+    let since = Duration::from_secs(max_window_secs.max(0) as u64 + 60);
+    let reader = open(config, Some(since)).map_err(std::io::Error::other)?;
+    let mut out = Vec::new();
+    crate::journal::each_line(reader, |_, line| {
+        // A line that does not decode was never an accepted callback; the
+        // feed logs it.
+        if let Ok(l) = crate::ingest::line::decode_line(line) {
+            out.extend(l.decoded.events);
+        }
+        Ok::<(), std::io::Error>(())
+    })?;
+    Ok(out)
+}

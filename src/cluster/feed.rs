@@ -339,7 +339,12 @@ impl Feed {
         let consumer = self
             .stream
             .create_consumer(OrderedConfig {
-                name: Some(format!("callwatch-feed-{}", self.cluster.config.node)),
+                // No name: a restarted node must not wait for its old
+                // consumer to expire; the description tells them apart.
+                description: Some(format!(
+                    "callwatch feed of node {}",
+                    self.cluster.config.node
+                )),
                 filter_subject: self.cluster.config.subject(),
                 deliver_policy: policy,
                 ..Default::default()

@@ -75,15 +75,29 @@ impl Default for ClusterConfig {
     }
 }
 
-/// The host name, or "callwatch" when it cannot be read.
+/// The host name's first label (a node name cannot hold dots), or
+/// "callwatch" when it cannot be read.
 fn host_name() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname writes at
     // most that many bytes.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let name = if rc == 0 {
+    let name: String = if rc == 0 {
         let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(&buf[..end]).into_owned()
+        String::from_utf8_lossy(&buf[..end])
+            .split('.')
+            .next()
+            .unwrap_or("")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(64)
+            .collect()
     } else {
         String::new()
     };
@@ -215,6 +229,12 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(&path, toml).unwrap();
         Config::load_from(Some(&path), Vec::new())
+    }
+
+    #[test]
+    fn default_node_is_a_valid_name() {
+        let c = ClusterConfig::default();
+        assert!(valid_name(&c.node), "{:?}", c.node);
     }
 
     #[test]
