@@ -142,7 +142,7 @@ impl Feed {
     ) -> Result<Feed, super::ClusterError> {
         let c = Cluster::connect(cluster).await?;
         let stream = c.ensure_stream(config.server.dedup_window).await?;
-        ingest.set_stream(Arc::new(super::ingest::Publisher::new(
+        ingest.set_stream(Box::new(super::ingest::Publisher::new(
             c.clone(),
             metrics.clone(),
         )));

@@ -9,20 +9,10 @@ use std::time::Instant;
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::HeaderMap;
-use sha2::{Digest, Sha256};
 
 use super::{Cluster, ACK_TIMEOUT};
+use crate::ingest::{Stored, StreamSink};
 use crate::metrics::Metrics;
-
-/// What JetStream said of a publish.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stored {
-    /// Stored now.
-    New,
-    /// Already stored within the duplicate window (a retry): not stored
-    /// again and not evaluated again, but acknowledged.
-    Duplicate,
-}
 
 /// Why a callback could not be stored; the message names the cause and
 /// goes into the 503's body.
@@ -31,31 +21,29 @@ pub enum Stored {
 pub struct Unavailable(pub String);
 
 /// Publishes accepted callbacks to the stream.
+#[derive(Clone)]
 pub struct Publisher {
     cluster: Cluster,
     subject: String,
     metrics: Arc<Metrics>,
 }
 
-/// `Nats-Msg-Id` for a delivery: a digest of the identity Tencent keeps
-/// across retries (app, command, and call, user and event time of each
-/// event; docs/callbacks.md), written out field by field so every node
-/// and version computes the same id (the in-memory dedup set's hash is
-/// seeded per process).
-pub fn msg_id(sdkappid: u64, command: &str, events: &[(&str, &str, i64)]) -> String {
-    let mut h = Sha256::new();
-    h.update(sdkappid.to_string());
-    h.update([0]);
-    h.update(command);
-    for (call, user, time) in events {
-        h.update([0]);
-        h.update(call);
-        h.update([0]);
-        h.update(user);
-        h.update([0]);
-        h.update(time.to_string());
+/// Publishes one recorded-callback line with `Nats-Msg-Id` = `id` and
+/// waits for JetStream's acknowledgement. Runs in its own task: a client
+/// that gives up mid-request cannot cut a publish in half.
+impl StreamSink for Publisher {
+    fn publish(
+        &self,
+        id: String,
+        line: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Stored, String>> + Send>> {
+        let this = self.clone();
+        Box::pin(async move {
+            tokio::spawn(async move { this.publish_inner(id, line).await.map_err(|e| e.0) })
+                .await
+                .unwrap_or_else(|e| Err(format!("publish task failed: {e}")))
+        })
     }
-    hex::encode(&h.finalize()[..16])
 }
 
 impl Publisher {
@@ -66,20 +54,6 @@ impl Publisher {
             subject,
             metrics,
         }
-    }
-
-    /// Publishes one recorded-callback line and waits for JetStream's
-    /// acknowledgement. Runs in its own task: a client that gives up
-    /// mid-request cannot cut a publish in half.
-    pub async fn publish(
-        self: &Arc<Self>,
-        id: String,
-        line: Vec<u8>,
-    ) -> Result<Stored, Unavailable> {
-        let this = self.clone();
-        tokio::spawn(async move { this.publish_inner(id, line).await })
-            .await
-            .unwrap_or_else(|e| Err(Unavailable(format!("publish task failed: {e}"))))
     }
 
     async fn publish_inner(&self, id: String, line: Vec<u8>) -> Result<Stored, Unavailable> {
@@ -138,27 +112,5 @@ impl Publisher {
             ACK_TIMEOUT.as_millis(),
             self.cluster.config.replicas
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::msg_id;
-
-    #[test]
-    fn msg_id_is_stable_and_tells_deliveries_apart() {
-        let a = msg_id(1400000001, "CallStatusChange", &[("c1", "u1", 1700000000)]);
-        let b = msg_id(1400000001, "CallStatusChange", &[("c1", "u2", 1700000000)]);
-        // Field boundaries count: ("c1u", "1") is another delivery.
-        let c = msg_id(1400000001, "CallStatusChange", &[("c1u", "1", 1700000000)]);
-        assert_ne!(a, b);
-        assert_ne!(a, c);
-        assert_eq!(a.len(), 32);
-        // Fixed across builds and hosts: nodes of different versions
-        // must give one delivery the same id.
-        assert_eq!(
-            a,
-            msg_id(1400000001, "CallStatusChange", &[("c1", "u1", 1700000000)])
-        );
     }
 }

@@ -10,7 +10,8 @@
 //! - [`auth`]: SDKAppID and sign checks (pure).
 //! - [`dedup`]: bounded memory of recent deliveries.
 
-pub mod allow;
+// `server.callback_allow` is parsed with the config.
+pub use crate::config::allow;
 pub mod auth;
 pub mod decode;
 pub mod dedup;
@@ -19,12 +20,11 @@ pub mod line;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Buf;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use tokio::sync::{broadcast, mpsc};
 use warp::http::StatusCode;
 use warp::Filter;
@@ -46,6 +46,27 @@ pub struct Accepted {
 /// The success body both Tencent parsers read (docs/callbacks.md), byte for byte.
 pub const SUCCESS_BODY: &str =
     r#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","ErrorMessage":"Success"}"#;
+
+/// What the stream said of a published callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Stored now.
+    New,
+    /// Already stored within the duplicate window (a retry): not stored
+    /// or evaluated again, but acknowledged.
+    Duplicate,
+}
+
+/// Cluster mode's durable step (the JetStream stream, `cluster::ingest`):
+/// stores one recorded-callback line under a stable id, once per id,
+/// or says why not (the message goes into the 503's body).
+pub trait StreamSink: Send + Sync {
+    fn publish(
+        &self,
+        id: String,
+        line: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Stored, String>> + Send>>;
+}
 
 /// Settings the callback path needs (a subset of the config).
 #[derive(Debug, Clone)]
@@ -74,16 +95,11 @@ pub struct Ingest {
     in_flight: Mutex<HashMap<u64, tokio::sync::watch::Sender<Option<bool>>>>,
     /// Cluster mode: callbacks go to the JetStream stream instead of the
     /// journal, and reach the engine from the stream (docs/cluster.md).
-    stream: std::sync::OnceLock<Arc<crate::cluster::ingest::Publisher>>,
+    stream: std::sync::OnceLock<Box<dyn StreamSink>>,
 }
 
 /// Current wall-clock time in Unix milliseconds.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use crate::time::now_ms;
 
 /// A rejected callback: HTTP status plus the message for the body.
 struct Failure {
@@ -102,16 +118,7 @@ impl Failure {
     }
 }
 
-/// Failure body: the success keys with `FAIL`, a non-zero code and the
-/// message (Tencent logs `ErrorInfo`; people read `ErrorMessage`).
-pub fn failure_body(status: StatusCode, message: &str) -> Value {
-    json!({
-        "ActionStatus": "FAIL",
-        "ErrorCode": status.as_u16(),
-        "ErrorInfo": message,
-        "ErrorMessage": message,
-    })
-}
+pub use crate::server::failure_body;
 
 fn reply_json(status: StatusCode, body: &Value) -> warp::reply::Response {
     let mut r = warp::reply::Response::new(body.to_string().into());
@@ -205,7 +212,7 @@ impl Ingest {
     }
 
     /// Cluster mode: publish accepted callbacks to the stream.
-    pub fn set_stream(&self, publisher: Arc<crate::cluster::ingest::Publisher>) {
+    pub fn set_stream(&self, publisher: Box<dyn StreamSink>) {
         let _ = self.stream.set(publisher);
     }
 
@@ -435,8 +442,10 @@ impl Ingest {
             .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
         if let Some(stream) = self.stream.get() {
             let (app, command, parts) = identity(&decoded, sdkappid);
-            let id = crate::cluster::ingest::msg_id(app, command, &parts);
-            return self.publish(stream, id, query, &bytes, now, decoded).await;
+            let id = dedup::stable_id(app, command, &parts);
+            return self
+                .publish(stream.as_ref(), id, query, &bytes, now, decoded)
+                .await;
         }
 
         // Overload: refuse before anything is made durable, so every 200
@@ -563,14 +572,13 @@ impl Ingest {
     /// journal and the engine queue.
     async fn publish(
         &self,
-        stream: &Arc<crate::cluster::ingest::Publisher>,
+        stream: &dyn StreamSink,
         id: String,
         query: &Query,
         bytes: &[u8],
         now: i64,
         decoded: Decoded,
     ) -> Result<(Decoded, &'static str), Failure> {
-        use crate::cluster::ingest::Stored;
         let line = journal_line(now, query, bytes);
         match stream.publish(id, line).await {
             Ok(Stored::New) => {
@@ -584,7 +592,7 @@ impl Ingest {
             Err(e) => Err(Failure::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "stream_unavailable",
-                e.0,
+                e,
             )),
         }
     }
