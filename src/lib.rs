@@ -40,6 +40,7 @@ pub mod api;
 pub mod budget;
 pub mod builtin;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod engine;

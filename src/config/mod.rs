@@ -16,9 +16,12 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::quiet::{InhibitRule, LabelPattern, TimeInterval};
 
 pub mod allow;
+mod cluster;
 mod quiet;
 mod source;
 pub use source::ConfigSource;
+
+pub use cluster::ClusterConfig;
 
 /// The top-level sections, which environment variables may address.
 const SECTIONS: &[&str] = &[
@@ -33,6 +36,7 @@ const SECTIONS: &[&str] = &[
     "inhibit_rules",
     "time_intervals",
     "log",
+    "cluster",
 ];
 
 /// Where the config file is looked for when `-c` is not given.
@@ -82,6 +86,9 @@ pub struct Config {
     pub time_intervals: Vec<TimeInterval>,
     /// Logging.
     pub log: LogConfig,
+    /// Cluster mode over NATS JetStream; absent means a single node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for Config {
@@ -104,6 +111,7 @@ impl Default for Config {
             inhibit_rules: Vec::new(),
             time_intervals: Vec::new(),
             log: LogConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -726,6 +734,9 @@ impl Config {
                     ));
                 }
             }
+        }
+        if let Some(c) = &self.cluster {
+            c.validate(self.server.dedup_window)?;
         }
         self.validate_quiet()
     }

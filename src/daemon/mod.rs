@@ -129,6 +129,8 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
     );
 
     let (engine_tx, engine_rx) = mpsc::channel::<Accepted>(config.server.queue_capacity);
+    // Cluster mode: the engine is fed from the stream, not by ingest.
+    let live_tx = config.cluster.is_some().then(|| engine_tx.clone());
     let settings = ingest_settings(&config);
     let dedup_ms = config.server.dedup_window.as_millis() as i64;
     let ingest = Arc::new(Ingest::new(
@@ -138,6 +140,12 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         metrics.clone(),
         engine_tx,
     ));
+
+    // Cluster mode: the stream replaces the journal (docs/cluster.md).
+    let feed = match &config.cluster {
+        Some(c) => Some(crate::cluster::feed::Feed::connect(&config, c, &ingest, &metrics).await?),
+        None => None,
+    };
 
     let store_existed = crate::store::exists(&config.state.dir);
     let store: SharedStore = Arc::new(Mutex::new(
@@ -197,7 +205,11 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
     });
     let routes = ingest
         .routes()
-        .or(crate::api::ops_routes(ready.clone(), metrics.clone()))
+        .or(crate::api::ops_routes(
+            ready.clone(),
+            metrics.clone(),
+            feed.as_ref().map(|f| f.state()),
+        ))
         .unify()
         .or(crate::api::admin_routes(admin))
         .unify()
@@ -234,7 +246,8 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         // accepted once the dedup set is whole; the engine catches up
         // from the queue after the history.
         let (history_tx, history_rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(64);
-        let horizon = horizon_ms(now_ms(), engine.max_window_secs());
+        let widest_secs = engine.max_window_secs();
+        let horizon = horizon_ms(now_ms(), widest_secs);
         let metrics = metrics.clone();
         let ready = ready.clone();
         let tick = config.rules.tick;
@@ -262,7 +275,11 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
             })
             .context("spawning the engine thread")?;
         let t = Instant::now();
-        let (records, recent) = {
+        let (records, recent) = if let (Some(feed), Some(live)) = (feed, live_tx) {
+            feed.start(&config, widest_secs, history_tx, live)
+                .map_err(|e| SetupError(e.to_string()))?;
+            (0, 0)
+        } else {
             let ingest = ingest.clone();
             let state_dir = config.state.dir.clone();
             let dedup_cutoff = now_ms() - dedup_ms;

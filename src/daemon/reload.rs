@@ -189,10 +189,15 @@ impl Reloader {
             .map(|r| r.spec().window_secs)
             .max()
             .unwrap_or(0);
-        let history = tokio::task::spawn_blocking(move || recent_events(&state_dir, max_window))
-            .await
-            .map_err(|e| vec![format!("reading the journal: {e}")])?
-            .map_err(|e| vec![format!("reading the journal: {e}")])?;
+        // Cluster mode: the stream is the journal.
+        let cluster = old.cluster.clone();
+        let history = tokio::task::spawn_blocking(move || match &cluster {
+            Some(c) => crate::cluster::export::recent_events(c, max_window),
+            None => recent_events(&state_dir, max_window),
+        })
+        .await
+        .map_err(|e| vec![format!("reading the journal: {e}")])?
+        .map_err(|e| vec![format!("reading the journal: {e}")])?;
         let new_digests = digests(&rules);
         let (reply, done) = oneshot::channel();
         self.ctl

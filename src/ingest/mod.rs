@@ -47,6 +47,27 @@ pub struct Accepted {
 pub const SUCCESS_BODY: &str =
     r#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","ErrorMessage":"Success"}"#;
 
+/// What the stream said of a published callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Stored now.
+    New,
+    /// Already stored within the duplicate window (a retry): not stored
+    /// or evaluated again, but acknowledged.
+    Duplicate,
+}
+
+/// Cluster mode's durable step (the JetStream stream, `cluster::ingest`):
+/// stores one recorded-callback line under a stable id, once per id,
+/// or says why not (the message goes into the 503's body).
+pub trait StreamSink: Send + Sync {
+    fn publish(
+        &self,
+        id: String,
+        line: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Stored, String>> + Send>>;
+}
+
 /// Settings the callback path needs (a subset of the config).
 #[derive(Debug, Clone)]
 pub struct IngestSettings {
@@ -75,6 +96,9 @@ pub struct Ingest {
     /// deliveries have none).
     /// (Keyed like the dedup set, by its SipHash values.)
     in_flight: Mutex<hashbrown::HashMap<u64, Option<InFlight>>>,
+    /// Cluster mode: callbacks go to the JetStream stream instead of the
+    /// journal, and reach the engine from the stream (docs/cluster.md).
+    stream: std::sync::OnceLock<Box<dyn StreamSink>>,
 }
 
 /// Tells retries waiting on a delivery whether it was stored.
@@ -178,6 +202,25 @@ impl std::hash::Hash for Identity<'_> {
     }
 }
 
+impl Identity<'_> {
+    /// The same identity as a digest that is equal on every node and
+    /// across restarts: cluster mode's `Nats-Msg-Id`.
+    fn stable_id(&self) -> String {
+        let parts: Vec<(&str, &str, i64)> = self
+            .events
+            .iter()
+            .map(|e| {
+                (
+                    e.call_id.as_deref().unwrap_or(""),
+                    e.user_id.as_deref().unwrap_or(""),
+                    e.event_time,
+                )
+            })
+            .collect();
+        dedup::stable_id(self.sdkappid, self.command, &parts)
+    }
+}
+
 fn identity(d: &Decoded, sdkappid: u64) -> Identity<'_> {
     Identity {
         sdkappid,
@@ -204,7 +247,13 @@ impl Ingest {
             tap,
             accepting: std::sync::atomic::AtomicBool::new(false),
             in_flight: Mutex::new(hashbrown::HashMap::new()),
+            stream: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Cluster mode: publish accepted callbacks to the stream.
+    pub fn set_stream(&self, publisher: Box<dyn StreamSink>) {
+        let _ = self.stream.set(publisher);
     }
 
     /// Starts accepting callbacks (after recovery of the dedup set).
@@ -431,6 +480,12 @@ impl Ingest {
         // 4. body
         let decoded = decode::decode_bytes(query, &bytes, now)
             .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
+        if let Some(stream) = self.stream.get() {
+            let id = identity(&decoded, sdkappid).stable_id();
+            return self
+                .publish(stream.as_ref(), id, query, &bytes, now, decoded)
+                .await;
+        }
 
         // Overload: refuse before anything is made durable, so every 200
         // is also guaranteed a place in the engine queue.
@@ -520,6 +575,36 @@ impl Ingest {
             },
             "accepted",
         ))
+    }
+
+    /// Cluster mode's durable step: the stream, deduplicated by JetStream
+    /// (`Nats-Msg-Id`) whichever node a retry lands on, instead of the
+    /// journal and the engine queue.
+    async fn publish(
+        &self,
+        stream: &dyn StreamSink,
+        id: String,
+        query: &Query,
+        bytes: &[u8],
+        now: i64,
+        decoded: Decoded,
+    ) -> Result<(Decoded, &'static str), Failure> {
+        let line = journal_line(now, query, bytes);
+        match stream.publish(id, line).await {
+            Ok(Stored::New) => {
+                self.metrics.events.inc_by(decoded.events.len() as u64);
+                Ok((decoded, "accepted"))
+            }
+            Ok(Stored::Duplicate) => {
+                self.metrics.dedup_hits.inc();
+                Ok((decoded, "duplicate"))
+            }
+            Err(e) => Err(Failure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stream_unavailable",
+                e,
+            )),
+        }
     }
 
     /// Rebuilds the dedup set from a journaled callback (on start).

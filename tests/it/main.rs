@@ -3,6 +3,7 @@
 
 mod support;
 
+mod cluster;
 mod contrib;
 mod delivery;
 mod faults;

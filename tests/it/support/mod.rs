@@ -2,6 +2,8 @@
 //! temporary state dir, the real binary spawned with a generated config,
 //! an HTTP client, Prometheus text lookups and the committed trace fixture.
 
+pub mod nats;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
