@@ -181,6 +181,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         snapshot: snapshot.clone(),
         reloader: reloader.clone(),
         dispatcher: dispatcher.clone(),
+        shared_silences: None,
     });
     let routes = ingest
         .routes()

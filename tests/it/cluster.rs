@@ -4,3 +4,4 @@
 mod harness;
 mod lease;
 mod outbox;
+mod silences;
