@@ -237,6 +237,41 @@ impl Dispatcher {
         }
     }
 
+    /// Cluster mode, on the leader: routes one transition read from the
+    /// cluster outbox, leaving out the receivers it already `reached`
+    /// (docs/cluster.md). Saved as pending first, like the engine's own.
+    /// Returns the receivers it is now owed to (none: settled).
+    pub fn submit_from_cluster(&self, t: Transition, reached: Vec<String>) -> Vec<String> {
+        let owed = {
+            let silences = self.read_silences("notifying anyway").unwrap_or_default();
+            let (active, config) = (self.active_alerts(), self.config());
+            let quiet = Quiet {
+                config: &config,
+                silences: &silences,
+                active: &active,
+                now: unix(SystemTime::now()),
+            };
+            let plan = quiet.plan(&t.alert, t.notify.as_deref());
+            let owed = plan
+                .into_iter()
+                .filter(|(r, why)| why.is_none() && !reached.contains(r));
+            owed.map(|(r, _)| r).collect()
+        };
+        let body = serde_json::to_string(&t).unwrap_or_default();
+        let id = match self.store().apply_kv_pending("cluster", &[], &[body]) {
+            Ok(ids) => ids.first().copied(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot save a transition from the cluster as pending");
+                None
+            }
+        };
+        let reached = id
+            .map(|id| HashMap::from([(id, reached)]))
+            .unwrap_or_default();
+        self.route(vec![((id, t), None)], &reached, SystemTime::now());
+        owed
+    }
+
     /// Routes alert transitions into the grouper (what a silence,
     /// inhibition or mute keeps back is held and counted).
     pub fn submit(&self, transitions: Vec<Tracked>) {
