@@ -28,6 +28,7 @@ const STORE_RECREATED: &str = "store was missing and created empty over an exist
 pub fn ops_routes(
     ready: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
+    cluster: Option<Arc<crate::cluster::feed::FeedState>>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
     let healthz = warp::path!("healthz").and(warp::get()).map(|| {
         warp::reply::Reply::into_response(warp::reply::json(&serde_json::json!({"status": "ok"})))
@@ -40,6 +41,14 @@ pub fn ops_routes(
             (StatusCode::SERVICE_UNAVAILABLE, "recovering")
         };
         let mut body = serde_json::json!({"status": text});
+        // Cluster mode: also connected to NATS and caught up with the stream.
+        let status = match cluster.as_ref().and_then(|c| c.not_ready()) {
+            Some(why) if status == StatusCode::OK => {
+                body = serde_json::json!({"status": "not ready", "detail": why});
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => status,
+        };
         // Still ready (callbacks are safe), but state was lost: say so
         // where load balancers and operators look.
         if ready_metrics.faults.store_recreated.get() > 0 {

@@ -57,6 +57,8 @@ pub struct Daemon {
     close_engine: oneshot::Sender<Instant>,
     dispatcher_task: JoinHandle<()>,
     outbox_task: JoinHandle<()>,
+    /// Cluster mode: lease, cluster outbox, shared silences.
+    leader_side: Option<crate::cluster::leader::LeaderSide>,
     engine: std::thread::JoinHandle<()>,
     journal: Arc<Journal>,
     config: Config,
@@ -116,6 +118,8 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
     );
 
     let (engine_tx, engine_rx) = mpsc::channel::<Accepted>(config.server.queue_capacity);
+    // Cluster mode: the engine is fed from the stream, not by ingest.
+    let live_tx = config.cluster.is_some().then(|| engine_tx.clone());
     let settings = ingest_settings(&config);
     let dedup_ms = config.server.dedup_window.as_millis() as i64;
     let ingest = Arc::new(Ingest::new(
@@ -125,6 +129,12 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         metrics.clone(),
         engine_tx,
     ));
+
+    // Cluster mode: the stream replaces the journal (docs/cluster.md).
+    let feed = match &config.cluster {
+        Some(c) => Some(crate::cluster::feed::Feed::connect(&config, c, &ingest, &metrics).await?),
+        None => None,
+    };
 
     let store_existed = crate::store::exists(&config.state.dir);
     let store = Arc::new(Mutex::new(
@@ -154,6 +164,25 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         outbox.clone(),
         metrics.clone(),
     ));
+    // Cluster mode: the leader lease, outbox and shared silences.
+    let leader_side = match (&feed, &config.cluster) {
+        (Some(feed), Some(c)) => {
+            let side = crate::cluster::leader::LeaderSide::start(
+                feed.js(),
+                crate::cluster::leader::LeaderSettings::from(c),
+                store.clone(),
+                dispatcher.clone(),
+                &outbox,
+                receivers.iter().map(|r| r.name().to_string()).collect(),
+                metrics.stream.leader.clone(),
+            )
+            .await
+            .map_err(|e| SetupError(e.to_string()))?;
+            dispatcher.set_cluster(side.publisher(store.clone()));
+            Some(side)
+        }
+        _ => None,
+    };
     // What the last run decided but had not queued goes first.
     dispatcher.resume();
     let (notify_stop, notify_stopped) = watch::channel(false);
@@ -181,11 +210,15 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         snapshot: snapshot.clone(),
         reloader: reloader.clone(),
         dispatcher: dispatcher.clone(),
-        shared_silences: None,
+        shared_silences: leader_side.as_ref().map(|s| s.silences.clone()),
     });
     let routes = ingest
         .routes()
-        .or(crate::api::ops_routes(ready.clone(), metrics.clone()))
+        .or(crate::api::ops_routes(
+            ready.clone(),
+            metrics.clone(),
+            feed.as_ref().map(|f| f.state()),
+        ))
         .unify()
         .or(crate::api::admin_routes(admin))
         .unify()
@@ -222,7 +255,8 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         // accepted once the dedup set is whole; the engine catches up
         // from the queue after the history.
         let (history_tx, history_rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(64);
-        let horizon = ingest::now_ms() - (engine.max_window_secs() + 60) * 1000;
+        let widest_secs = engine.max_window_secs();
+        let horizon = ingest::now_ms() - (widest_secs + 60) * 1000;
         let metrics = metrics.clone();
         let ready = ready.clone();
         let tick = config.rules.tick;
@@ -250,7 +284,11 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
             })
             .context("spawning the engine thread")?;
         let t = Instant::now();
-        let (records, recent) = {
+        let (records, recent) = if let (Some(feed), Some(live)) = (feed, live_tx) {
+            feed.start(&config, widest_secs, history_tx, live)
+                .map_err(|e| SetupError(e.to_string()))?;
+            (0, 0)
+        } else {
             let ingest = ingest.clone();
             let state_dir = config.state.dir.clone();
             let dedup_cutoff = ingest::now_ms() - dedup_ms;
@@ -294,6 +332,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         close_engine,
         dispatcher_task,
         outbox_task,
+        leader_side,
         engine,
         journal,
         config,
@@ -661,6 +700,7 @@ impl Daemon {
             notify_stop,
             dispatcher_task,
             outbox_task,
+            leader_side,
             prune_stop,
             prune_task,
             close_engine,
@@ -712,6 +752,10 @@ impl Daemon {
                 tracing::warn!("notifications still in progress at shutdown_timeout; resumed at the next start");
                 task.abort();
             }
+        }
+        // The next leader need not wait out leader_ttl.
+        if let Some(side) = leader_side {
+            side.release().await;
         }
         let _ = prune_task.await;
         journal.flush().await.context("flushing journal")?;

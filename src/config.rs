@@ -15,7 +15,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::quiet::{InhibitRule, LabelPattern, TimeInterval};
 
+mod cluster;
 mod quiet;
+
+pub use cluster::ClusterConfig;
 
 /// The top-level sections, which environment variables may address.
 const SECTIONS: &[&str] = &[
@@ -30,6 +33,7 @@ const SECTIONS: &[&str] = &[
     "inhibit_rules",
     "time_intervals",
     "log",
+    "cluster",
 ];
 
 /// Where the config file is looked for when `-c` is not given.
@@ -79,6 +83,9 @@ pub struct Config {
     pub time_intervals: Vec<TimeInterval>,
     /// Logging.
     pub log: LogConfig,
+    /// Cluster mode over NATS JetStream; absent means a single node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for Config {
@@ -101,6 +108,7 @@ impl Default for Config {
             inhibit_rules: Vec::new(),
             time_intervals: Vec::new(),
             log: LogConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -723,6 +731,9 @@ impl Config {
                     ));
                 }
             }
+        }
+        if let Some(c) = &self.cluster {
+            c.validate(self.server.dedup_window)?;
         }
         self.validate_quiet()
     }

@@ -58,9 +58,26 @@ enum Command {
         /// repeated and resolved, keys, failed evaluations, time in `check`
         #[arg(long)]
         summary: bool,
+        /// Read the cluster's JetStream stream (the config's `[cluster]`)
+        /// instead of files
+        #[arg(long, conflicts_with = "files")]
+        stream: bool,
+        /// With --stream: only callbacks stored this long ago or later (e.g. 6h)
+        #[arg(long, value_name = "DURATION", requires = "stream", value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
         /// Recorded callbacks, one JSON object per line, plain or gzipped (`-` = stdin)
-        #[arg(required = true, value_name = "FILE")]
+        #[arg(required_unless_present = "stream", value_name = "FILE")]
         files: Vec<PathBuf>,
+    },
+    /// Write the cluster's stream of accepted callbacks to stdout as
+    /// recorded callbacks (one JSON line each), as `replay` reads them.
+    Export {
+        /// Config file [default: config/callwatch.toml if present, else built-in defaults]
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Only callbacks stored this long ago or later (e.g. 6h) [default: the whole stream]
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
     },
     /// Run rule tests (`*.test.toml` files; a directory means every such
     /// file under it) and print PASS or FAIL per file.
@@ -214,6 +231,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             config,
             rules,
             summary,
+            stream,
+            since,
             files,
         } => {
             let mut config = Config::load(config.as_deref())?;
@@ -228,8 +247,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|errs| Failure::User(errs.join("\n")))?;
             let progress =
                 callwatch::progress::Progress::for_bytes(callwatch::replay::total_size(&files));
-            let inputs = callwatch::replay::open_all(&files, &progress)
-                .map_err(|e| Failure::User(e.to_string()))?;
+            let inputs = if stream {
+                vec![open_stream(&config, since)?]
+            } else {
+                callwatch::replay::open_all(&files, &progress)
+                    .map_err(|e| Failure::User(e.to_string()))?
+            };
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             let result =
@@ -255,6 +278,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     "{n} rule evaluation(s) failed (those rules' alerts may be missing above)"
                 ))),
             }
+        }
+        Command::Export { config, since } => {
+            let config = Config::load(config.as_deref())?;
+            init_logging(&LogConfig {
+                level: "warn".into(),
+                ..config.log.clone()
+            });
+            let (_, mut lines) = open_stream(&config, since)?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            std::io::copy(&mut lines, &mut out)
+                .and_then(|_| std::io::Write::flush(&mut out))
+                .map_err(|e| Failure::Runtime(anyhow::anyhow!("exporting the stream: {e}")))?;
+            Ok(())
         }
         Command::Test { config, paths } => {
             let config = Config::load(config.as_deref())?;
@@ -324,6 +361,21 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
     }
+}
+
+/// The cluster's stream as a replay input (`replay --stream`, `export`).
+fn open_stream(
+    config: &Config,
+    since: Option<std::time::Duration>,
+) -> Result<callwatch::replay::Input, Failure> {
+    let Some(cluster) = &config.cluster else {
+        return Err(Failure::User(
+            "reading the stream needs a [cluster] section in the config (docs/cluster.md)".into(),
+        ));
+    };
+    let reader = callwatch::cluster::export::open(cluster, since)
+        .map_err(|e| Failure::Runtime(anyhow::anyhow!(e)))?;
+    Ok((format!("stream {}", cluster.stream), reader))
 }
 
 fn main() -> ExitCode {

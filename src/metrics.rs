@@ -2,6 +2,7 @@
 //! shared by the components that update them. Label sets are bounded:
 //! unknown commands are counted under `command="other"`.
 
+mod cluster;
 mod faults;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -11,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+pub use cluster::StreamMetrics;
 pub use faults::FaultMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -65,6 +67,8 @@ pub struct Metrics {
     pub outbox_size: Gauge,
     pub script_output: Family<ReasonLabels, Counter>,
     pub faults: FaultMetrics,
+    /// Cluster mode: stream lag and publish latency.
+    pub stream: StreamMetrics,
     pub rule_keys_refused: Family<RuleLabels, Counter>,
     pub rule_suspensions: Family<RuleLabels, Counter>,
     pub connections_open: Gauge,
@@ -233,7 +237,9 @@ impl Metrics {
             "Connections closed by header_read_timeout or idle_timeout",
             connections_timed_out.clone(),
         );
+        let stream = StreamMetrics::register(&mut registry);
         Metrics {
+            stream,
             registry,
             rule_keys_refused,
             rule_suspensions,

@@ -96,6 +96,18 @@ pub struct LeaderSettings {
     pub retention: Duration,
 }
 
+impl From<&crate::config::ClusterConfig> for LeaderSettings {
+    fn from(c: &crate::config::ClusterConfig) -> LeaderSettings {
+        LeaderSettings {
+            stream: c.stream.clone(),
+            node: c.node.clone(),
+            leader_ttl: c.leader_ttl,
+            replicas: c.replicas,
+            retention: c.retention,
+        }
+    }
+}
+
 impl LeaderSide {
     /// Sets up the lease, outbox and silences; mirrors silences into
     /// `store`; fences `delivery`; and, while this node leads, feeds the
@@ -196,6 +208,16 @@ impl LeaderSide {
             }
         });
         tx
+    }
+}
+
+impl LeaderSide {
+    /// Orderly stop: hands the lease on at once.
+    pub async fn release(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.lease.release().await;
     }
 }
 

@@ -72,6 +72,9 @@ pub struct Ingest {
     accepting: std::sync::atomic::AtomicBool,
     /// Deliveries whose journal write is in progress, by dedup key.
     in_flight: Mutex<HashMap<u64, tokio::sync::watch::Sender<Option<bool>>>>,
+    /// Cluster mode: callbacks go to the JetStream stream instead of the
+    /// journal, and reach the engine from the stream (docs/cluster.md).
+    stream: std::sync::OnceLock<Arc<crate::cluster::ingest::Publisher>>,
 }
 
 /// Current wall-clock time in Unix milliseconds.
@@ -197,7 +200,13 @@ impl Ingest {
             tap,
             accepting: std::sync::atomic::AtomicBool::new(false),
             in_flight: Mutex::new(HashMap::new()),
+            stream: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Cluster mode: publish accepted callbacks to the stream.
+    pub fn set_stream(&self, publisher: Arc<crate::cluster::ingest::Publisher>) {
+        let _ = self.stream.set(publisher);
     }
 
     /// Starts accepting callbacks (after recovery of the dedup set).
@@ -424,6 +433,11 @@ impl Ingest {
         // 4. body
         let decoded = decode::decode_bytes(query, &bytes, now)
             .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
+        if let Some(stream) = self.stream.get() {
+            let (app, command, parts) = identity(&decoded, sdkappid);
+            let id = crate::cluster::ingest::msg_id(app, command, &parts);
+            return self.publish(stream, id, query, &bytes, now, decoded).await;
+        }
 
         // Overload: refuse before anything is made durable, so every 200
         // is also guaranteed a place in the engine queue.
@@ -542,6 +556,37 @@ impl Ingest {
             },
             "accepted",
         ))
+    }
+
+    /// Cluster mode's durable step: the stream, deduplicated by JetStream
+    /// (`Nats-Msg-Id`) whichever node a retry lands on, instead of the
+    /// journal and the engine queue.
+    async fn publish(
+        &self,
+        stream: &Arc<crate::cluster::ingest::Publisher>,
+        id: String,
+        query: &Query,
+        bytes: &[u8],
+        now: i64,
+        decoded: Decoded,
+    ) -> Result<(Decoded, &'static str), Failure> {
+        use crate::cluster::ingest::Stored;
+        let line = journal_line(now, query, bytes);
+        match stream.publish(id, line).await {
+            Ok(Stored::New) => {
+                self.metrics.events.inc_by(decoded.events.len() as u64);
+                Ok((decoded, "accepted"))
+            }
+            Ok(Stored::Duplicate) => {
+                self.metrics.dedup_hits.inc();
+                Ok((decoded, "duplicate"))
+            }
+            Err(e) => Err(Failure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stream_unavailable",
+                e.0,
+            )),
+        }
     }
 
     /// Rebuilds the dedup set from a journaled callback (on start).

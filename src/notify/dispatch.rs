@@ -69,6 +69,10 @@ pub struct Dispatcher {
     /// with the pending ids they release; retried before anything newer.
     unqueued: Mutex<Vec<Queueable>>,
     log_rate: LogRate,
+    /// Cluster mode: the engine's transitions go to the cluster outbox
+    /// instead (docs/cluster.md); the leader routes them back in through
+    /// [`Dispatcher::submit_from_cluster`].
+    cluster: OnceLock<tokio::sync::mpsc::UnboundedSender<Vec<Tracked>>>,
 }
 
 fn unix(t: SystemTime) -> i64 {
@@ -105,7 +109,14 @@ impl Dispatcher {
             wake: Notify::new(),
             unqueued: Mutex::new(Vec::new()),
             log_rate: LogRate::new(Duration::from_secs(10)),
+            cluster: OnceLock::new(),
         }
+    }
+
+    /// Cluster mode: sends the engine's transitions to `publish` from now
+    /// on. Call before [`Dispatcher::resume`].
+    pub fn set_cluster(&self, publish: tokio::sync::mpsc::UnboundedSender<Vec<Tracked>>) {
+        let _ = self.cluster.set(publish);
     }
 
     /// Uses `config`'s routes and default receivers from now on.
@@ -210,6 +221,17 @@ impl Dispatcher {
             transitions = pending.len(),
             "resuming notifications a previous run had not queued"
         );
+        if let Some(publish) = self.cluster.get() {
+            // Cluster mode: not yet in the cluster outbox, or not known
+            // to be; publishing again is harmless (same message id).
+            let tracked = pending.into_iter().filter_map(|(id, body, _)| {
+                serde_json::from_str::<Transition>(&body)
+                    .ok()
+                    .map(|t| (Some(id), t))
+            });
+            let _ = publish.send(tracked.collect());
+            return;
+        }
         let mut tracked = Vec::with_capacity(pending.len());
         let mut reached = HashMap::new();
         for (id, body, done) in pending {
@@ -275,6 +297,13 @@ impl Dispatcher {
     /// Routes alert transitions into the grouper (what a silence,
     /// inhibition or mute keeps back is held and counted).
     pub fn submit(&self, transitions: Vec<Tracked>) {
+        let transitions = match self.cluster.get() {
+            None => transitions,
+            Some(publish) => match publish.send(transitions) {
+                Ok(()) => return,
+                Err(back) => back.0,
+            },
+        };
         let jobs = transitions.into_iter().map(|t| (t, None)).collect();
         self.route(jobs, &HashMap::new(), SystemTime::now());
     }

@@ -2,6 +2,9 @@
 //! processes started by the tests (tests/it/support/nats.rs).
 
 mod harness;
+mod ingest;
 mod lease;
+mod nodes;
+mod notify;
 mod outbox;
 mod silences;

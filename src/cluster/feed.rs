@@ -1,0 +1,408 @@
+//! The stream into this node's engine. Every node reads the whole stream
+//! in order with an ordered consumer, so every engine sees the same
+//! callbacks in the same order, this node's own included (they reach the
+//! engine only through the stream: one path). On start, what the stream
+//! held already refills the windows the way journal recovery does; what
+//! arrives after goes to the engine as live ingest does. Tracks the lag
+//! that `/readyz` and the metrics report.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+use async_nats::jetstream::stream::Stream as JsStream;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::Cluster;
+use crate::event::Event;
+use crate::ingest::line::decode_line;
+use crate::ingest::{now_ms, Accepted};
+use crate::lograte::LogRate;
+use crate::metrics::Metrics;
+
+/// `/readyz` is 503 while the engine is further behind the stream.
+pub const MAX_READY_LAG: Duration = Duration::from_secs(5);
+
+/// Events per history batch handed to the engine thread.
+const BATCH: usize = 4096;
+
+/// How often the stream's last sequence is read to measure lag when no
+/// message arrives (a stalled consumer must not look caught up).
+const POLL: Duration = Duration::from_secs(1);
+
+/// What the feed knows of its progress; read by `/readyz`.
+pub struct FeedState {
+    cluster: Cluster,
+    caught_up: AtomicBool,
+    /// Stream sequence of the last message handed to the engine.
+    processed: AtomicU64,
+    /// The stream's last sequence, as last seen.
+    last: AtomicU64,
+    /// When JetStream stored the last message handed to the engine.
+    processed_at_ms: AtomicI64,
+    /// When the stream last answered (a message or its state): a node
+    /// connected to a NATS server that has lost the stream's quorum is
+    /// not ready either.
+    answered_ms: AtomicI64,
+}
+
+impl FeedState {
+    fn new(cluster: Cluster) -> FeedState {
+        FeedState {
+            cluster,
+            caught_up: AtomicBool::new(false),
+            processed: AtomicU64::new(0),
+            last: AtomicU64::new(0),
+            processed_at_ms: AtomicI64::new(0),
+            answered_ms: AtomicI64::new(now_ms()),
+        }
+    }
+
+    /// Messages in the stream not yet handed to the engine.
+    pub fn lag_messages(&self) -> u64 {
+        self.last
+            .load(Ordering::Acquire)
+            .saturating_sub(self.processed.load(Ordering::Acquire))
+    }
+
+    /// How far behind the engine is: 0 when it has everything, else the
+    /// age of the last message it got (the next one is at most that old).
+    pub fn lag_seconds(&self) -> f64 {
+        if self.lag_messages() == 0 {
+            return 0.0;
+        }
+        let at = self.processed_at_ms.load(Ordering::Acquire);
+        if at == 0 {
+            // Nothing handed over yet: behind since the feed started.
+            return f64::INFINITY;
+        }
+        (now_ms() - at).max(0) as f64 / 1000.0
+    }
+
+    /// `None` when this node can serve: connected to NATS, caught up with
+    /// the stream's history and at most [`MAX_READY_LAG`] behind; else why
+    /// not.
+    pub fn not_ready(&self) -> Option<String> {
+        if !self.cluster.connected() {
+            return Some(format!(
+                "not connected to NATS ({})",
+                self.cluster.config.nats.join(", ")
+            ));
+        }
+        if !self.caught_up.load(Ordering::Acquire) {
+            return Some("reading the stream's history".into());
+        }
+        let silent = now_ms() - self.answered_ms.load(Ordering::Acquire);
+        if silent > MAX_READY_LAG.as_millis() as i64 {
+            return Some(format!(
+                "stream {} has not answered for {:.1} s (no JetStream quorum?)",
+                self.cluster.config.stream,
+                silent as f64 / 1000.0
+            ));
+        }
+        let lag = self.lag_seconds();
+        (lag > MAX_READY_LAG.as_secs_f64()).then(|| {
+            format!(
+                "{} messages and {lag:.1} s behind the stream",
+                self.lag_messages()
+            )
+        })
+    }
+
+    fn update_metrics(&self, metrics: &Metrics) {
+        metrics.stream.lag_messages.set(self.lag_messages() as i64);
+        let lag = self.lag_seconds();
+        metrics
+            .stream
+            .lag_seconds
+            .set(if lag.is_finite() { lag } else { -1.0 });
+    }
+}
+
+/// Feeds the stream to the engine: history (before `caught_up`) through
+/// `history`, which is closed once it is whole, the rest through `live`.
+pub struct Feed {
+    cluster: Cluster,
+    stream: JsStream,
+    metrics: Arc<Metrics>,
+    state: Arc<FeedState>,
+}
+
+impl Feed {
+    /// Cluster-mode start: connects, creates or updates the stream, and
+    /// points `ingest` at it, so accepted callbacks are published there
+    /// instead of the journal.
+    pub async fn connect(
+        config: &crate::config::Config,
+        cluster: &crate::config::ClusterConfig,
+        ingest: &crate::ingest::Ingest,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Feed, super::ClusterError> {
+        let c = Cluster::connect(cluster).await?;
+        let stream = c.ensure_stream(config.server.dedup_window).await?;
+        ingest.set_stream(Arc::new(super::ingest::Publisher::new(
+            c.clone(),
+            metrics.clone(),
+        )));
+        tracing::info!(
+            node = %cluster.node,
+            stream = %cluster.stream,
+            servers = %cluster.nats.join(", "),
+            "cluster mode: callbacks go to the JetStream stream"
+        );
+        let state = Arc::new(FeedState::new(c.clone()));
+        Ok(Feed {
+            cluster: c,
+            stream,
+            metrics: metrics.clone(),
+            state,
+        })
+    }
+
+    /// The JetStream context, for the leader side (lease, outbox, silences).
+    pub fn js(&self) -> &async_nats::jetstream::Context {
+        &self.cluster.js
+    }
+
+    pub fn state(&self) -> Arc<FeedState> {
+        self.state.clone()
+    }
+
+    /// Checks that the stream's retention covers the rules' widest window
+    /// and starts feeding the engine from that far back.
+    pub fn start(
+        self,
+        config: &crate::config::Config,
+        widest_window_secs: i64,
+        history: std::sync::mpsc::SyncSender<Vec<Event>>,
+        live: mpsc::Sender<Accepted>,
+    ) -> Result<(), crate::config::ConfigError> {
+        let widest = Duration::from_secs(widest_window_secs.max(0) as u64);
+        let dedup = config.server.dedup_window;
+        self.cluster.config.check_retention(widest, dedup)?;
+        // A minute more, as journal recovery reads, for late events.
+        let horizon = widest + dedup + Duration::from_secs(60);
+        tokio::spawn(self.run(horizon, history, live));
+        Ok(())
+    }
+
+    /// Runs until the engine's queue closes (shutdown).
+    pub async fn run(
+        mut self,
+        horizon: Duration,
+        history: std::sync::mpsc::SyncSender<Vec<Event>>,
+        live: mpsc::Sender<Accepted>,
+    ) {
+        let mut history = Some(history);
+        let mut batch: Vec<Event> = Vec::new();
+        let errors = LogRate::new(Duration::from_secs(10));
+        // The history ends at the stream's last message when the feed starts.
+        let history_end = loop {
+            match self.stream.info().await {
+                Ok(info) => break info.state.last_sequence,
+                Err(e) => {
+                    warn_rate(
+                        &errors,
+                        "stream_info",
+                        |n| tracing::warn!(error = %e, repeated = n, "reading the stream's state; retrying"),
+                    );
+                    tokio::time::sleep(POLL).await;
+                }
+            }
+            if live.is_closed() {
+                return;
+            }
+        };
+        self.state.last.store(history_end, Ordering::Release);
+        let start = now_ms() - horizon.as_millis() as i64;
+        let mut policy = DeliverPolicy::ByStartTime {
+            start_time: time::OffsetDateTime::from_unix_timestamp_nanos(start as i128 * 1_000_000)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+        };
+        let mut poll = tokio::time::interval(POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        'consumer: loop {
+            let messages = match self.open(policy).await {
+                Ok((pending, m)) => {
+                    if pending == 0 && history.is_some() {
+                        // Nothing in the horizon: the history is whole.
+                        self.state.processed.store(history_end, Ordering::Release);
+                        self.end_history(&mut history, &mut batch).await;
+                    }
+                    m
+                }
+                Err(e) => {
+                    warn_rate(
+                        &errors,
+                        "open",
+                        |n| tracing::warn!(error = %e, repeated = n, "cannot open the stream consumer; retrying"),
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(POLL) => continue 'consumer,
+                        _ = live.closed() => return,
+                    }
+                }
+            };
+            let mut messages = std::pin::pin!(messages);
+            loop {
+                let next = tokio::select! {
+                    m = messages.next() => m,
+                    _ = poll.tick() => {
+                        self.poll_last().await;
+                        continue;
+                    }
+                    _ = live.closed() => return,
+                };
+                let msg = match next {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => {
+                        // The ordered consumer recreates itself after
+                        // a gap or a lost server; say so, go on.
+                        warn_rate(
+                            &errors,
+                            "consumer",
+                            |n| tracing::warn!(error = %e, repeated = n, "stream consumer error"),
+                        );
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    None => {
+                        // Resume after the last message handed over.
+                        let next = self.state.processed.load(Ordering::Acquire) + 1;
+                        policy = DeliverPolicy::ByStartSequence {
+                            start_sequence: next,
+                        };
+                        continue 'consumer;
+                    }
+                };
+                let Ok(info) = msg.info() else {
+                    tracing::warn!("stream message without JetStream metadata skipped");
+                    continue;
+                };
+                let (seq, pending) = (info.stream_sequence, info.pending);
+                let published_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
+                let decoded = match decode_line(&msg.payload) {
+                    Ok(l) => Some((l.received_at.unwrap_or(published_ms), l.decoded.events)),
+                    Err(e) => {
+                        // Someone else published on the subject: never
+                        // a callback this cluster acknowledged.
+                        warn_rate(
+                            &errors,
+                            "message",
+                            |n| tracing::warn!(seq, error = %e, repeated = n, "unreadable stream message skipped"),
+                        );
+                        None
+                    }
+                };
+                if history.is_some() && seq <= history_end {
+                    if let Some((_, events)) = decoded {
+                        batch.extend(events);
+                    }
+                    if batch.len() >= BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                        send_history(&history, full).await;
+                    }
+                } else {
+                    self.end_history(&mut history, &mut batch).await;
+                    if let Some((received_at, events)) = decoded {
+                        self.metrics.queue_depth.inc();
+                        if live
+                            .send(Accepted {
+                                received_at,
+                                events,
+                            })
+                            .await
+                            .is_err()
+                        {
+                            self.metrics.queue_depth.dec();
+                            return;
+                        }
+                    }
+                }
+                self.state.processed.store(seq, Ordering::Release);
+                self.state.answered_ms.store(now_ms(), Ordering::Release);
+                self.state
+                    .processed_at_ms
+                    .store(published_ms, Ordering::Release);
+                self.state.last.fetch_max(seq + pending, Ordering::AcqRel);
+                if history.is_some() && (pending == 0 || seq >= history_end) {
+                    self.end_history(&mut history, &mut batch).await;
+                }
+                self.state.update_metrics(&self.metrics);
+            }
+        }
+    }
+
+    /// An ordered consumer from `policy` on, with the number of messages
+    /// it has to deliver.
+    async fn open(
+        &self,
+        policy: DeliverPolicy,
+    ) -> anyhow::Result<(u64, async_nats::jetstream::consumer::pull::Ordered)> {
+        let consumer = self
+            .stream
+            .create_consumer(OrderedConfig {
+                name: Some(format!("callwatch-feed-{}", self.cluster.config.node)),
+                filter_subject: self.cluster.config.subject(),
+                deliver_policy: policy,
+                ..Default::default()
+            })
+            .await?;
+        let pending = consumer.cached_info().num_pending;
+        Ok((pending, consumer.messages().await?))
+    }
+
+    /// Reads the stream's last sequence, so lag shows even when no
+    /// message arrives.
+    async fn poll_last(&mut self) {
+        if let Ok(Ok(info)) = tokio::time::timeout(POLL, self.stream.info()).await {
+            self.state
+                .last
+                .fetch_max(info.state.last_sequence, Ordering::AcqRel);
+            self.state.answered_ms.store(now_ms(), Ordering::Release);
+        }
+        self.state.update_metrics(&self.metrics);
+    }
+
+    /// Hands over the last history batch and closes the history, which
+    /// lets the engine evaluate and report ready.
+    async fn end_history(
+        &self,
+        history: &mut Option<std::sync::mpsc::SyncSender<Vec<Event>>>,
+        batch: &mut Vec<Event>,
+    ) {
+        if history.is_none() {
+            return;
+        }
+        if !batch.is_empty() {
+            send_history(history, std::mem::take(batch)).await;
+        }
+        *history = None;
+        self.state.caught_up.store(true, Ordering::Release);
+        tracing::info!(
+            seq = self.state.processed.load(Ordering::Acquire),
+            "stream history read; following the stream"
+        );
+    }
+}
+
+/// The engine thread takes history from a bounded blocking channel.
+async fn send_history(
+    history: &Option<std::sync::mpsc::SyncSender<Vec<Event>>>,
+    batch: Vec<Event>,
+) {
+    if let Some(tx) = history.clone() {
+        // A stopped engine thread only means nobody needs history.
+        let _ = tokio::task::spawn_blocking(move || tx.send(batch)).await;
+    }
+}
+
+/// Logs through `rate`: the first of a kind, then one line per interval
+/// with the count held back.
+fn warn_rate(rate: &LogRate, kind: &str, log: impl FnOnce(u64)) {
+    if let Some(n) = rate.check(kind, std::time::Instant::now()) {
+        log(n)
+    }
+}
