@@ -16,7 +16,7 @@
 //! - [`budget`]: the per-rule CPU budget that suspends a runaway rule.
 //! - [`annotations`]: `RULE.annotations` templates, checked at load (pure).
 //! - [`store`]: SQLite store for the outbox, silences and persisted state.
-//! - [`reload`]: hot reload of config and rules, all-or-nothing.
+//! - [`time`]: the wall clock (read only here) and RFC 3339 times.
 //! - [`timeline`]: engine time from event time, shared by `replay` and `test`.
 //! - [`replay`]: offline evaluation of recorded callbacks in event time.
 //! - [`ruletest`]: `callwatch test`, rule tests written as `*.test.toml` data.
@@ -30,18 +30,19 @@
 //! - [`notify`]: receivers (log, email, webhook, chat services,
 //!   Alertmanager), grouping and the durable outbox.
 //! - [`quiet`]: inhibit rules, time intervals and regex label matchers (pure).
-//! - [`app`]: wiring, startup recovery and ordered shutdown.
+//! - [`daemon`]: wiring, startup recovery, the engine thread, hot reload,
+//!   housekeeping and the one shutdown order.
 //! - [`startup`]: logging setup, the startup summary, start-up errors.
 
 pub mod alert;
 pub mod annotations;
 pub mod api;
-pub mod app;
 pub mod budget;
 pub mod builtin;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod event;
 pub mod ingest;
@@ -51,7 +52,6 @@ pub mod metrics;
 pub mod notify;
 pub mod progress;
 pub mod quiet;
-pub mod reload;
 pub mod replay;
 pub mod rules;
 pub mod ruletest;
@@ -59,5 +59,10 @@ pub mod server;
 pub mod simulate;
 pub mod startup;
 pub mod store;
+pub mod time;
 pub mod timeline;
 pub mod window;
+
+// The names these modules had before `daemon/` gathered them.
+pub use daemon as app;
+pub use daemon::reload;

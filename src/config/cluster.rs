@@ -75,22 +75,15 @@ impl Default for ClusterConfig {
     }
 }
 
-/// The host name, or "callwatch" when it cannot be read.
+/// The host name, or "callwatch" when it cannot be read. Read from the
+/// kernel's file rather than gethostname(2): the crate denies `unsafe`.
 fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname writes at
-    // most that many bytes.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let name = if rc == 0 {
-        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-        String::from_utf8_lossy(&buf[..end]).into_owned()
-    } else {
-        String::new()
-    };
-    if name.is_empty() {
-        "callwatch".into()
-    } else {
-        name
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    match name.trim() {
+        "" => "callwatch".into(),
+        n => n.to_string(),
     }
 }
 

@@ -31,8 +31,9 @@ use super::hold::{Holds, Quiet, Reason};
 use super::outbox::Outbox;
 use super::{Notification, Receivers};
 use crate::alert::Alert;
+use crate::alert::Transition;
 use crate::config::Config;
-use crate::engine::{Snapshot, Transition};
+use crate::engine::Snapshot;
 use crate::lograte::LogRate;
 use crate::metrics::{Metrics, ReceiverLabels};
 use crate::store::{Silence, Store};
@@ -73,12 +74,6 @@ pub struct Dispatcher {
     /// instead (docs/cluster.md); the leader routes them back in through
     /// [`Dispatcher::submit_from_cluster`].
     cluster: OnceLock<tokio::sync::mpsc::UnboundedSender<Vec<Tracked>>>,
-}
-
-fn unix(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 impl Dispatcher {
@@ -199,7 +194,7 @@ impl Dispatcher {
     }
 
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(|p| p.into_inner())
+        crate::store::lock(&self.store)
     }
 
     /// Resubmits the transitions a previous run saved as pending but did
@@ -271,7 +266,7 @@ impl Dispatcher {
                 config: &config,
                 silences: &silences,
                 active: &active,
-                now: unix(SystemTime::now()),
+                now: crate::time::unix_secs(SystemTime::now()),
             };
             let plan = quiet.plan(&t.alert, t.notify.as_deref());
             let owed = plan
@@ -328,7 +323,7 @@ impl Dispatcher {
             config: &config,
             silences: &silences,
             active: &active,
-            now: unix(now),
+            now: crate::time::unix_secs(now),
         };
         let mut groups = self.groups();
         let mut unowed = Vec::new();
@@ -436,7 +431,7 @@ impl Dispatcher {
             config: &config,
             silences: &silences,
             active: &active,
-            now: unix(SystemTime::now()),
+            now: crate::time::unix_secs(SystemTime::now()),
         };
         let mut held = self.held();
         for t in firing {
@@ -464,7 +459,7 @@ impl Dispatcher {
             config: &config,
             silences: &silences,
             active: &active,
-            now: unix(now),
+            now: crate::time::unix_secs(now),
         };
         let free = self.held().take_free(|t, receiver| {
             quiet
@@ -746,7 +741,7 @@ mod tests {
                 is_regex: false,
                 is_equal: true,
             }],
-            starts_at: unix(SystemTime::now()) - 3600,
+            starts_at: crate::time::unix_secs(SystemTime::now()) - 3600,
             ends_at,
             comment: String::new(),
             created_by: String::new(),
@@ -774,7 +769,7 @@ mod tests {
 
     /// Ends the silence on `rule` and lets the dispatcher notice (day 2).
     fn end_silence(r: &Run, rule: &str) {
-        silence_rule(r, rule, unix(SystemTime::now()) - 1);
+        silence_rule(r, rule, crate::time::unix_secs(SystemTime::now()) - 1);
         tick(r, 2);
     }
 
@@ -788,7 +783,7 @@ mod tests {
     fn an_alert_firing_when_its_silence_ends_is_sent_then() {
         let dir = tempfile::tempdir().expect("tempdir");
         let r = run(dir.path());
-        silence_rule(&r, "a", unix(SystemTime::now()) + 3600);
+        silence_rule(&r, "a", crate::time::unix_secs(SystemTime::now()) + 3600);
         r.submit(vec![transition("a", &["ops"]), transition("b", &["ops"])]);
         tick(&r, 1);
         assert_eq!(r.queued("ops"), vec![vec!["b"]], "a is silenced");
@@ -804,7 +799,7 @@ mod tests {
     fn an_alert_that_fired_and_resolved_under_a_silence_is_never_sent() {
         let dir = tempfile::tempdir().expect("tempdir");
         let r = run(dir.path());
-        silence_rule(&r, "a", unix(SystemTime::now()) + 3600);
+        silence_rule(&r, "a", crate::time::unix_secs(SystemTime::now()) + 3600);
         r.submit(vec![transition("a", &["ops"])]);
         r.submit(vec![resolved("a", &["ops"])]);
         end_silence(&r, "a");
@@ -817,7 +812,7 @@ mod tests {
         let r = run(dir.path());
         r.submit(vec![transition("a", &["ops"])]);
         tick(&r, 1);
-        silence_rule(&r, "a", unix(SystemTime::now()) + 3600);
+        silence_rule(&r, "a", crate::time::unix_secs(SystemTime::now()) + 3600);
         // A repeat and the resolve, both under the silence.
         let mut repeat = transition("a", &["ops"]);
         repeat.at += 300;
@@ -833,11 +828,11 @@ mod tests {
     fn a_transition_sent_after_a_silence_replaces_what_it_held() {
         let dir = tempfile::tempdir().expect("tempdir");
         let r = run(dir.path());
-        silence_rule(&r, "a", unix(SystemTime::now()) + 3600);
+        silence_rule(&r, "a", crate::time::unix_secs(SystemTime::now()) + 3600);
         r.submit(vec![transition("a", &["ops"])]);
         // Deleted through the API, and the alert resolved and fired again
         // before the dispatcher looked: only the new firing goes out.
-        silence_rule(&r, "a", unix(SystemTime::now()) - 1);
+        silence_rule(&r, "a", crate::time::unix_secs(SystemTime::now()) - 1);
         let mut again = transition("a", &["ops"]);
         again.at += 900;
         again.alert.starts_at += 900;
@@ -873,8 +868,8 @@ mod tests {
                 is_regex: false,
                 is_equal: true,
             }],
-            starts_at: unix(SystemTime::now()) - 60,
-            ends_at: unix(SystemTime::now()) + 3600,
+            starts_at: crate::time::unix_secs(SystemTime::now()) - 60,
+            ends_at: crate::time::unix_secs(SystemTime::now()) + 3600,
             comment: String::new(),
             created_by: String::new(),
             updated_at: 0,
@@ -887,7 +882,7 @@ mod tests {
         assert_eq!(r.notifications("ops").len(), 1);
         lock(&r.store)
             .put_silence(&crate::store::Silence {
-                ends_at: unix(SystemTime::now()) - 1,
+                ends_at: crate::time::unix_secs(SystemTime::now()) - 1,
                 ..silence
             })
             .expect("end silence");
