@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::delivery::harness::{add_receiver, now_secs, webhook, Dirs, Running, FIRST_CALL_RULE};
 use crate::notify::http_sink::{Canned, Sink};
-use crate::support::nats::NatsCluster;
+use crate::support::nats::{NatsCluster, TcpProxy};
 
 use super::nodes::cluster_config;
 
@@ -127,6 +127,77 @@ async fn three_nodes_notify_once_and_share_silences() {
     assert_eq!(users(&got), ["bob"]);
     assert_quiet(&mut hook, Duration::from_secs(3)).await;
 
+    for d in nodes {
+        d.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_leader_cut_off_from_nats_stops_and_another_delivers_its_pending_once() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let ttl = Duration::from_secs(2);
+    // The webhook is down at first: the leader's attempt stays pending.
+    let addr = crate::delivery::harness::free_port();
+    let mut proxies = Vec::new();
+    let mut nodes = Vec::new();
+    let mut dirs = Vec::new();
+    for i in 0..3 {
+        let proxy = TcpProxy::start(nats.addr(i)).await;
+        let d = Dirs::with_rules(&[("first_call", FIRST_CALL_RULE)]);
+        let mut config = d.config();
+        config.alerting.group_wait = Duration::ZERO;
+        add_receiver(&mut config, "ops", webhook(format!("http://{addr}/hook")));
+        let mut c = cluster_config(&[proxy.url()], &format!("cw-{i}"));
+        c.leader_ttl = ttl;
+        config.cluster = Some(c);
+        nodes.push(Running::start(config).await);
+        proxies.push(proxy);
+        dirs.push(d);
+    }
+    let lead = leader(&nodes, Duration::from_secs(15)).await;
+    nodes[(lead + 1) % 3]
+        .start_call("alice", "iOS", "call-alice")
+        .await;
+    // The leader has tried (and failed) at least once.
+    let start = Instant::now();
+    while nodes[lead].notifications("ops", "failed").await == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no attempt by the leader"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let cut = Instant::now();
+    proxies[lead].cut();
+    let mut hook = Sink::start_on(addr, Canned::new(200, "")).await;
+    let got = hook.next_within(ttl + Duration::from_secs(8)).await;
+    let took = cut.elapsed();
+    assert_eq!(users(&got.json()), ["alice"]);
+    eprintln!(
+        "pending notification delivered {took:?} after the leader was cut off (leader_ttl {ttl:?})"
+    );
+    assert!(took <= ttl * 2 + Duration::from_secs(2), "took {took:?}");
+    // The cut-off node neither leads nor is ready; the others agree on one.
+    assert_eq!(leader_gauge(&nodes[lead]).await, 0.0);
+    let ready = crate::support::client()
+        .get(nodes[lead].url("/readyz"))
+        .send()
+        .await
+        .expect("GET /readyz");
+    assert_eq!(ready.status().as_u16(), 503);
+    let others: Vec<&Running> = (0..3).filter(|&i| i != lead).map(|i| &nodes[i]).collect();
+    let mut leading = 0.0;
+    for d in &others {
+        leading += leader_gauge(d).await;
+    }
+    assert_eq!(leading, 1.0, "one new leader");
+
+    // Back on the network, the old leader's queued attempt is not sent.
+    proxies[lead].restore();
+    assert_quiet(&mut hook, Duration::from_secs(5)).await;
     for d in nodes {
         d.stop().await;
     }
