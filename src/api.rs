@@ -92,6 +92,8 @@ pub struct Admin {
     /// What keeps alerts back besides silences (`inhibited_by`,
     /// `muted_by`).
     pub dispatcher: Arc<Dispatcher>,
+    /// Cluster mode: silences are written to the shared bucket first.
+    pub shared_silences: Option<Arc<crate::cluster::silences::ClusterSilences>>,
 }
 
 /// Largest request body the admin API reads.

@@ -136,23 +136,25 @@ impl Admin {
     /// does: in place when only its times and texts change in a way its
     /// state allows, else the old one expires and a new id is issued.
     /// Answers `{"silenceID": id}`.
-    fn post_silence(&self, body: &[u8]) -> warp::reply::Response {
+    async fn post_silence(&self, body: &[u8]) -> warp::reply::Response {
         let now = now_secs();
         let (id, mut posted) = match parse_post(body, now) {
             Ok(p) => p,
             Err(msg) => return error_reply(StatusCode::BAD_REQUEST, &msg),
         };
-        let store = lock(&self.store);
-        let stored = match id.as_deref().map(|id| store.get_silence(id)) {
-            None => None,
-            Some(Ok(Some(s))) => Some(s),
-            Some(Ok(None)) => return not_found(id.as_deref().unwrap_or_default()),
-            Some(Err(e)) => return internal(e),
+        let stored = {
+            let store = lock(&self.store);
+            match id.as_deref().map(|id| store.get_silence(id)) {
+                None => None,
+                Some(Ok(Some(s))) => Some(s),
+                Some(Ok(None)) => return not_found(id.as_deref().unwrap_or_default()),
+                Some(Err(e)) => return internal(e),
+            }
         };
-        let saved = match stored {
+        let replaced = match stored {
             Some(old) if silence::plan_update(&old, &posted, now) == Update::InPlace => {
                 posted.id = old.id;
-                store.put_silence(&posted)
+                None
             }
             stored => {
                 posted.id = new_silence_id();
@@ -161,10 +163,27 @@ impl Admin {
                 match stored {
                     Some(old) if silence::state(&old, now) != "expired" => {
                         tracing::info!(old = %old.id, new = %posted.id, "silence replaced");
-                        store.replace_silence(&expired(old, now), &posted)
+                        Some(expired(old, now))
                     }
-                    _ => store.put_silence(&posted),
+                    _ => None,
                 }
+            }
+        };
+        // Cluster mode: every node must have it before it counts; the new
+        // silence first, so a failure between the two writes silences
+        // more, never less.
+        if let Some(shared) = &self.shared_silences {
+            for s in std::iter::once(&posted).chain(replaced.as_ref()) {
+                if let Err(e) = shared.put(s).await {
+                    return error_reply(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+                }
+            }
+        }
+        let saved = {
+            let store = lock(&self.store);
+            match &replaced {
+                Some(old) => store.replace_silence(old, &posted),
+                None => store.put_silence(&posted),
             }
         };
         match saved {
@@ -181,24 +200,28 @@ impl Admin {
 
     /// Expires a silence now and answers it; an expired one is answered
     /// unchanged.
-    fn expire_silence(&self, id: &str) -> warp::reply::Response {
+    async fn expire_silence(&self, id: &str) -> warp::reply::Response {
         let now = now_secs();
-        let store = lock(&self.store);
-        match store.get_silence(id) {
+        let found = lock(&self.store).get_silence(id);
+        let s = match found {
             Ok(Some(s)) if silence::state(&s, now) == "expired" => {
+                return json_reply(StatusCode::OK, &silence_json(&s, now))
+            }
+            Ok(Some(s)) => expired(s, now),
+            Ok(None) => return not_found(id),
+            Err(e) => return internal(e),
+        };
+        if let Some(shared) = &self.shared_silences {
+            if let Err(e) = shared.put(&s).await {
+                return error_reply(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+            }
+        }
+        let saved = lock(&self.store).put_silence(&s);
+        match saved {
+            Ok(()) => {
+                tracing::info!(id = %s.id, "silence expired");
                 json_reply(StatusCode::OK, &silence_json(&s, now))
             }
-            Ok(Some(s)) => {
-                let s = expired(s, now);
-                match store.put_silence(&s) {
-                    Ok(()) => {
-                        tracing::info!(id = %s.id, "silence expired");
-                        json_reply(StatusCode::OK, &silence_json(&s, now))
-                    }
-                    Err(e) => internal(e),
-                }
-            }
-            Ok(None) => not_found(id),
             Err(e) => internal(e),
         }
     }
@@ -217,7 +240,10 @@ pub(super) fn routes(
         .and(warp::post())
         .and(warp::body::content_length_limit(MAX_BODY_BYTES))
         .and(warp::body::bytes())
-        .map(move |body: bytes::Bytes| a.post_silence(&body));
+        .then(move |body: bytes::Bytes| {
+            let a = a.clone();
+            async move { a.post_silence(&body).await }
+        });
     let a = admin.clone();
     let one = warp::path!("silences" / String)
         .and(warp::get())
@@ -225,7 +251,10 @@ pub(super) fn routes(
     let a = admin;
     let expire = warp::path!("silences" / String)
         .and(warp::delete())
-        .map(move |id: String| a.expire_silence(&id));
+        .then(move |id: String| {
+            let a = a.clone();
+            async move { a.expire_silence(&id).await }
+        });
     list.or(create).unify().or(one).unify().or(expire).unify()
 }
 

@@ -161,6 +161,11 @@ impl Feed {
         })
     }
 
+    /// The JetStream context, for the leader side (lease, outbox, silences).
+    pub fn js(&self) -> &async_nats::jetstream::Context {
+        &self.cluster.js
+    }
+
     pub fn state(&self) -> Arc<FeedState> {
         self.state.clone()
     }

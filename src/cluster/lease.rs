@@ -165,7 +165,7 @@ impl Lease {
 
     /// Stops contending and, if this node holds the lease, deletes it (only
     /// at the revision it holds, so a newer holder is never removed).
-    pub async fn release(self) {
+    pub async fn release(&self) {
         self.task.abort();
         let held = self.shared.lead().take();
         self.shared.gauge.set(0);

@@ -92,6 +92,8 @@ pub struct Daemon {
     close_engine: oneshot::Sender<Instant>,
     dispatcher_task: JoinHandle<()>,
     outbox_task: JoinHandle<()>,
+    /// Cluster mode: lease, cluster outbox, shared silences.
+    leader_side: Option<crate::cluster::leader::LeaderSide>,
     /// The engine thread, joined after it drained (step 3).
     engine: std::thread::JoinHandle<()>,
     /// Flushed and closed last (step 5).
@@ -175,6 +177,25 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         outbox.clone(),
         metrics.clone(),
     ));
+    // Cluster mode: the leader lease, outbox and shared silences.
+    let leader_side = match (&feed, &config.cluster) {
+        (Some(feed), Some(c)) => {
+            let side = crate::cluster::leader::LeaderSide::start(
+                feed.js(),
+                crate::cluster::leader::LeaderSettings::from(c),
+                store.clone(),
+                dispatcher.clone(),
+                &outbox,
+                receivers.iter().map(|r| r.name().to_string()).collect(),
+                metrics.stream.leader.clone(),
+            )
+            .await
+            .map_err(|e| SetupError(e.to_string()))?;
+            dispatcher.set_cluster(side.publisher(store.clone()));
+            Some(side)
+        }
+        _ => None,
+    };
     // What the last run decided but had not queued goes first.
     dispatcher.resume();
     let (notify_stop, notify_stopped) = watch::channel(false);
@@ -202,6 +223,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         snapshot: snapshot.clone(),
         reloader: reloader.clone(),
         dispatcher: dispatcher.clone(),
+        shared_silences: leader_side.as_ref().map(|s| s.silences.clone()),
     });
     let routes = ingest
         .routes()
@@ -323,6 +345,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         close_engine,
         dispatcher_task,
         outbox_task,
+        leader_side,
         engine,
         journal,
         config,
@@ -349,6 +372,7 @@ impl Daemon {
             notify_stop,
             dispatcher_task,
             outbox_task,
+            leader_side,
             prune_stop,
             prune_task,
             close_engine,
@@ -400,6 +424,10 @@ impl Daemon {
                 tracing::warn!("notifications still in progress at shutdown_timeout; resumed at the next start");
                 task.abort();
             }
+        }
+        // The next leader need not wait out leader_ttl.
+        if let Some(side) = leader_side {
+            side.release().await;
         }
         let _ = prune_task.await;
         journal.flush().await.context("flushing journal")?;

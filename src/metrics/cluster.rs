@@ -12,6 +12,8 @@ pub struct StreamMetrics {
     pub lag_seconds: Gauge<f64, AtomicU64>,
     pub lag_messages: Gauge,
     pub publish_seconds: Histogram,
+    /// 1 while this node holds the leader lease.
+    pub leader: Gauge,
 }
 
 impl StreamMetrics {
@@ -22,7 +24,13 @@ impl StreamMetrics {
             lag_messages: Gauge::default(),
             // 100 µs .. ~6.5 s
             publish_seconds: Histogram::new(exponential_buckets(1e-4, 3.0, 11)),
+            leader: Gauge::default(),
         };
+        registry.register(
+            "cluster_leader",
+            "1 while this node holds the leader lease and delivers notifications (cluster mode)",
+            m.leader.clone(),
+        );
         registry.register(
             "cluster_stream_lag_seconds",
             "How far behind the stream this node's engine is, in seconds (cluster mode)",

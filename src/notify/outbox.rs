@@ -32,8 +32,34 @@ use crate::time::now_ms;
 /// so a struggling service is not hit by the whole queue at once.
 pub const IN_FLIGHT_PER_RECEIVER: usize = 4;
 
+/// What a delivery attempt may do now (cluster mode, see [`Fence`]).
+pub enum Gate {
+    Send,
+    /// Not now (this node does not lead): the notification stays queued.
+    Wait,
+    /// Already delivered (by an earlier term): remove it unsent.
+    Drop,
+}
+
+/// Cluster mode's hold on delivery (docs/cluster.md): only the leader
+/// sends, and every send is recorded for the next leader.
+pub trait Fence: Send + Sync {
+    fn check<'a>(
+        &'a self,
+        receiver: &'a str,
+        n: &'a Notification,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Gate> + Send + 'a>>;
+    fn sent<'a>(
+        &'a self,
+        receiver: &'a str,
+        n: &'a Notification,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+}
+
 /// Shared handle to the outbox.
 pub struct Outbox {
+    /// Cluster mode only.
+    fence: std::sync::OnceLock<Arc<dyn Fence>>,
     store: SharedStore,
     receivers: Arc<Receivers>,
     metrics: Arc<Metrics>,
@@ -67,6 +93,7 @@ impl Outbox {
         max_retry: Duration,
     ) -> Outbox {
         Outbox {
+            fence: std::sync::OnceLock::new(),
             store,
             receivers,
             metrics,
@@ -77,6 +104,12 @@ impl Outbox {
             wake: Notify::new(),
             stopping: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Cluster mode: delivers only as `fence` allows, and tells it of each
+    /// send.
+    pub fn set_fence(&self, fence: Arc<dyn Fence>) {
+        let _ = self.fence.set(fence);
     }
 
     /// Keeps at most `n` notifications queued per receiver.
@@ -319,7 +352,20 @@ impl Outbox {
                 return;
             }
         };
+        if let Some(fence) = self.fence.get() {
+            match fence.check(name, &n).await {
+                Gate::Send => {}
+                Gate::Wait => return,
+                Gate::Drop => {
+                    let _ = lock(&self.store).remove(item.id);
+                    return;
+                }
+            }
+        }
         let result = receiver.send(&n).await;
+        if let (Ok(()), Some(fence)) = (&result, self.fence.get()) {
+            fence.sent(name, &n).await;
+        }
         let now = now_ms();
         let store = lock(&self.store);
         let outcome = match result {

@@ -5,3 +5,6 @@ mod harness;
 mod ingest;
 mod lease;
 mod nodes;
+mod notify;
+mod outbox;
+mod silences;

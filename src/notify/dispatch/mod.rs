@@ -70,6 +70,10 @@ pub struct Dispatcher {
     /// with the pending ids they release; retried before anything newer.
     unqueued: Mutex<Vec<Queueable>>,
     log_rate: LogRate,
+    /// Cluster mode: the engine's transitions go to the cluster outbox
+    /// instead (docs/cluster.md); the leader routes them back in through
+    /// [`Dispatcher::submit_from_cluster`].
+    cluster: OnceLock<tokio::sync::mpsc::UnboundedSender<Vec<Tracked>>>,
 }
 
 impl Dispatcher {
@@ -100,7 +104,14 @@ impl Dispatcher {
             wake: Notify::new(),
             unqueued: Mutex::new(Vec::new()),
             log_rate: LogRate::new(Duration::from_secs(10)),
+            cluster: OnceLock::new(),
         }
+    }
+
+    /// Cluster mode: sends the engine's transitions to `publish` from now
+    /// on. Call before [`Dispatcher::resume`].
+    pub fn set_cluster(&self, publish: tokio::sync::mpsc::UnboundedSender<Vec<Tracked>>) {
+        let _ = self.cluster.set(publish);
     }
 
     /// Uses `config`'s routes and default receivers from now on.
@@ -205,6 +216,17 @@ impl Dispatcher {
             transitions = pending.len(),
             "resuming notifications a previous run had not queued"
         );
+        if let Some(publish) = self.cluster.get() {
+            // Cluster mode: not yet in the cluster outbox, or not known
+            // to be; publishing again is harmless (same message id).
+            let tracked = pending.into_iter().filter_map(|(id, body, _)| {
+                serde_json::from_str::<Transition>(&body)
+                    .ok()
+                    .map(|t| (Some(id), t))
+            });
+            let _ = publish.send(tracked.collect());
+            return;
+        }
         let mut tracked = Vec::with_capacity(pending.len());
         let mut reached = HashMap::new();
         for (id, body, done) in pending {
@@ -232,9 +254,51 @@ impl Dispatcher {
         }
     }
 
+    /// Cluster mode, on the leader: routes one transition read from the
+    /// cluster outbox, leaving out the receivers it already `reached`
+    /// (docs/cluster.md). Saved as pending first, like the engine's own.
+    /// Returns the receivers it is now owed to (none: settled).
+    pub fn submit_from_cluster(&self, t: Transition, reached: Vec<String>) -> Vec<String> {
+        let owed = {
+            let silences = self.read_silences("notifying anyway").unwrap_or_default();
+            let (active, config) = (self.active_alerts(), self.config());
+            let quiet = Quiet {
+                config: &config,
+                silences: &silences,
+                active: &active,
+                now: crate::time::unix_secs(SystemTime::now()),
+            };
+            let plan = quiet.plan(&t.alert, t.notify.as_deref());
+            let owed = plan
+                .into_iter()
+                .filter(|(r, why)| why.is_none() && !reached.contains(r));
+            owed.map(|(r, _)| r).collect()
+        };
+        let body = serde_json::to_string(&t).unwrap_or_default();
+        let id = match self.store().apply_kv_pending("cluster", &[], &[body]) {
+            Ok(ids) => ids.first().copied(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot save a transition from the cluster as pending");
+                None
+            }
+        };
+        let reached = id
+            .map(|id| HashMap::from([(id, reached)]))
+            .unwrap_or_default();
+        self.route(vec![((id, t), None)], &reached, SystemTime::now());
+        owed
+    }
+
     /// Routes alert transitions into the grouper (what a silence,
     /// inhibition or mute keeps back is held and counted).
     pub fn submit(&self, transitions: Vec<Tracked>) {
+        let transitions = match self.cluster.get() {
+            None => transitions,
+            Some(publish) => match publish.send(transitions) {
+                Ok(()) => return,
+                Err(back) => back.0,
+            },
+        };
         let jobs = transitions.into_iter().map(|t| (t, None)).collect();
         self.route(jobs, &HashMap::new(), SystemTime::now());
     }

@@ -47,14 +47,25 @@ async fn three_servers_store_a_replicated_stream_once_per_msg_id() {
     let cluster = info.cluster.as_ref().expect("a clustered stream");
     assert_eq!(cluster.replicas.len(), 2, "a leader and two replicas");
 
+    // Twice, each retried while the new stream's replicas settle on a
+    // busy machine: the same Nats-Msg-Id makes a retry harmless.
     for _ in 0..2 {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", "callback-1");
-        js.publish_with_headers("smoke.a", headers, "x".into())
-            .await
-            .expect("publish")
-            .await
-            .expect("PubAck");
+        let mut acked = None;
+        for _ in 0..10 {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", "callback-1");
+            let sent = js
+                .publish_with_headers("smoke.a", headers, "x".into())
+                .await;
+            match sent.expect("publish").await {
+                Ok(ack) => {
+                    acked = Some(ack);
+                    break;
+                }
+                Err(e) => eprintln!("no PubAck yet: {e}"),
+            }
+        }
+        acked.expect("a PubAck within 10 tries");
     }
     assert_eq!(s.info().await.expect("info").state.messages, 1);
 

@@ -1,0 +1,89 @@
+//! Silences in the shared KV bucket against a real 3-server cluster: one
+//! created through node A's client and expired through node B's is
+//! applied, then lifted, in node C's store, which its dispatcher reads.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream;
+
+use callwatch::cluster::silences::ClusterSilences;
+use callwatch::notify::silence;
+use callwatch::store::{Matcher, Silence, Store};
+
+use crate::support::nats::NatsCluster;
+
+async fn node(url: &str) -> Arc<ClusterSilences> {
+    let client = async_nats::connect(url).await.expect("connecting");
+    Arc::new(
+        ClusterSilences::setup(&jetstream::new(client), "SILENCES_TEST", 3)
+            .await
+            .expect("silences bucket"),
+    )
+}
+
+/// Waits until `check` holds for the silence `id` in `store`.
+async fn until(store: &Mutex<Store>, id: &str, what: &str, check: impl Fn(&Silence) -> bool) {
+    let start = std::time::Instant::now();
+    loop {
+        let s = store.lock().expect("store").get_silence(id).expect("read");
+        if s.as_ref().is_some_and(&check) {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{what}: {s:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_silence_made_on_a_and_expired_on_b_holds_then_lifts_on_c() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let (a, b, c) = (
+        node(&nats.url(0)).await,
+        node(&nats.url(1)).await,
+        node(&nats.url(2)).await,
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store_c = Arc::new(Mutex::new(Store::open(dir.path()).expect("store")));
+    let _mirror = c.mirror(store_c.clone());
+
+    let now = callwatch::ingest::now_ms() / 1000;
+    let mut s = Silence {
+        id: "0123abcd".into(),
+        matchers: vec![Matcher {
+            name: "rule".into(),
+            value: "call_failure_spike".into(),
+            is_regex: false,
+            is_equal: true,
+        }],
+        starts_at: now - 1,
+        ends_at: now + 3600,
+        comment: "rollout".into(),
+        created_by: "ops".into(),
+        updated_at: now,
+    };
+    a.put(&s).await.expect("put on a");
+    until(&store_c, &s.id, "active on c", |got| {
+        silence::state(got, now) == "active" && got.comment == "rollout"
+    })
+    .await;
+
+    s.ends_at = now;
+    s.updated_at = now;
+    b.put(&s).await.expect("expire on b");
+    until(&store_c, &s.id, "expired on c", |got| {
+        silence::state(got, now + 1) == "expired"
+    })
+    .await;
+
+    // A node that starts later gets every silence as it is now.
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let late = Arc::new(Mutex::new(Store::open(dir2.path()).expect("store")));
+    let _late_mirror = node(&nats.url(1)).await.mirror(late.clone());
+    until(&late, &s.id, "history on a late node", |got| {
+        got.ends_at == now
+    })
+    .await;
+}
