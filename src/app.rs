@@ -176,7 +176,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         dispatcher.clone(),
     ));
     let admin = Arc::new(Admin {
-        token: reloader.admin_token(),
+        access: Arc::new(crate::access::Access::new(reloader.admin_token())),
         store: store.clone(),
         snapshot: snapshot.clone(),
         reloader: reloader.clone(),
@@ -186,7 +186,9 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         .routes()
         .or(crate::api::ops_routes(ready.clone(), metrics.clone()))
         .unify()
-        .or(crate::api::admin_routes(admin))
+        .or(crate::api::admin_routes(admin.clone()))
+        .unify()
+        .or(crate::ui::routes(admin))
         .unify()
         .recover(recover)
         .unify();

@@ -24,6 +24,8 @@
 //! - [`metrics`]: the Prometheus registry.
 //! - [`lograte`]: one log line per interval for repeated errors.
 //! - [`progress`]: progress bars on stderr for long offline runs.
+//! - [`access`]: who may use the admin API and the console (token, sessions, CSRF).
+//! - [`ui`]: the web console's pages.
 //! - [`api`]: health, readiness, metrics and admin endpoints.
 //! - [`server`]: the HTTP accept loop: connection cap, header and idle timeouts.
 //! - [`client`]: `callwatch alerts` and `callwatch silence`, clients of the admin API.
@@ -33,6 +35,7 @@
 //! - [`app`]: wiring, startup recovery and ordered shutdown.
 //! - [`startup`]: logging setup, the startup summary, start-up errors.
 
+pub mod access;
 pub mod alert;
 pub mod annotations;
 pub mod api;
@@ -59,4 +62,5 @@ pub mod simulate;
 pub mod startup;
 pub mod store;
 pub mod timeline;
+pub mod ui;
 pub mod window;
