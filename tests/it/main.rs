@@ -3,6 +3,7 @@
 
 mod support;
 
+mod browser;
 mod contrib;
 mod delivery;
 mod faults;
