@@ -2,8 +2,10 @@
 //! The admin API under `/api/v1` (alerts, rules, silences, reload) with its
 //! authorisation (a bearer token, or loopback peers only when none is set)
 //! and its error bodies: every failure under `/api/` answers
-//! `{"error": "..."}` with the fitting status. Silences are in `silences`.
+//! `{"error": "..."}` with the fitting status. Silences are in `silences`,
+//! the live feed of accepted callbacks in `events`.
 
+pub mod events;
 mod silences;
 
 use std::convert::Infallible;
@@ -71,6 +73,8 @@ pub struct Admin {
     /// What keeps alerts back besides silences (`inhibited_by`,
     /// `muted_by`).
     pub dispatcher: Arc<Dispatcher>,
+    /// Accepted callbacks for `/api/v1/events/*`.
+    pub feed: Arc<crate::feed::Feed>,
 }
 
 /// Largest request body the admin API reads.
@@ -220,6 +224,7 @@ pub fn admin_routes(
             }
         }
     });
+    let feed = admin.feed.clone();
     let v1 = warp::path("v1").and(
         alerts
             .or(rules)
@@ -227,6 +232,8 @@ pub fn admin_routes(
             .or(silences::routes(admin))
             .unify()
             .or(reload)
+            .unify()
+            .or(events::routes(feed))
             .unify(),
     );
     warp::path("api").and(auth.and(v1).recover(api_rejection).unify())

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod console;
 mod contrib;
 mod delivery;
 mod faults;
