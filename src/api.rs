@@ -2,8 +2,10 @@
 //! The admin API under `/api/v1` (alerts, rules, silences, reload) with its
 //! authorisation (the rule in `access`, shared with the console) and its
 //! error bodies: every failure under `/api/` answers
-//! `{"error": "..."}` with the fitting status. Silences are in `silences`.
+//! `{"error": "..."}` with the fitting status. Silences are in `silences`,
+//! the live feed of accepted callbacks in `events`.
 
+pub mod events;
 pub(crate) mod silences;
 
 use std::convert::Infallible;
@@ -68,6 +70,8 @@ pub struct Admin {
     /// What keeps alerts back besides silences (`inhibited_by`,
     /// `muted_by`).
     pub dispatcher: Arc<Dispatcher>,
+    /// Accepted callbacks for `/api/v1/events/*`.
+    pub feed: Arc<crate::feed::Feed>,
 }
 
 /// Largest request body the admin API reads.
@@ -177,6 +181,7 @@ pub fn admin_routes(
             }
         }
     });
+    let feed = admin.feed.clone();
     let v1 = warp::path("v1").and(
         alerts
             .or(rules)
@@ -184,6 +189,8 @@ pub fn admin_routes(
             .or(silences::routes(admin))
             .unify()
             .or(reload)
+            .unify()
+            .or(events::routes(feed))
             .unify(),
     );
     warp::path("api").and(auth.and(v1).recover(api_rejection).unify())

@@ -181,6 +181,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         snapshot: snapshot.clone(),
         reloader: reloader.clone(),
         dispatcher: dispatcher.clone(),
+        feed: ingest.feed().clone(),
     });
     let routes = ingest
         .routes()
@@ -670,6 +671,8 @@ impl Daemon {
         if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Stopping]) {
             tracing::warn!(error = %e, "sd_notify STOPPING failed");
         }
+        // Event streams never finish on their own.
+        ingest.feed().close();
         let _ = stop.send(());
         let _ = prune_stop.send(());
         // The whole stop fits in server.shutdown_timeout (the value now

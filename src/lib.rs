@@ -7,6 +7,7 @@
 //! - [`config`]: serde structs, figment layering, validation.
 //! - [`event`]: the normalised call event, the one type that flows.
 //! - [`ingest`]: `POST /callback`: checks, decoding, dedup, hand-off.
+//! - [`feed`]: the newest accepted callbacks and per-minute counts, for the console.
 //! - [`journal`]: append-only segments of accepted callbacks.
 //! - [`window`]: per-key sliding windows and their incremental aggregates (pure).
 //! - [`rules`]: the Rhai engine, rule loading and validation, the `w` API (pure).
@@ -46,6 +47,7 @@ pub mod client;
 pub mod config;
 pub mod engine;
 pub mod event;
+pub mod feed;
 pub mod ingest;
 pub mod journal;
 pub mod lograte;

@@ -67,6 +67,8 @@ pub struct Ingest {
     metrics: Arc<Metrics>,
     engine: mpsc::Sender<Accepted>,
     tap: broadcast::Sender<Event>,
+    /// What the console shows of accepted callbacks (`crate::feed`).
+    feed: Arc<crate::feed::Feed>,
     /// False until the dedup set is rebuilt from the journal on start:
     /// accepting earlier could process a retried delivery twice.
     accepting: std::sync::atomic::AtomicBool,
@@ -195,6 +197,7 @@ impl Ingest {
             metrics,
             engine,
             tap,
+            feed: Arc::new(crate::feed::Feed::new()),
             accepting: std::sync::atomic::AtomicBool::new(false),
             in_flight: Mutex::new(HashMap::new()),
         }
@@ -232,6 +235,11 @@ impl Ingest {
     /// Every event accepted from now on (for tests and debugging tools).
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.tap.subscribe()
+    }
+
+    /// The console's feed of accepted callbacks.
+    pub fn feed(&self) -> &Arc<crate::feed::Feed> {
+        &self.feed
     }
 
     /// The warp filter serving the callback path.
@@ -514,6 +522,7 @@ impl Ingest {
                     let _ = this.tap.send(e.clone());
                 }
             }
+            this.feed.push(now, &events);
             this.metrics.queue_depth.inc();
             permit.send(Accepted {
                 received_at: now,

@@ -4,6 +4,7 @@
 mod support;
 
 mod browser;
+mod console;
 mod contrib;
 mod delivery;
 mod faults;

@@ -1,0 +1,5 @@
+//! The console's data over HTTP against the in-process daemon: the live
+//! feed of accepted callbacks (server-sent events, the recent ring,
+//! per-minute counts).
+
+mod events;
