@@ -5,6 +5,7 @@
 //! `{"error": "..."}` with the fitting status. Silences are in `silences`,
 //! the live feed of accepted callbacks in `events`.
 
+mod backtest;
 pub mod events;
 pub(crate) mod silences;
 
@@ -72,6 +73,8 @@ pub struct Admin {
     pub dispatcher: Arc<Dispatcher>,
     /// Accepted callbacks for `/api/v1/events/*`.
     pub feed: Arc<crate::feed::Feed>,
+    /// Runs `POST /api/v1/backtest`, one at a time.
+    pub backtester: Arc<crate::backtest::Backtester>,
 }
 
 /// Largest request body the admin API reads.
@@ -182,6 +185,7 @@ pub fn admin_routes(
         }
     });
     let feed = admin.feed.clone();
+    let backtester = admin.backtester.clone();
     let v1 = warp::path("v1").and(
         alerts
             .or(rules)
@@ -191,6 +195,8 @@ pub fn admin_routes(
             .or(reload)
             .unify()
             .or(events::routes(feed))
+            .unify()
+            .or(backtest::route(backtester))
             .unify(),
     );
     warp::path("api").and(auth.and(v1).recover(api_rejection).unify())

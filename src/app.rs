@@ -182,6 +182,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         reloader: reloader.clone(),
         dispatcher: dispatcher.clone(),
         feed: ingest.feed().clone(),
+        backtester: Arc::new(crate::backtest::Backtester::new(&config)),
     });
     let routes = ingest
         .routes()

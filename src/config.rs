@@ -15,7 +15,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::quiet::{InhibitRule, LabelPattern, TimeInterval};
 
+mod console;
 mod quiet;
+
+pub use console::ConsoleConfig;
 
 /// The top-level sections, which environment variables may address.
 const SECTIONS: &[&str] = &[
@@ -30,6 +33,7 @@ const SECTIONS: &[&str] = &[
     "inhibit_rules",
     "time_intervals",
     "log",
+    "console",
 ];
 
 /// Where the config file is looked for when `-c` is not given.
@@ -79,6 +83,8 @@ pub struct Config {
     pub time_intervals: Vec<TimeInterval>,
     /// Logging.
     pub log: LogConfig,
+    /// What the web console's data endpoints may cost.
+    pub console: ConsoleConfig,
 }
 
 impl Default for Config {
@@ -101,6 +107,7 @@ impl Default for Config {
             inhibit_rules: Vec::new(),
             time_intervals: Vec::new(),
             log: LogConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -678,6 +685,7 @@ impl Config {
             return Err(invalid("rules.tick", "must be greater than 0"));
         }
         self.validate_limits()?;
+        self.validate_console()?;
         let mut seen_apps = std::collections::HashSet::new();
         for (i, app) in self.apps.iter().enumerate() {
             if !seen_apps.insert(app.sdkappid) {

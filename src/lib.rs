@@ -20,6 +20,7 @@
 //! - [`reload`]: hot reload of config and rules, all-or-nothing.
 //! - [`timeline`]: engine time from event time, shared by `replay` and `test`.
 //! - [`replay`]: offline evaluation of recorded callbacks in event time.
+//! - [`backtest`]: one pasted rule over the journal, on a budget, for the console.
 //! - [`ruletest`]: `callwatch test`, rule tests written as `*.test.toml` data.
 //! - [`simulate`]: realistic callback traffic with injected anomalies.
 //! - [`metrics`]: the Prometheus registry.
@@ -41,6 +42,7 @@ pub mod alert;
 pub mod annotations;
 pub mod api;
 pub mod app;
+pub mod backtest;
 pub mod budget;
 pub mod builtin;
 pub mod client;
