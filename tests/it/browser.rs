@@ -262,7 +262,7 @@ async fn console_callbacks_live_and_playground_in_a_real_browser() {
         .await;
     assert!(table.contains("firing"), "{table}");
     b.wait_for("#timeline circle").await;
-    b.shoot("playground-alerts").await;
+    b.shoot_at("playground-alerts", Some("#result")).await;
 
     // A syntax error shows at its line.
     let broken = "const RULE = #{ events: [\"start_call\"], window: \"1m\" };\n\nfn check(w) {\n    w.count( > 3\n}\n";
@@ -277,6 +277,6 @@ async fn console_callbacks_live_and_playground_in_a_real_browser() {
         .wait_text("#gutter", "the marked line", |t| t.contains("▶4"))
         .await;
     assert!(gutter.contains("▶4"), "{gutter}");
-    b.shoot("playground-error").await;
+    b.shoot_at("playground-error", Some("#result")).await;
     b.close().await;
 }

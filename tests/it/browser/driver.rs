@@ -207,6 +207,12 @@ impl Browser {
     /// Screenshots of the page at both widths, to
     /// `target/console-screenshots/{name}-{width}.png`.
     pub async fn shoot(&self, name: &str) {
+        self.shoot_at(name, None).await
+    }
+
+    /// Like [`Browser::shoot`], with the element `css` scrolled into view
+    /// (what a page shows below the fold after an action).
+    pub async fn shoot_at(&self, name: &str, css: Option<&str>) {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
         std::fs::create_dir_all(&dir).expect("screenshot dir");
         for w in WIDTHS {
@@ -214,6 +220,15 @@ impl Browser {
                 .set_window_size(w, 900)
                 .await
                 .expect("window size");
+            if let Some(css) = css {
+                self.client
+                    .execute(
+                        "document.querySelector(arguments[0]).scrollIntoView();",
+                        vec![css.into()],
+                    )
+                    .await
+                    .expect("scroll");
+            }
             let png = self.client.screenshot().await.expect("screenshot");
             std::fs::write(dir.join(format!("{name}-{w}.png")), png).expect("write screenshot");
         }
