@@ -5,6 +5,7 @@
 //! `{"error": "..."}` with the fitting status. Silences are in `silences`,
 //! the live feed of accepted callbacks in `events`.
 
+mod alert_history;
 mod backtest;
 pub mod events;
 pub(crate) mod silences;
@@ -99,16 +100,17 @@ impl Admin {
     /// that mute it for at least one receiver (`muted_by`, names). An
     /// alert listed in any is tracked but (there) not sent.
     fn alerts(&self) -> warp::reply::Response {
-        match self.alerts_json() {
+        match self.active_alerts() {
             Ok(alerts) => json_reply(StatusCode::OK, &serde_json::json!({ "alerts": alerts })),
-            Err(e) => error_reply(StatusCode::INTERNAL_SERVER_ERROR, &e),
+            Err(e) => error_reply(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         }
     }
 
-    /// The alerts `GET /api/v1/alerts` answers (the console shows them too).
-    pub fn alerts_json(&self) -> Result<Vec<serde_json::Value>, String> {
+    /// The alerts of `GET /api/v1/alerts`, as JSON objects (the console's
+    /// pages use them too).
+    pub fn active_alerts(&self) -> Result<Vec<serde_json::Value>, crate::store::StoreError> {
         let now = crate::ingest::now_ms() / 1000;
-        let silences = lock(&self.store).silences().map_err(|e| e.to_string())?;
+        let silences = lock(&self.store).silences()?;
         let snapshot = self.snapshot();
         // Mutes belong to routes, which a rule's `notify` bypasses.
         let notify_of = |rule: &str| -> Option<Vec<String>> {
@@ -158,6 +160,7 @@ pub fn admin_routes(
     let alerts = warp::path!("alerts")
         .and(warp::get())
         .map(move || a.alerts());
+    let history = alert_history::route(admin.clone());
     let a = admin.clone();
     let rules = warp::path!("rules").and(warp::get()).map(move || {
         json_reply(
@@ -188,6 +191,8 @@ pub fn admin_routes(
     let backtester = admin.backtester.clone();
     let v1 = warp::path("v1").and(
         alerts
+            .or(history)
+            .unify()
             .or(rules)
             .unify()
             .or(silences::routes(admin))

@@ -127,9 +127,9 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
     ));
 
     let store_existed = crate::store::exists(&config.state.dir);
-    let store = Arc::new(Mutex::new(
-        Store::open(&config.state.dir).context("opening the store in state.dir")?,
-    ));
+    let mut store = Store::open(&config.state.dir).context("opening the store in state.dir")?;
+    store.set_history_limit(config.console.history_max_rows);
+    let store = Arc::new(Mutex::new(store));
     if !store_existed {
         unsaved::warn_if_store_recreated(&config.state.dir, &metrics);
     }
@@ -538,9 +538,11 @@ fn run_engine(task: EngineTask) {
                 Persist::Delete(id) => (id, None),
             })
             .collect();
-        unsaved
+        let saved = unsaved
             .borrow_mut()
-            .save(&store, &save_metrics, changes, out)
+            .save(&store, &save_metrics, changes, out);
+        crate::history::record_transitions(&store, saved.iter().map(|(_, t)| t));
+        saved
     };
     let restored_count = restored.len();
     for r in restored {

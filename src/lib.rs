@@ -17,6 +17,7 @@
 //! - [`budget`]: the per-rule CPU budget that suspends a runaway rule.
 //! - [`annotations`]: `RULE.annotations` templates, checked at load (pure).
 //! - [`store`]: SQLite store for the outbox, silences and persisted state.
+//! - [`history`]: each alert's transitions and notifications, for people looking back.
 //! - [`reload`]: hot reload of config and rules, all-or-nothing.
 //! - [`timeline`]: engine time from event time, shared by `replay` and `test`.
 //! - [`replay`]: offline evaluation of recorded callbacks in event time.
@@ -50,6 +51,7 @@ pub mod config;
 pub mod engine;
 pub mod event;
 pub mod feed;
+pub mod history;
 pub mod ingest;
 pub mod journal;
 pub mod lograte;

@@ -39,7 +39,7 @@ impl Default for ConsoleConfig {
             backtest_max_since: Duration::from_secs(24 * 3600),
             backtest_max_operations: 2_000_000_000,
             backtest_max_alerts: 1000,
-            history_max_rows: 100_000,
+            history_max_rows: 20_000,
         }
     }
 }

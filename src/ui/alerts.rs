@@ -39,7 +39,7 @@ fn severity_rank(s: &serde_json::Value) -> u8 {
 /// The active alerts with their state, firing and severe first, then
 /// the newest.
 pub(crate) fn active(console: &Console) -> Result<Vec<serde_json::Value>, String> {
-    let mut alerts = console.admin.alerts_json()?;
+    let mut alerts = console.admin.active_alerts().map_err(|e| e.to_string())?;
     for a in &mut alerts {
         let state = state_of(a);
         if let Some(o) = a.as_object_mut() {
@@ -91,6 +91,13 @@ pub(super) fn one(console: &Console, g: &Granted, fingerprint: &str) -> warp::re
         }
     };
     let history = super::history::of(console, fingerprint);
+    // Not active: the alert as its newest transition left it.
+    let alert = alert.or_else(|| {
+        let mut a = history.as_ref()?.get("alert")?.clone();
+        let status = a["status"].clone();
+        a.as_object_mut()?.insert("state".into(), status);
+        Some(a)
+    });
     let status = if alert.is_none() && history.is_none() {
         StatusCode::NOT_FOUND
     } else {

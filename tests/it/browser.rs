@@ -203,6 +203,16 @@ async fn console_pages_alerts_silences_in_a_real_browser() {
         .await;
     b.wait_text("#alert-state", "firing", |t| t == "firing")
         .await;
+    // Its history: the firing and the webhook deliveries.
+    let t = b
+        .wait_text("#transitions", "the firing", |t| t.contains("firing"))
+        .await;
+    assert!(t.contains("pending") || t.contains("inactive"), "{t}");
+    let n = b
+        .wait_text("#notifications", "the webhook", |t| t.contains("hook"))
+        .await;
+    assert!(n.contains("delivered") || n.contains("sent"), "{n}");
+    b.shoot("alert-history").await;
     assert!(b.console_errors().await.is_empty());
     b.close().await;
 }
