@@ -396,6 +396,7 @@ fn newest_ms(segment: &Path) -> Option<i64> {
 /// (it runs only on a core nothing else wants), or at least nice 19 when
 /// that is refused, so a backtest never takes time from ingest or the
 /// engine.
+#[allow(unsafe_code)]
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: both calls only read the struct passed and change the
