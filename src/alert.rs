@@ -201,6 +201,10 @@ pub struct Tracker {
     phase: Phase,
     /// The latest alert object (for the API), while pending or firing.
     current: Option<Alert>,
+    /// The evidence of the last notification about this alert, shown
+    /// with `current` (an evaluation that notifies nothing gathers none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    notified_evidence: Vec<Evidence>,
 }
 
 impl Default for Tracker {
@@ -208,6 +212,7 @@ impl Default for Tracker {
         Tracker {
             phase: Phase::Inactive,
             current: None,
+            notified_evidence: Vec::new(),
         }
     }
 }
@@ -234,6 +239,21 @@ impl Tracker {
     /// The current alert, while pending or firing.
     pub fn current(&self) -> Option<&Alert> {
         self.current.as_ref()
+    }
+
+    /// Keeps the evidence a notification about this alert carried.
+    pub fn remember_evidence(&mut self, evidence: &[Evidence]) {
+        self.notified_evidence = evidence.to_vec();
+    }
+
+    /// The current alert as the API and console show it: with the
+    /// evidence last notified when the evaluation chose none.
+    pub fn shown(&self) -> Option<Alert> {
+        let mut alert = self.current.clone()?;
+        if alert.evidence.is_empty() {
+            alert.evidence = self.notified_evidence.clone();
+        }
+        Some(alert)
     }
 
     fn build(

@@ -1,17 +1,19 @@
 //! Operational HTTP endpoints: `/healthz`, `/readyz`, `/metrics`.
 //! The admin API under `/api/v1` (alerts, rules, silences, reload) with its
-//! authorisation (a bearer token, or loopback peers only when none is set)
-//! and its error bodies: every failure under `/api/` answers
-//! `{"error": "..."}` with the fitting status. Silences are in `silences`.
+//! authorisation (the rule in `access`, shared with the console) and its
+//! error bodies: every failure under `/api/` answers
+//! `{"error": "..."}` with the fitting status. Silences are in `silences`,
+//! the live feed of accepted callbacks in `events`.
 
-mod silences;
+mod alert_history;
+mod backtest;
+pub mod events;
+pub(crate) mod silences;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use subtle::ConstantTimeEq;
 use warp::http::StatusCode;
 use warp::Filter;
 
@@ -83,9 +85,8 @@ pub type ReloadFuture<'a> = std::pin::Pin<
 
 /// What the admin API reads and changes.
 pub struct Admin {
-    /// `server.admin_token` as in force (a reload changes it); empty
-    /// serves loopback clients only.
-    pub token: Arc<RwLock<String>>,
+    /// Who may call: the admin token in force and console sessions.
+    pub access: Arc<crate::access::Access>,
     pub store: SharedStore,
     pub snapshot: Arc<RwLock<Snapshot>>,
     pub reloader: Arc<dyn Reload>,
@@ -94,14 +95,14 @@ pub struct Admin {
     pub dispatcher: Arc<Dispatcher>,
     /// Cluster mode: silences are written to the shared bucket first.
     pub shared_silences: Option<Arc<crate::cluster::silences::ClusterSilences>>,
+    /// Accepted callbacks for `/api/v1/events/*`.
+    pub feed: Arc<crate::feed::Feed>,
+    /// Runs `POST /api/v1/backtest`, one at a time.
+    pub backtester: Arc<crate::backtest::Backtester>,
 }
 
 /// Largest request body the admin API reads.
 const MAX_BODY_BYTES: u64 = 64 * 1024;
-
-#[derive(Debug)]
-struct Refused(StatusCode, String);
-impl warp::reject::Reject for Refused {}
 
 fn json_reply(status: StatusCode, v: &serde_json::Value) -> warp::reply::Response {
     warp::reply::Reply::into_response(warp::reply::with_status(warp::reply::json(v), status))
@@ -111,38 +112,6 @@ fn error_reply(status: StatusCode, message: &str) -> warp::reply::Response {
     json_reply(status, &serde_json::json!({ "error": message }))
 }
 
-/// Authorisation for `/api/*`: the bearer token when one is set, else only
-/// loopback peers. The peer is the TCP address; `X-Forwarded-For` and
-/// similar headers are never consulted, so they cannot forge loopback.
-fn authorize(
-    token: &str,
-    peer: Option<SocketAddr>,
-    header: Option<&str>,
-) -> Result<(), (StatusCode, String)> {
-    if token.is_empty() {
-        return match peer {
-            Some(p) if p.ip().is_loopback() => Ok(()),
-            _ => Err((
-                StatusCode::FORBIDDEN,
-                "admin API serves loopback clients only (set server.admin_token to allow others)"
-                    .into(),
-            )),
-        };
-    }
-    let given = header
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim)
-        .unwrap_or("");
-    if given.as_bytes().ct_eq(token.as_bytes()).into() {
-        Ok(())
-    } else {
-        Err((
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token".into(),
-        ))
-    }
-}
-
 impl Admin {
     /// `GET /api/v1/alerts`: the engine's active alerts, each with the
     /// silences that cover it (`silenced_by`, ids), the alerts that
@@ -150,11 +119,17 @@ impl Admin {
     /// that mute it for at least one receiver (`muted_by`, names). An
     /// alert listed in any is tracked but (there) not sent.
     fn alerts(&self) -> warp::reply::Response {
+        match self.active_alerts() {
+            Ok(alerts) => json_reply(StatusCode::OK, &serde_json::json!({ "alerts": alerts })),
+            Err(e) => error_reply(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        }
+    }
+
+    /// The alerts of `GET /api/v1/alerts`, as JSON objects (the console's
+    /// pages use them too).
+    pub fn active_alerts(&self) -> Result<Vec<serde_json::Value>, crate::store::StoreError> {
         let now = crate::ingest::now_ms() / 1000;
-        let silences = match lock(&self.store).silences() {
-            Ok(s) => s,
-            Err(e) => return error_reply(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        };
+        let silences = lock(&self.store).silences()?;
         let snapshot = self.snapshot();
         // Mutes belong to routes, which a rule's `notify` bypasses.
         let notify_of = |rule: &str| -> Option<Vec<String>> {
@@ -183,10 +158,10 @@ impl Admin {
                 v
             })
             .collect();
-        json_reply(StatusCode::OK, &serde_json::json!({ "alerts": alerts }))
+        Ok(alerts)
     }
 
-    fn snapshot(&self) -> Snapshot {
+    pub fn snapshot(&self) -> Snapshot {
         self.snapshot
             .read()
             .map(|s| s.clone())
@@ -199,20 +174,12 @@ impl Admin {
 pub fn admin_routes(
     admin: Arc<Admin>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
-    let token = admin.token.clone();
-    let auth = crate::server::remote()
-        .and(warp::header::optional::<String>("authorization"))
-        .and_then(move |peer: Option<SocketAddr>, header: Option<String>| {
-            let current = token.read().unwrap_or_else(|p| p.into_inner());
-            let r = authorize(&current, peer, header.as_deref());
-            drop(current);
-            async move { r.map_err(|(status, msg)| warp::reject::custom(Refused(status, msg))) }
-        })
-        .untuple_one();
+    let auth = admin.access.filter(true).map(|_| ()).untuple_one();
     let a = admin.clone();
     let alerts = warp::path!("alerts")
         .and(warp::get())
         .map(move || a.alerts());
+    let history = alert_history::route(admin.clone());
     let a = admin.clone();
     let rules = warp::path!("rules").and(warp::get()).map(move || {
         json_reply(
@@ -239,13 +206,21 @@ pub fn admin_routes(
             }
         }
     });
+    let feed = admin.feed.clone();
+    let backtester = admin.backtester.clone();
     let v1 = warp::path("v1").and(
         alerts
+            .or(history)
+            .unify()
             .or(rules)
             .unify()
             .or(silences::routes(admin))
             .unify()
             .or(reload)
+            .unify()
+            .or(events::routes(feed))
+            .unify()
+            .or(backtest::route(backtester))
             .unify(),
     );
     warp::path("api").and(auth.and(v1).recover(api_rejection).unify())
@@ -256,8 +231,8 @@ pub fn admin_routes(
 /// has a GET route is refused as too large, not as the wrong method.
 async fn api_rejection(r: warp::Rejection) -> Result<warp::reply::Response, Infallible> {
     use warp::reject;
-    let (status, message) = if let Some(Refused(status, msg)) = r.find::<Refused>() {
-        (*status, msg.clone())
+    let (status, message) = if let Some(d) = r.find::<crate::access::Denied>() {
+        (d.status, d.message.clone())
     } else if r.find::<reject::PayloadTooLarge>().is_some() {
         (
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -313,25 +288,4 @@ pub async fn recover_rejection(r: warp::Rejection) -> Result<warp::reply::Respon
         warp::http::HeaderValue::from_static("application/json"),
     );
     Ok(resp)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loopback_only_without_token() {
-        let local: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
-        let remote: SocketAddr = "10.0.0.2:5000".parse().expect("addr");
-        assert!(authorize("", Some(local), None).is_ok());
-        assert_eq!(
-            authorize("", Some(remote), None).map_err(|e| e.0),
-            Err(StatusCode::FORBIDDEN)
-        );
-        assert!(authorize("s3cret", Some(remote), Some("Bearer s3cret")).is_ok());
-        assert_eq!(
-            authorize("s3cret", Some(local), Some("Bearer nope")).map_err(|e| e.0),
-            Err(StatusCode::UNAUTHORIZED)
-        );
-    }
 }

@@ -12,7 +12,7 @@
 //! written, so a later record is never glued to a fragment; the callbacks
 //! of the failed batch are refused.
 
-mod tail;
+pub mod tail;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};

@@ -168,6 +168,33 @@ impl Drop for InFlight {
     }
 }
 
+/// A response body holding its request's [`InFlight`] guard until the
+/// body is done or dropped.
+struct Answering<B> {
+    body: B,
+    _guard: InFlight,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Answering<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// The socket, noting when request bytes arrive.
 struct Watched {
     io: TcpStream,
@@ -321,9 +348,15 @@ pub async fn serve<F>(
                 let guard = state.request();
                 let answer = hyper::service::Service::call(&service, req);
                 async move {
+                    // The request counts as in flight until its body is
+                    // sent: a long answer (an event stream) is not idle.
                     let r = answer.await;
-                    drop(guard);
-                    r
+                    r.map(|resp| {
+                        resp.map(|body| Answering {
+                            body,
+                            _guard: guard,
+                        })
+                    })
                 }
             })
         };

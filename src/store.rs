@@ -3,6 +3,9 @@
 //! transitions decided but not yet in the outbox (`pending`).
 //! Every write is one transaction, so a crash leaves either the old or the
 //! new row, never half of one. It knows nothing about HTTP or receivers.
+//! The alert history tables are in `history`.
+
+mod history;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -10,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
+pub use history::{Delivery, NotificationRow, TransitionRow};
 /// The store as the daemon's parts share it: one connection behind one
 /// lock. Take it with [`lock`] only.
 pub type SharedStore = Arc<Mutex<Store>>;
@@ -112,6 +116,8 @@ fn default_true() -> bool {
 
 pub struct Store {
     conn: Connection,
+    /// Rows kept per alert-history table (`console.history_max_rows`).
+    history_limit: u64,
 }
 
 /// The store's file under a state dir.
@@ -176,7 +182,11 @@ impl Store {
             );",
         )
         .map_err(sql("create tables"))?;
-        Ok(Store { conn })
+        history::create_tables(&conn)?;
+        Ok(Store {
+            conn,
+            history_limit: crate::config::ConsoleConfig::default().history_max_rows,
+        })
     }
 
     /// [`Store::enqueue_releasing`] with nothing to release (tests).

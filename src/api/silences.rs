@@ -71,11 +71,20 @@ fn new_silence_id() -> String {
 use crate::time::now_secs;
 
 fn not_found(id: &str) -> warp::reply::Response {
-    error_reply(StatusCode::NOT_FOUND, &format!("no silence {id:?}"))
+    let (status, msg) = not_found_msg(id);
+    error_reply(status, &msg)
 }
 
 fn internal(e: impl std::fmt::Display) -> warp::reply::Response {
     error_reply(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+}
+
+fn not_found_msg(id: &str) -> (StatusCode, String) {
+    (StatusCode::NOT_FOUND, format!("no silence {id:?}"))
+}
+
+fn internal_msg(e: impl std::fmt::Display) -> (StatusCode, String) {
+    (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
 /// Reads a posted silence into a [`Silence`] without an id, checked as a
@@ -114,12 +123,8 @@ fn expired(mut s: Silence, now: i64) -> Silence {
 
 impl Admin {
     fn list_silences(&self) -> warp::reply::Response {
-        let now = now_secs();
-        match lock(&self.store).silences() {
-            Ok(list) => {
-                let list: Vec<_> = list.iter().map(|s| silence_json(s, now)).collect();
-                json_reply(StatusCode::OK, &serde_json::Value::from(list))
-            }
+        match self.silences_json() {
+            Ok(list) => json_reply(StatusCode::OK, &serde_json::Value::from(list)),
             Err(e) => internal(e),
         }
     }
@@ -137,18 +142,26 @@ impl Admin {
     /// state allows, else the old one expires and a new id is issued.
     /// Answers `{"silenceID": id}`.
     async fn post_silence(&self, body: &[u8]) -> warp::reply::Response {
+        match self.save_silence(body).await {
+            Ok(id) => json_reply(StatusCode::OK, &serde_json::json!({ "silenceID": id })),
+            Err((status, msg)) => error_reply(status, &msg),
+        }
+    }
+
+    /// What `POST /api/v1/silences` does (the console's form does it
+    /// too): the saved silence's id, or the status and message of the
+    /// refusal.
+    pub(crate) async fn save_silence(&self, body: &[u8]) -> Result<String, (StatusCode, String)> {
         let now = now_secs();
-        let (id, mut posted) = match parse_post(body, now) {
-            Ok(p) => p,
-            Err(msg) => return error_reply(StatusCode::BAD_REQUEST, &msg),
-        };
+        let (id, mut posted) =
+            parse_post(body, now).map_err(|msg| (StatusCode::BAD_REQUEST, msg))?;
         let stored = {
             let store = lock(&self.store);
             match id.as_deref().map(|id| store.get_silence(id)) {
                 None => None,
                 Some(Ok(Some(s))) => Some(s),
-                Some(Ok(None)) => return not_found(id.as_deref().unwrap_or_default()),
-                Some(Err(e)) => return internal(e),
+                Some(Ok(None)) => return Err(not_found_msg(id.as_deref().unwrap_or_default())),
+                Some(Err(e)) => return Err(internal_msg(e)),
             }
         };
         let replaced = match stored {
@@ -175,7 +188,7 @@ impl Admin {
         if let Some(shared) = &self.shared_silences {
             for s in std::iter::once(&posted).chain(replaced.as_ref()) {
                 if let Err(e) = shared.put(s).await {
-                    return error_reply(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+                    return Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string()));
                 }
             }
         }
@@ -189,41 +202,55 @@ impl Admin {
         match saved {
             Ok(()) => {
                 tracing::info!(id = %posted.id, comment = %posted.comment, by = %posted.created_by, "silence saved");
-                json_reply(
-                    StatusCode::OK,
-                    &serde_json::json!({ "silenceID": posted.id }),
-                )
+                Ok(posted.id)
             }
-            Err(e) => internal(e),
+            Err(e) => Err(internal_msg(e)),
         }
     }
 
     /// Expires a silence now and answers it; an expired one is answered
     /// unchanged.
     async fn expire_silence(&self, id: &str) -> warp::reply::Response {
+        match self.expire_silence_now(id).await {
+            Ok(s) => json_reply(StatusCode::OK, &silence_json(&s, now_secs())),
+            Err((status, msg)) => error_reply(status, &msg),
+        }
+    }
+
+    /// What `DELETE /api/v1/silences/{id}` does (the console's expire
+    /// button too): the silence as it is now.
+    pub(crate) async fn expire_silence_now(
+        &self,
+        id: &str,
+    ) -> Result<Silence, (StatusCode, String)> {
         let now = now_secs();
         let found = lock(&self.store).get_silence(id);
         let s = match found {
-            Ok(Some(s)) if silence::state(&s, now) == "expired" => {
-                return json_reply(StatusCode::OK, &silence_json(&s, now))
-            }
+            Ok(Some(s)) if silence::state(&s, now) == "expired" => return Ok(s),
             Ok(Some(s)) => expired(s, now),
-            Ok(None) => return not_found(id),
-            Err(e) => return internal(e),
+            Ok(None) => return Err(not_found_msg(id)),
+            Err(e) => return Err(internal_msg(e)),
         };
         if let Some(shared) = &self.shared_silences {
             if let Err(e) = shared.put(&s).await {
-                return error_reply(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+                return Err((StatusCode::SERVICE_UNAVAILABLE, e.to_string()));
             }
         }
         let saved = lock(&self.store).put_silence(&s);
         match saved {
             Ok(()) => {
                 tracing::info!(id = %s.id, "silence expired");
-                json_reply(StatusCode::OK, &silence_json(&s, now))
+                Ok(s)
             }
-            Err(e) => internal(e),
+            Err(e) => Err(internal_msg(e)),
         }
+    }
+
+    /// Every silence, as the list endpoint answers them.
+    pub(crate) fn silences_json(&self) -> Result<Vec<serde_json::Value>, String> {
+        let now = now_secs();
+        let list = lock(&self.store).silences().map_err(|e| e.to_string())?;
+        Ok(list.iter().map(|s| silence_json(s, now)).collect())
     }
 }
 

@@ -17,11 +17,13 @@ use crate::quiet::{InhibitRule, LabelPattern, TimeInterval};
 
 pub mod allow;
 mod cluster;
+mod console;
 mod quiet;
 mod source;
 pub use source::ConfigSource;
 
 pub use cluster::ClusterConfig;
+pub use console::ConsoleConfig;
 
 /// The top-level sections, which environment variables may address.
 const SECTIONS: &[&str] = &[
@@ -37,6 +39,7 @@ const SECTIONS: &[&str] = &[
     "time_intervals",
     "log",
     "cluster",
+    "console",
 ];
 
 /// Where the config file is looked for when `-c` is not given.
@@ -89,6 +92,8 @@ pub struct Config {
     /// Cluster mode over NATS JetStream; absent means a single node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterConfig>,
+    /// What the web console's data endpoints may cost.
+    pub console: ConsoleConfig,
 }
 
 impl Default for Config {
@@ -112,6 +117,7 @@ impl Default for Config {
             time_intervals: Vec::new(),
             log: LogConfig::default(),
             cluster: None,
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -689,6 +695,7 @@ impl Config {
             return Err(invalid("rules.tick", "must be greater than 0"));
         }
         self.validate_limits()?;
+        self.validate_console()?;
         let mut seen_apps = std::collections::HashSet::new();
         for (i, app) in self.apps.iter().enumerate() {
             if !seen_apps.insert(app.sdkappid) {

@@ -106,9 +106,11 @@ pub(super) fn run_engine(task: EngineTask) {
                 Persist::Delete(id) => (id, None),
             })
             .collect();
-        unsaved
+        let saved = unsaved
             .borrow_mut()
-            .save(&store, &save_metrics, changes, out)
+            .save(&store, &save_metrics, changes, out);
+        crate::history::record_transitions(&store, saved.iter().map(|(_, t)| t));
+        saved
     };
     let restored_count = restored.len();
     for r in restored {

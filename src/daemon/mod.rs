@@ -150,9 +150,9 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
     };
 
     let store_existed = crate::store::exists(&config.state.dir);
-    let store: SharedStore = Arc::new(Mutex::new(
-        Store::open(&config.state.dir).context("opening the store in state.dir")?,
-    ));
+    let mut store = Store::open(&config.state.dir).context("opening the store in state.dir")?;
+    store.set_history_limit(config.console.history_max_rows);
+    let store: SharedStore = Arc::new(Mutex::new(store));
     if !store_existed {
         unsaved::warn_if_store_recreated(&config.state.dir, &metrics);
     }
@@ -218,12 +218,14 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         dispatcher.clone(),
     ));
     let admin = Arc::new(Admin {
-        token: reloader.admin_token(),
+        access: Arc::new(crate::access::Access::new(reloader.admin_token())),
         store: store.clone(),
         snapshot: snapshot.clone(),
         reloader: reloader.clone(),
         dispatcher: dispatcher.clone(),
         shared_silences: leader_side.as_ref().map(|s| s.silences.clone()),
+        feed: ingest.feed().clone(),
+        backtester: Arc::new(crate::backtest::Backtester::new(&config)),
     });
     let routes = ingest
         .routes()
@@ -233,7 +235,9 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
             feed.as_ref().map(|f| f.state()),
         ))
         .unify()
-        .or(crate::api::admin_routes(admin))
+        .or(crate::api::admin_routes(admin.clone()))
+        .unify()
+        .or(crate::ui::routes(admin))
         .unify()
         .recover(crate::api::recover_rejection)
         .unify();
@@ -381,6 +385,8 @@ impl Daemon {
         if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Stopping]) {
             tracing::warn!(error = %e, "sd_notify STOPPING failed");
         }
+        // Event streams never finish on their own.
+        ingest.feed().close();
         let _ = stop.send(());
         let _ = prune_stop.send(());
         // The whole stop fits in server.shutdown_timeout (the value now

@@ -271,7 +271,7 @@ impl Engine {
             .slots
             .iter()
             .flat_map(|s| s.keys.values())
-            .filter_map(|k| k.tracker.as_ref()?.current().cloned())
+            .filter_map(|k| k.tracker.as_ref()?.shown())
             .chain(self.builtin.alerts().cloned())
             .collect();
         out.sort_by(|a, b| (&a.rule, &a.fingerprint).cmp(&(&b.rule, &b.fingerprint)));
@@ -534,8 +534,9 @@ mod tests {
         assert_eq!(calls, [101, 100], "newest first");
         assert_eq!(t.alert.evidence[0].call_id.as_deref(), Some("c-2"));
         assert_eq!(t.alert.key["user_id"], "alice");
-        // The API's current alert is not given evidence on every evaluation.
-        assert!(e.active_alerts()[0].evidence.is_empty());
+        // The API's current alert shows the evidence last notified (it is
+        // not gathered again on every evaluation).
+        assert_eq!(e.active_alerts()[0].evidence, t.alert.evidence);
         // One event leaves the window: still one in it, the check clears.
         let cleared = e.on_tick(100 + 3600);
         assert_eq!(

@@ -334,6 +334,9 @@ pub(super) fn evaluate_inner(
             });
         }
         let alert = with_evidence(alert, &ks.window, policy.evidence_events);
+        if let Some(t) = ks.tracker.as_mut() {
+            t.remember_evidence(&alert.evidence);
+        }
         Transition::of(rule, alert, now)
     })
 }

@@ -77,6 +77,7 @@ impl Pending {
                 let _ = ingest.tap.send(e.clone());
             }
         }
+        ingest.feed.push(received_at, &events);
         ingest.metrics.queue_depth.inc();
         permit.send(Accepted {
             received_at,

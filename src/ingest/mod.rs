@@ -88,6 +88,8 @@ pub struct Ingest {
     metrics: Arc<Metrics>,
     engine: mpsc::Sender<Accepted>,
     tap: broadcast::Sender<Event>,
+    /// What the console shows of accepted callbacks (`crate::feed`).
+    feed: Arc<crate::feed::Feed>,
     /// False until the dedup set is rebuilt from the journal on start:
     /// accepting earlier could process a retried delivery twice.
     accepting: std::sync::atomic::AtomicBool,
@@ -245,6 +247,7 @@ impl Ingest {
             metrics,
             engine,
             tap,
+            feed: Arc::new(crate::feed::Feed::new()),
             accepting: std::sync::atomic::AtomicBool::new(false),
             in_flight: Mutex::new(hashbrown::HashMap::new()),
             stream: std::sync::OnceLock::new(),
@@ -288,6 +291,11 @@ impl Ingest {
     /// Every event accepted from now on (for tests and debugging tools).
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.tap.subscribe()
+    }
+
+    /// The console's feed of accepted callbacks.
+    pub fn feed(&self) -> &Arc<crate::feed::Feed> {
+        &self.feed
     }
 
     /// The warp filter serving the callback path.

@@ -148,6 +148,7 @@ impl Outbox {
             if self.max_queued != usize::MAX {
                 let dropped = store.take_oldest_beyond(&n.receiver, self.max_queued)?;
                 self.dropped(&n.receiver, &dropped);
+                crate::history::record_settled(&store, &n.receiver, &dropped, "dropped", now_ms());
             }
             self.metrics
                 .outbox_size
@@ -203,6 +204,9 @@ impl Outbox {
                     );
                 }
                 if !items.is_empty() {
+                    let store = lock(&self.store);
+                    crate::history::record_settled(&store, name, &items, "given_up", now);
+                    drop(store);
                     self.count_n(name, "given_up", items.len() as u64);
                     self.publish_size();
                 }
@@ -368,6 +372,7 @@ impl Outbox {
         }
         let now = now_ms();
         let store = lock(&self.store);
+        let error = result.as_ref().err().map(|e| e.to_string());
         let outcome = match result {
             Ok(()) => {
                 tracing::info!(receiver = %name, alerts = n.alerts.len(), status = n.status.as_str(), attempts = item.attempts + 1, "notification delivered");
@@ -376,7 +381,17 @@ impl Outbox {
             Err(e) => self.failed(&store, name, &item, &e, now),
         };
         match outcome {
-            Ok(o) => self.count(name, o),
+            Ok(o) => {
+                self.count(name, o);
+                let delivery = crate::store::Delivery {
+                    receiver: name,
+                    at_ms: now,
+                    outcome: o,
+                    attempt: item.attempts + 1,
+                    error: error.as_deref(),
+                };
+                crate::history::record_delivery(&store, &n, &delivery);
+            }
             Err(e) => tracing::error!(receiver = %name, error = %e, "outbox update failed"),
         }
         self.metrics

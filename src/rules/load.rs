@@ -70,6 +70,17 @@ pub fn load_source(
     load_with(&Arc::new(build_engine(cfg)), name, path, source)
 }
 
+/// [`load_source`] on an engine the caller built with [`build_engine`]
+/// and then adjusted (a backtest adds its budget as a progress hook).
+pub fn load_source_on(
+    engine: Engine,
+    name: &str,
+    path: &Path,
+    source: &str,
+) -> Result<Rule, Vec<RuleError>> {
+    load_with(&Arc::new(engine), name, path, source)
+}
+
 fn read_and_load(engine: &Arc<Engine>, path: &Path) -> Result<Rule, Vec<RuleError>> {
     let source = std::fs::read_to_string(path)
         .map_err(|e| vec![RuleError::start_of(path, format!("cannot read rule: {e}"))])?;

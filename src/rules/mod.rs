@@ -37,7 +37,7 @@ pub use api::{dynamic_to_json, event_map, json_to_dynamic, map_from_json, map_to
 pub use engine::build_engine;
 pub use errors::{RuleError, RunError};
 pub use key::{Key, KeyBuf, KeyView};
-pub use load::{load_dir, load_file, load_source};
+pub use load::{load_dir, load_file, load_source, load_source_on};
 pub use spec::{RuleSpec, Severity, KNOWN_KEYS};
 
 /// What one `check` call works on.

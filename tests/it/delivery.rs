@@ -6,7 +6,7 @@
 
 mod admin_api;
 pub(crate) mod harness;
-mod trace;
+pub(crate) mod trace;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

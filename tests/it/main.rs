@@ -3,7 +3,9 @@
 
 mod support;
 
+mod browser;
 mod cluster;
+mod console;
 mod contrib;
 mod delivery;
 mod faults;

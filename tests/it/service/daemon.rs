@@ -87,6 +87,12 @@ impl Home {
 
     /// Starts `callwatch run -c callwatch.toml`; does not wait for ready.
     pub fn spawn(&self) -> Proc {
+        self.spawn_via(&[])
+    }
+
+    /// Like [`Home::spawn`], run through `prefix` (such as `ip netns exec
+    /// NAME`, which execs the daemon in place).
+    pub fn spawn_via(&self, prefix: &[&str]) -> Proc {
         let log = |name: &str| {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -94,7 +100,14 @@ impl Home {
                 .open(self.path().join(name))
                 .expect("open log")
         };
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_callwatch"));
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_callwatch"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_callwatch")),
+        };
         cmd.arg("run")
             .arg("-c")
             .arg(self.config_path())

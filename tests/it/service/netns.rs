@@ -15,12 +15,12 @@ use std::process::Command;
 use super::daemon::{free_addr, Home};
 
 /// A namespace and veth pair, removed on drop (also when a test fails).
-struct Netns {
-    name: String,
+pub(crate) struct Netns {
+    pub(crate) name: String,
     host_if: String,
-    host_ip: String,
+    pub(crate) host_ip: String,
     /// The namespace's own address, as the daemon sees its clients.
-    ns_ip: String,
+    pub(crate) ns_ip: String,
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -130,7 +130,7 @@ impl Drop for Netns {
 
 /// The namespace, or `None` (with a loud message) when this machine
 /// cannot make one and nobody required it.
-fn netns_or_skip() -> Option<Netns> {
+pub(crate) fn netns_or_skip() -> Option<Netns> {
     let tools = ["ip", "curl"]
         .iter()
         .all(|t| Command::new(t).arg("-V").output().is_ok());
