@@ -251,7 +251,7 @@ impl Budget {
         }
         // The clock is read every few thousand operations only: a spin
         // is caught within microseconds of the deadline all the same.
-        if n % 4096 == 0 && self.out_of_time() {
+        if n.is_multiple_of(4096) && self.out_of_time() {
             return self.stopped.get().cloned();
         }
         None
@@ -331,7 +331,7 @@ impl Job<'_> {
             let read = journal::each_line(BufReader::with_capacity(1 << 16, file), |_, line| {
                 // Checked per line as well: a rule that filters
                 // everything out runs no Rhai at all.
-                if callbacks % 256 == 0 && budget.out_of_time() {
+                if callbacks.is_multiple_of(256) && budget.out_of_time() {
                     return Err(std::io::Error::other("out of budget"));
                 }
                 // A torn line at the end of the segment being written.

@@ -103,7 +103,7 @@ impl Console {
     fn log_out(&self, gate: Gate, form: &HashMap<String, String>) -> warp::reply::Response {
         let g = match self.admit_form(gate, form) {
             Ok(g) => g,
-            Err(refused) => return refused,
+            Err(refused) => return *refused,
         };
         if let Via::Session(id) = &g.via {
             self.admin.access.sessions.close(id);

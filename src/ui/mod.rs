@@ -92,20 +92,20 @@ impl Console {
     ) -> warp::reply::Response {
         match self.admit(gate) {
             Ok(g) => page(&g),
-            Err(refused) => refused,
+            Err(refused) => *refused,
         }
     }
 
     /// Who the gate let in, or the page that answers a refusal.
-    fn admit(&self, gate: Gate) -> Result<Granted, warp::reply::Response> {
+    fn admit(&self, gate: Gate) -> Result<Granted, Box<warp::reply::Response>> {
         match gate.granted {
             Ok(g) => Ok(g),
             Err(d) if d.status == StatusCode::UNAUTHORIZED && gate.safe => {
                 let next: String =
                     form_urlencoded::byte_serialize(gate.target.as_bytes()).collect();
-                Err(redirect(&format!("/ui/login?next={next}")))
+                Err(Box::new(redirect(&format!("/ui/login?next={next}"))))
             }
-            Err(d) => Err(self.pages.error(d.status, &d.message, None)),
+            Err(d) => Err(Box::new(self.pages.error(d.status, &d.message, None))),
         }
     }
 
@@ -115,16 +115,16 @@ impl Console {
         &self,
         gate: Gate,
         form: &HashMap<String, String>,
-    ) -> Result<Granted, warp::reply::Response> {
+    ) -> Result<Granted, Box<warp::reply::Response>> {
         let g = self.admit(gate)?;
         if g.csrf_ok(form.get("csrf").map(String::as_str)) {
             Ok(g)
         } else {
-            Err(self.pages.error(
+            Err(Box::new(self.pages.error(
                 StatusCode::FORBIDDEN,
                 "the form's CSRF token is missing or stale: reload the page and try again",
                 Some(&g),
-            ))
+            )))
         }
     }
 }
@@ -224,7 +224,7 @@ impl Console {
     ) -> warp::reply::Response {
         let g = match self.admit_form(gate, form) {
             Ok(g) => g,
-            Err(refused) => return refused,
+            Err(refused) => return *refused,
         };
         let g = &g;
         let parts: Vec<&str> = tail.split('/').collect();
