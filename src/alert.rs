@@ -11,6 +11,8 @@ use sha2::{Digest, Sha256};
 
 use crate::annotations::{Annotations, TemplateContext};
 use crate::event::Event;
+// Where the RFC 3339 helpers lived before `time` gathered them.
+pub use crate::time::{format_rfc3339, parse_rfc3339, rfc3339, rfc3339_opt};
 
 /// Lifecycle of one alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -131,54 +133,15 @@ pub fn fingerprint(rule: &str, key: &BTreeMap<String, String>) -> String {
     hex::encode(&h.finalize()[..16])
 }
 
-/// Formats Unix seconds as RFC 3339 UTC (`2026-11-25T20:00:00Z`).
-pub fn format_rfc3339(secs: i64) -> String {
-    match time::OffsetDateTime::from_unix_timestamp(secs) {
-        Ok(t) => t
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_else(|_| secs.to_string()),
-        Err(_) => secs.to_string(),
-    }
-}
-
-/// Parses RFC 3339 back into Unix seconds.
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(|t| t.unix_timestamp())
-}
-
-pub mod rfc3339 {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &i64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::format_rfc3339(*v))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-        let s = String::deserialize(d)?;
-        super::parse_rfc3339(&s).ok_or_else(|| serde::de::Error::custom("bad RFC 3339 time"))
-    }
-}
-
-pub mod rfc3339_opt {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(v) => s.serialize_str(&super::format_rfc3339(*v)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-        match Option::<String>::deserialize(d)? {
-            None => Ok(None),
-            Some(s) => super::parse_rfc3339(&s)
-                .map(Some)
-                .ok_or_else(|| serde::de::Error::custom("bad RFC 3339 time")),
-        }
-    }
+/// An alert that must be notified, with where the rule wants it to go.
+/// Serialisable: it waits in the store until its notification is queued.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Transition {
+    pub alert: Alert,
+    /// The rule's `notify` list, which bypasses routes.
+    pub notify: Option<Vec<String>>,
+    /// Engine time of the transition.
+    pub at: i64,
 }
 
 /// What a rule's `check` decided for one key at one evaluation.

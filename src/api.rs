@@ -13,7 +13,7 @@ mod silences;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use subtle::ConstantTimeEq;
 use warp::http::StatusCode;
@@ -23,7 +23,7 @@ use crate::engine::Snapshot;
 use crate::metrics::Metrics;
 use crate::notify::dispatch::Dispatcher;
 use crate::notify::silence;
-use crate::store::Store;
+use crate::store::{lock, SharedStore};
 
 /// `/readyz` detail after the store was created fresh over a journal.
 const STORE_RECREATED: &str = "store was missing and created empty over an existing journal: silences and alert states were lost; see the log";
@@ -64,14 +64,26 @@ pub fn ops_routes(
     healthz.or(readyz).unify().or(metrics).unify()
 }
 
+/// Hot reload as the admin API needs it: run one, and have its report as
+/// JSON or every error. The daemon's reloader implements it; the API
+/// knows nothing of how (so it imports nothing from the daemon).
+pub trait Reload: Send + Sync {
+    fn reload_json(&self) -> ReloadFuture<'_>;
+}
+
+/// What [`Reload::reload_json`] returns.
+pub type ReloadFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<serde_json::Value, Vec<String>>> + Send + 'a>,
+>;
+
 /// What the admin API reads and changes.
 pub struct Admin {
     /// `server.admin_token` as in force (a reload changes it); empty
     /// serves loopback clients only.
     pub token: Arc<RwLock<String>>,
-    pub store: Arc<Mutex<Store>>,
+    pub store: SharedStore,
     pub snapshot: Arc<RwLock<Snapshot>>,
-    pub reloader: Arc<crate::app::Reloader>,
+    pub reloader: Arc<dyn Reload>,
     /// What keeps alerts back besides silences (`inhibited_by`,
     /// `muted_by`).
     pub dispatcher: Arc<Dispatcher>,
@@ -126,10 +138,6 @@ fn authorize(
             "missing or wrong bearer token".into(),
         ))
     }
-}
-
-fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
-    store.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Admin {
@@ -220,7 +228,7 @@ pub fn admin_routes(
     let reload = warp::path!("reload").and(warp::post()).then(move || {
         let a = a.clone();
         async move {
-            match a.reloader.reload().await {
+            match a.reloader.reload_json().await {
                 Ok(report) => json_reply(
                     StatusCode::OK,
                     &serde_json::json!({"status": "ok", "report": report}),
@@ -291,6 +299,32 @@ async fn api_rejection(r: warp::Rejection) -> Result<warp::reply::Response, Infa
         (StatusCode::BAD_REQUEST, format!("bad request: {r:?}"))
     };
     Ok(error_reply(status, &message))
+}
+
+/// Renders warp's rejections (unknown path, wrong method, bad header)
+/// outside `/api/` as the same JSON failure body the callback path uses
+/// (the admin API answers its own errors).
+pub async fn recover_rejection(r: warp::Rejection) -> Result<warp::reply::Response, Infallible> {
+    let (status, message) = if r.is_not_found() {
+        (StatusCode::NOT_FOUND, "no such endpoint".to_string())
+    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed".to_string(),
+        )
+    } else if let Some(e) = r.find::<warp::reject::InvalidHeader>() {
+        (StatusCode::BAD_REQUEST, e.to_string())
+    } else {
+        (StatusCode::BAD_REQUEST, format!("{r:?}"))
+    };
+    let body = crate::server::failure_body(status, &message);
+    let mut resp = warp::reply::Response::new(body.to_string().into());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
 }
 
 #[cfg(test)]

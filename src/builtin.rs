@@ -9,8 +9,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::alert::Transition;
 use crate::alert::{fingerprint, Alert, AlertStatus, ResolveReason};
-use crate::engine::Transition;
 use crate::rules::Rule;
 
 /// A rule was suspended for exceeding its CPU budget.

@@ -305,9 +305,7 @@ pub fn parse_matcher(arg: &str) -> Result<Matcher, String> {
     })
 }
 
-fn now_secs() -> i64 {
-    crate::ingest::now_ms() / 1000
-}
+use crate::time::now_secs;
 
 fn print_json(v: &Value) {
     println!(
@@ -366,7 +364,7 @@ pub fn silence(command: &SilenceCommand) -> Result<(), ClientError> {
             let ends_at = now_secs().saturating_add(lasts.as_secs().max(1) as i64);
             let body = json!({
                 "matchers": matchers,
-                "endsAt": crate::alert::format_rfc3339(ends_at),
+                "endsAt": crate::time::format_rfc3339(ends_at),
                 "createdBy": author,
                 "comment": comment,
             });

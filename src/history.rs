@@ -10,10 +10,11 @@ use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
-use crate::alert::{format_rfc3339, AlertStatus};
-use crate::engine::Transition;
+use crate::alert::AlertStatus;
+use crate::alert::Transition;
 use crate::notify::Notification;
 use crate::store::{Delivery, Store, StoreError};
+use crate::time::format_rfc3339;
 
 fn status_name(s: AlertStatus) -> &'static str {
     match s {

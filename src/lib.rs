@@ -18,7 +18,7 @@
 //! - [`annotations`]: `RULE.annotations` templates, checked at load (pure).
 //! - [`store`]: SQLite store for the outbox, silences and persisted state.
 //! - [`history`]: each alert's transitions and notifications, for people looking back.
-//! - [`reload`]: hot reload of config and rules, all-or-nothing.
+//! - [`time`]: the wall clock (read only here) and RFC 3339 times.
 //! - [`timeline`]: engine time from event time, shared by `replay` and `test`.
 //! - [`replay`]: offline evaluation of recorded callbacks in event time.
 //! - [`backtest`]: one pasted rule over the journal, on a budget, for the console.
@@ -33,18 +33,19 @@
 //! - [`notify`]: receivers (log, email, webhook, chat services,
 //!   Alertmanager), grouping and the durable outbox.
 //! - [`quiet`]: inhibit rules, time intervals and regex label matchers (pure).
-//! - [`app`]: wiring, startup recovery and ordered shutdown.
+//! - [`daemon`]: wiring, startup recovery, the engine thread, hot reload,
+//!   housekeeping and the one shutdown order.
 //! - [`startup`]: logging setup, the startup summary, start-up errors.
 
 pub mod alert;
 pub mod annotations;
 pub mod api;
-pub mod app;
 pub mod backtest;
 pub mod budget;
 pub mod builtin;
 pub mod client;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod event;
 pub mod feed;
@@ -56,7 +57,6 @@ pub mod metrics;
 pub mod notify;
 pub mod progress;
 pub mod quiet;
-pub mod reload;
 pub mod replay;
 pub mod rules;
 pub mod ruletest;
@@ -64,5 +64,10 @@ pub mod server;
 pub mod simulate;
 pub mod startup;
 pub mod store;
+pub mod time;
 pub mod timeline;
 pub mod window;
+
+// The names these modules had before `daemon/` gathered them.
+pub use daemon as app;
+pub use daemon::reload;

@@ -15,9 +15,10 @@ use std::io::{BufRead, Write};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 
+use crate::alert::Transition;
 use crate::alert::{Alert, AlertStatus};
 use crate::config::Config;
-use crate::engine::{Engine, EngineSettings, RuleStats, Transition};
+use crate::engine::{Engine, EngineSettings, RuleStats};
 use crate::event::Event;
 use crate::ingest::line::{decode_line, LineError};
 use crate::journal::each_line;
@@ -162,7 +163,7 @@ pub fn render_among(t: &Transition, config: &Config, active: &[Alert]) -> String
     if let Some(obj) = v.as_object_mut() {
         obj.insert(
             "at".into(),
-            serde_json::Value::from(crate::alert::format_rfc3339(t.at)),
+            serde_json::Value::from(crate::time::format_rfc3339(t.at)),
         );
         obj.insert("receivers".into(), serde_json::Value::from(receivers));
         if let Some(reason) = why {

@@ -62,6 +62,9 @@ const RESERVED_FDS: u64 = 256;
 /// connections fit under it (at most `wanted`).
 // rlim_t is u64 on Linux but not on every platform.
 #[allow(clippy::unnecessary_cast)]
+// The crate denies `unsafe_code`; this is an exception: libc has no
+// safe wrapper for the open-file limit.
+#[allow(unsafe_code)]
 fn connections_that_fit(wanted: usize) -> usize {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -264,7 +267,7 @@ async fn watchdog(state: Arc<ConnState>, limits: Limits) -> &'static str {
 /// The answer to a connection over the cap, written without waiting.
 fn over_capacity_reply() -> Vec<u8> {
     let status = warp::http::StatusCode::SERVICE_UNAVAILABLE;
-    let body = crate::ingest::failure_body(status, "too many open connections").to_string();
+    let body = failure_body(status, "too many open connections").to_string();
     format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
          retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
@@ -383,4 +386,17 @@ pub async fn serve<F>(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// The failure body of every refusal on the callback port (the callback
+/// route's and the accept loop's): the success keys with `FAIL`, a
+/// non-zero code and the message (Tencent logs `ErrorInfo`; people read
+/// `ErrorMessage`).
+pub fn failure_body(status: warp::http::StatusCode, message: &str) -> serde_json::Value {
+    serde_json::json!({
+        "ActionStatus": "FAIL",
+        "ErrorCode": status.as_u16(),
+        "ErrorInfo": message,
+        "ErrorMessage": message,
+    })
 }

@@ -7,8 +7,8 @@
 
 use std::io::IsTerminal;
 
+use crate::config::ConfigSource;
 use crate::config::{Config, LogConfig, LogFormat};
-use crate::reload::ConfigSource;
 
 /// The daemon could not start because of what it was given (config,
 /// rules, receivers): restarting would fail the same way.

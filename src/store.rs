@@ -8,11 +8,27 @@
 mod history;
 
 use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 pub use history::{Delivery, NotificationRow, TransitionRow};
+
+/// The store as the daemon's parts share it: one connection behind one
+/// lock. Take it with [`lock`] only.
+pub type SharedStore = Arc<Mutex<Store>>;
+
+/// Locks the store: the one poison policy for every user of it.
+///
+/// A poisoned lock means some thread panicked while holding it. Every
+/// write is one SQLite transaction, which either committed or was rolled
+/// back when the panicking frame dropped it, so the data behind a
+/// poisoned lock is as consistent as behind a clean one: the lock is
+/// taken over, never propagated as an error or a second panic.
+pub fn lock(store: &Mutex<Store>) -> MutexGuard<'_, Store> {
+    store.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// A store problem, naming the operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -60,9 +76,9 @@ pub struct Silence {
     pub id: String,
     pub matchers: Vec<Matcher>,
     /// Unix seconds.
-    #[serde(with = "crate::alert::rfc3339")]
+    #[serde(with = "crate::time::rfc3339")]
     pub starts_at: i64,
-    #[serde(with = "crate::alert::rfc3339")]
+    #[serde(with = "crate::time::rfc3339")]
     pub ends_at: i64,
     #[serde(default)]
     pub comment: String,

@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use crate::engine::{Engine, Transition};
+use crate::alert::Transition;
+use crate::engine::Engine;
 use crate::event::Event;
 
 /// Which engine call produced a batch of transitions.

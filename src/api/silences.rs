@@ -13,9 +13,10 @@ use serde::Deserialize;
 use warp::http::StatusCode;
 use warp::Filter;
 
-use super::{error_reply, json_reply, lock, Admin, MAX_BODY_BYTES};
+use super::{error_reply, json_reply, Admin, MAX_BODY_BYTES};
 use crate::alert::{format_rfc3339, parse_rfc3339};
 use crate::notify::silence::{self, Update};
+use crate::store::lock;
 use crate::store::{Matcher, Silence};
 
 /// A silence as posted (Alertmanager's `postableSilence`). `id` names a
@@ -67,9 +68,7 @@ fn new_silence_id() -> String {
     hex::encode(bytes)
 }
 
-fn now_secs() -> i64 {
-    crate::ingest::now_ms() / 1000
-}
+use crate::time::now_secs;
 
 fn not_found(id: &str) -> warp::reply::Response {
     error_reply(StatusCode::NOT_FOUND, &format!("no silence {id:?}"))

@@ -31,7 +31,7 @@ pub fn span(secs: i64) -> String {
 
 /// An RFC 3339 time relative to `now`: `5m ago` or `in 1h59m`.
 fn relative(t: &Value, now: i64) -> String {
-    match t.as_str().and_then(crate::alert::parse_rfc3339) {
+    match t.as_str().and_then(crate::time::parse_rfc3339) {
         Some(t) if t <= now => format!("{} ago", span(now - t)),
         Some(t) => format!("in {}", span(t - now)),
         None => "-".into(),

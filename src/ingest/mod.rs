@@ -10,7 +10,8 @@
 //! - [`auth`]: SDKAppID and sign checks (pure).
 //! - [`dedup`]: bounded memory of recent deliveries.
 
-pub mod allow;
+// `server.callback_allow` is parsed with the config.
+pub use crate::config::allow;
 pub mod auth;
 pub mod decode;
 pub mod dedup;
@@ -19,12 +20,11 @@ pub mod line;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Buf;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use tokio::sync::{broadcast, mpsc};
 use warp::http::StatusCode;
 use warp::Filter;
@@ -77,12 +77,7 @@ pub struct Ingest {
 }
 
 /// Current wall-clock time in Unix milliseconds.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use crate::time::now_ms;
 
 /// A rejected callback: HTTP status plus the message for the body.
 struct Failure {
@@ -101,16 +96,7 @@ impl Failure {
     }
 }
 
-/// Failure body: the success keys with `FAIL`, a non-zero code and the
-/// message (Tencent logs `ErrorInfo`; people read `ErrorMessage`).
-pub fn failure_body(status: StatusCode, message: &str) -> Value {
-    json!({
-        "ActionStatus": "FAIL",
-        "ErrorCode": status.as_u16(),
-        "ErrorInfo": message,
-        "ErrorMessage": message,
-    })
-}
+pub use crate::server::failure_body;
 
 fn reply_json(status: StatusCode, body: &Value) -> warp::reply::Response {
     let mut r = warp::reply::Response::new(body.to_string().into());

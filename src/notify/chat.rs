@@ -78,7 +78,7 @@ impl Chat {
             }
             Chat::Dingtalk { secret } => {
                 if !secret.is_empty() {
-                    let ms = unix(now).as_millis() as i64;
+                    let ms = crate::time::unix_ms(now);
                     url.query_pairs_mut()
                         .append_pair("timestamp", &ms.to_string())
                         .append_pair("sign", &sign::dingtalk(secret, ms));
@@ -100,7 +100,7 @@ impl Chat {
                     "content": { "text": render.body(n, &title, Style::Plain, FEISHU) },
                 });
                 if !secret.is_empty() {
-                    let s = unix(now).as_secs() as i64;
+                    let s = crate::time::unix_secs(now);
                     body["timestamp"] = json!(s.to_string());
                     body["sign"] = json!(sign::feishu(secret, s));
                 }
@@ -173,11 +173,6 @@ impl Chat {
             Chat::Teams | Chat::Discord => Ok(()),
         }
     }
-}
-
-fn unix(now: SystemTime) -> std::time::Duration {
-    now.duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
 }
 
 /// A numeric status field, whether sent as a number or a string.

@@ -13,9 +13,9 @@ use std::collections::HashMap;
 
 use super::route;
 use super::silence;
+use crate::alert::Transition;
 use crate::alert::{Alert, AlertStatus};
 use crate::config::Config;
-use crate::engine::Transition;
 use crate::quiet::inhibit;
 use crate::store::Silence;
 

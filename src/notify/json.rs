@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::alert::format_rfc3339;
+use crate::time::format_rfc3339;
 
 use super::Notification;
 

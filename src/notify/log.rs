@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use crate::alert::format_rfc3339;
+use crate::time::format_rfc3339;
 
 use super::text::{labels, status_tag, value};
 use super::{Notification, NotifyError};

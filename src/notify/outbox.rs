@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
@@ -22,10 +22,10 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use super::{Notification, NotifyError, Receivers};
-use crate::ingest::now_ms;
 use crate::lograte::LogRate;
 use crate::metrics::{Metrics, ReceiverLabels};
-use crate::store::{OutboxItem, Store, StoreError};
+use crate::store::{lock, OutboxItem, SharedStore, Store, StoreError};
+use crate::time::now_ms;
 
 /// Attempts of one receiver in flight at once. More than one, so a send
 /// stuck until the receiver's timeout does not hold back the others; few,
@@ -34,7 +34,7 @@ pub const IN_FLIGHT_PER_RECEIVER: usize = 4;
 
 /// Shared handle to the outbox.
 pub struct Outbox {
-    store: Arc<Mutex<Store>>,
+    store: SharedStore,
     receivers: Arc<Receivers>,
     metrics: Arc<Metrics>,
     give_up_after_ms: i64,
@@ -58,15 +58,9 @@ pub fn backoff(attempts: u32, max: Duration) -> Duration {
     Duration::from_millis(((base as f64 * jitter) as u64).min(max_ms))
 }
 
-fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
-    // A poisoned lock means a panic mid-call; SQLite's own transactions
-    // keep the data consistent, so carrying on is safe.
-    store.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Outbox {
     pub fn new(
-        store: Arc<Mutex<Store>>,
+        store: SharedStore,
         receivers: Arc<Receivers>,
         metrics: Arc<Metrics>,
         give_up_after: Duration,

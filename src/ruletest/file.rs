@@ -208,8 +208,8 @@ pub fn start(src: &Source<'_>, v: Option<&Spanned<toml::Value>>) -> Result<i64, 
     };
     let parsed = match v.get_ref() {
         toml::Value::Integer(secs) => Some(*secs),
-        toml::Value::String(s) => crate::alert::parse_rfc3339(s.trim()),
-        toml::Value::Datetime(d) => crate::alert::parse_rfc3339(&d.to_string()),
+        toml::Value::String(s) => crate::time::parse_rfc3339(s.trim()),
+        toml::Value::Datetime(d) => crate::time::parse_rfc3339(&d.to_string()),
         _ => None,
     };
     parsed.ok_or_else(|| {

@@ -139,7 +139,7 @@ impl Mismatch {
         let mut out = format!(
             "  [[expect]] at {} ({}), line {}: {} expected alert(s) not active, {} active alert(s) not expected\n",
             e.at_text,
-            crate::alert::format_rfc3339(self.at),
+            crate::time::format_rfc3339(self.at),
             e.line,
             missing,
             extra

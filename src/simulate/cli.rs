@@ -63,9 +63,7 @@ pub enum SimulateError {
     Runtime(anyhow::Error),
 }
 
-fn now_secs() -> i64 {
-    crate::ingest::now_ms() / 1000
-}
+use crate::time::now_secs;
 
 impl SimulateArgs {
     /// The options, checked.

@@ -74,7 +74,7 @@ fn request_url(base: &reqwest::Url, record: &Record, token: Option<&str>) -> req
             };
         }
         if let Some(token) = token {
-            let now = (crate::ingest::now_ms() / 1000).to_string();
+            let now = (crate::time::now_secs()).to_string();
             q.append_pair("requesttime", &now);
             q.append_pair("sign", &crate::ingest::auth::sign(token, &now));
         }

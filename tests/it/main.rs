@@ -8,6 +8,7 @@ mod contrib;
 mod delivery;
 mod faults;
 mod ingest;
+mod layers;
 mod notify;
 mod props;
 mod quiet;

@@ -7,9 +7,10 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use super::tests::{lock, run_with, statuses, Run};
+use crate::alert::Transition;
 use crate::alert::{Alert, AlertStatus};
 use crate::config::Config;
-use crate::engine::{Snapshot, Transition};
+use crate::engine::Snapshot;
 use crate::quiet::interval::{IntervalConfig, TimeRange};
 use crate::quiet::{InhibitRule, TimeInterval};
 

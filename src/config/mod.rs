@@ -15,8 +15,11 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::quiet::{InhibitRule, LabelPattern, TimeInterval};
 
+pub mod allow;
 mod console;
 mod quiet;
+mod source;
+pub use source::ConfigSource;
 
 pub use console::ConsoleConfig;
 
@@ -140,7 +143,7 @@ pub struct ServerConfig {
     /// Accepted callbacks waiting for the rule engine; when full, `/callback` answers 503.
     pub queue_capacity: usize,
     /// Peers allowed to post callbacks (CIDRs); empty allows any.
-    pub callback_allow: Vec<crate::ingest::allow::AllowNet>,
+    pub callback_allow: Vec<allow::AllowNet>,
     /// Open connections served at once; more are answered 503 and closed.
     pub max_connections: usize,
     /// A request's headers must arrive within this long of its first byte.

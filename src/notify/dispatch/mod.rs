@@ -31,8 +31,9 @@ use super::hold::{Holds, Quiet, Reason};
 use super::outbox::Outbox;
 use super::{Notification, Receivers};
 use crate::alert::Alert;
+use crate::alert::Transition;
 use crate::config::Config;
-use crate::engine::{Snapshot, Transition};
+use crate::engine::Snapshot;
 use crate::lograte::LogRate;
 use crate::metrics::{Metrics, ReceiverLabels};
 use crate::store::{Silence, Store};
@@ -69,12 +70,6 @@ pub struct Dispatcher {
     /// with the pending ids they release; retried before anything newer.
     unqueued: Mutex<Vec<Queueable>>,
     log_rate: LogRate,
-}
-
-fn unix(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 impl Dispatcher {
@@ -188,7 +183,7 @@ impl Dispatcher {
     }
 
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(|p| p.into_inner())
+        crate::store::lock(&self.store)
     }
 
     /// Resubmits the transitions a previous run saved as pending but did
@@ -264,7 +259,7 @@ impl Dispatcher {
             config: &config,
             silences: &silences,
             active: &active,
-            now: unix(now),
+            now: crate::time::unix_secs(now),
         };
         let mut groups = self.groups();
         let mut unowed = Vec::new();
@@ -372,7 +367,7 @@ impl Dispatcher {
             config: &config,
             silences: &silences,
             active: &active,
-            now: unix(SystemTime::now()),
+            now: crate::time::unix_secs(SystemTime::now()),
         };
         let mut held = self.held();
         for t in firing {
@@ -400,7 +395,7 @@ impl Dispatcher {
             config: &config,
             silences: &silences,
             active: &active,
-            now: unix(now),
+            now: crate::time::unix_secs(now),
         };
         let free = self.held().take_free(|t, receiver| {
             quiet
@@ -682,7 +677,7 @@ mod tests {
                 is_regex: false,
                 is_equal: true,
             }],
-            starts_at: unix(SystemTime::now()) - 3600,
+            starts_at: crate::time::unix_secs(SystemTime::now()) - 3600,
             ends_at,
             comment: String::new(),
             created_by: String::new(),
@@ -710,7 +705,7 @@ mod tests {
 
     /// Ends the silence on `rule` and lets the dispatcher notice (day 2).
     fn end_silence(r: &Run, rule: &str) {
-        silence_rule(r, rule, unix(SystemTime::now()) - 1);
+        silence_rule(r, rule, crate::time::unix_secs(SystemTime::now()) - 1);
         tick(r, 2);
     }
 
@@ -724,7 +719,7 @@ mod tests {
     fn an_alert_firing_when_its_silence_ends_is_sent_then() {
         let dir = tempfile::tempdir().expect("tempdir");
         let r = run(dir.path());
-        silence_rule(&r, "a", unix(SystemTime::now()) + 3600);
+        silence_rule(&r, "a", crate::time::unix_secs(SystemTime::now()) + 3600);
         r.submit(vec![transition("a", &["ops"]), transition("b", &["ops"])]);
         tick(&r, 1);
         assert_eq!(r.queued("ops"), vec![vec!["b"]], "a is silenced");
@@ -740,7 +735,7 @@ mod tests {
     fn an_alert_that_fired_and_resolved_under_a_silence_is_never_sent() {
         let dir = tempfile::tempdir().expect("tempdir");
         let r = run(dir.path());
-        silence_rule(&r, "a", unix(SystemTime::now()) + 3600);
+        silence_rule(&r, "a", crate::time::unix_secs(SystemTime::now()) + 3600);
         r.submit(vec![transition("a", &["ops"])]);
         r.submit(vec![resolved("a", &["ops"])]);
         end_silence(&r, "a");
@@ -753,7 +748,7 @@ mod tests {
         let r = run(dir.path());
         r.submit(vec![transition("a", &["ops"])]);
         tick(&r, 1);
-        silence_rule(&r, "a", unix(SystemTime::now()) + 3600);
+        silence_rule(&r, "a", crate::time::unix_secs(SystemTime::now()) + 3600);
         // A repeat and the resolve, both under the silence.
         let mut repeat = transition("a", &["ops"]);
         repeat.at += 300;
@@ -769,11 +764,11 @@ mod tests {
     fn a_transition_sent_after_a_silence_replaces_what_it_held() {
         let dir = tempfile::tempdir().expect("tempdir");
         let r = run(dir.path());
-        silence_rule(&r, "a", unix(SystemTime::now()) + 3600);
+        silence_rule(&r, "a", crate::time::unix_secs(SystemTime::now()) + 3600);
         r.submit(vec![transition("a", &["ops"])]);
         // Deleted through the API, and the alert resolved and fired again
         // before the dispatcher looked: only the new firing goes out.
-        silence_rule(&r, "a", unix(SystemTime::now()) - 1);
+        silence_rule(&r, "a", crate::time::unix_secs(SystemTime::now()) - 1);
         let mut again = transition("a", &["ops"]);
         again.at += 900;
         again.alert.starts_at += 900;
@@ -809,8 +804,8 @@ mod tests {
                 is_regex: false,
                 is_equal: true,
             }],
-            starts_at: unix(SystemTime::now()) - 60,
-            ends_at: unix(SystemTime::now()) + 3600,
+            starts_at: crate::time::unix_secs(SystemTime::now()) - 60,
+            ends_at: crate::time::unix_secs(SystemTime::now()) + 3600,
             comment: String::new(),
             created_by: String::new(),
             updated_at: 0,
@@ -823,7 +818,7 @@ mod tests {
         assert_eq!(r.notifications("ops").len(), 1);
         lock(&r.store)
             .put_silence(&crate::store::Silence {
-                ends_at: unix(SystemTime::now()) - 1,
+                ends_at: crate::time::unix_secs(SystemTime::now()) - 1,
                 ..silence
             })
             .expect("end silence");

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::engine::Transition;
+use crate::alert::Transition;
 use crate::lograte::LogRate;
 use crate::metrics::Metrics;
 use crate::notify::dispatch::Tracked;
@@ -94,10 +94,7 @@ impl Unsaved {
             .iter()
             .map(|t| serde_json::to_string(t).unwrap_or_default())
             .collect();
-        let saved = store
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .apply_kv_pending(self.space, &changes, &bodies);
+        let saved = crate::store::lock(store).apply_kv_pending(self.space, &changes, &bodies);
         match saved {
             Ok(ids) => {
                 if self.failures > 0 {

@@ -9,23 +9,16 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::app::{ingest_settings, load_rules, EngineCmd};
+use super::build::{ingest_settings, load_rules};
+use super::engine_loop::EngineCmd;
+use super::recovery::recent_events;
 use crate::config::Config;
-use crate::event::Event;
-use crate::ingest::{self, Ingest};
-use crate::journal;
+use crate::ingest::Ingest;
 use crate::notify::dispatch::Dispatcher;
 use crate::notify::Receivers;
 use crate::rules::Rule;
 
-/// Where the running config came from, for reloads.
-#[derive(Debug, Clone)]
-pub enum ConfigSource {
-    /// Built in code (tests): a reload re-reads rules only.
-    Fixed,
-    /// `Config::load` with this `-c` argument (None: default lookup).
-    Load(Option<PathBuf>),
-}
+pub use crate::config::ConfigSource;
 
 /// Hot reload of config and rules. A reload with any error changes
 /// nothing and reports every error.
@@ -239,20 +232,13 @@ impl Reloader {
     }
 }
 
-/// Events from journal records newer than the widest window (oldest
-/// first), for rebuilding windows.
-fn recent_events(state_dir: &std::path::Path, max_window_secs: i64) -> std::io::Result<Vec<Event>> {
-    let horizon = ingest::now_ms() - (max_window_secs + 60) * 1000;
-    let mut out = Vec::new();
-    journal::for_each_line(state_dir, |_, _, line| {
-        // Unreadable lines were skipped (and logged) at recovery already.
-        if let Ok(l) = crate::ingest::line::decode_line(line) {
-            if l.received_at.unwrap_or(0) >= horizon {
-                out.extend(l.decoded.events);
-            }
-        }
-    })?;
-    Ok(out)
+impl crate::api::Reload for Reloader {
+    fn reload_json(&self) -> crate::api::ReloadFuture<'_> {
+        Box::pin(async move {
+            let report = self.reload().await?;
+            Ok(serde_json::to_value(report).unwrap_or_default())
+        })
+    }
 }
 
 /// Polls `dir` every two seconds and reloads when a rule file is added,
