@@ -302,7 +302,7 @@ impl Job<'_> {
             to_ms: self.to_ms,
             elapsed: Duration::ZERO,
         };
-        let mut collect = |transitions: Vec<crate::engine::Transition>| {
+        let mut collect = |transitions: Vec<crate::alert::Transition>| {
             for t in transitions {
                 out.alerts_total += 1;
                 if out.alerts.len() < max_alerts {
@@ -396,6 +396,8 @@ fn newest_ms(segment: &Path) -> Option<i64> {
 /// (it runs only on a core nothing else wants), or at least nice 19 when
 /// that is refused, so a backtest never takes time from ingest or the
 /// engine.
+// The crate denies `unsafe_code`; libc has no safe wrapper for a thread's
+// scheduling policy, and a crate for two calls is not worth it.
 #[allow(unsafe_code)]
 fn lower_priority() {
     #[cfg(target_os = "linux")]

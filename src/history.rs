@@ -10,10 +10,10 @@ use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
-use crate::alert::{format_rfc3339, AlertStatus};
-use crate::engine::Transition;
-use crate::notify::Notification;
+use crate::alert::AlertStatus;
+use crate::alert::Transition;
 use crate::store::{Delivery, Store, StoreError};
+use crate::time::format_rfc3339;
 
 fn status_name(s: AlertStatus) -> &'static str {
     match s {
@@ -51,14 +51,10 @@ pub fn record_transitions<'a>(
     }
 }
 
-/// Records a delivery outcome of `n` for each alert it carries (test
-/// notifications carry made-up alerts and are left out).
-pub fn record_delivery(store: &Store, n: &Notification, d: &Delivery<'_>) {
-    if n.test {
-        return;
-    }
-    let alerts: Vec<(String, &'static str)> = n
-        .alerts
+/// Records a delivery outcome for each of a notification's `alerts`
+/// (the caller leaves out test notifications, whose alerts are made up).
+pub fn record_delivery(store: &Store, alerts: &[crate::alert::Alert], d: &Delivery<'_>) {
+    let alerts: Vec<(String, &'static str)> = alerts
         .iter()
         .map(|a| (a.fingerprint.clone(), status_name(a.status)))
         .collect();
@@ -120,30 +116,4 @@ pub fn alert_history(
         "transitions": transitions,
         "notifications": notifications,
     })))
-}
-
-/// Records `outcome` for queued notifications settled without an attempt
-/// (`given_up` on the clock, `dropped` from a full queue).
-pub fn record_settled(
-    store: &Store,
-    receiver: &str,
-    items: &[crate::store::OutboxItem],
-    outcome: &str,
-    at_ms: i64,
-) {
-    for item in items {
-        // An unreadable payload is reported where it is read; here it
-        // only has no alerts to name.
-        let Ok(n) = serde_json::from_str::<Notification>(&item.payload) else {
-            continue;
-        };
-        let d = Delivery {
-            receiver,
-            at_ms,
-            outcome,
-            attempt: item.attempts,
-            error: item.last_error.as_deref(),
-        };
-        record_delivery(store, &n, &d);
-    }
 }

@@ -62,7 +62,7 @@ const RESERVED_FDS: u64 = 256;
 /// connections fit under it (at most `wanted`).
 // rlim_t is u64 on Linux but not on every platform.
 #[allow(clippy::unnecessary_cast)]
-// The crate denies `unsafe_code`; this is its one exception: libc has no
+// The crate denies `unsafe_code`; this is an exception: libc has no
 // safe wrapper for the open-file limit.
 #[allow(unsafe_code)]
 fn connections_that_fit(wanted: usize) -> usize {

@@ -14,6 +14,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 pub use history::{Delivery, NotificationRow, TransitionRow};
+
 /// The store as the daemon's parts share it: one connection behind one
 /// lock. Take it with [`lock`] only.
 pub type SharedStore = Arc<Mutex<Store>>;

@@ -36,7 +36,7 @@ async fn answer(backtester: &Backtester, body: &[u8]) -> warp::reply::Response {
             )
         }
     };
-    match backtester.run(req, crate::ingest::now_ms()).await {
+    match backtester.run(req, crate::time::now_ms()).await {
         Ok(outcome) => json_reply(StatusCode::OK, &outcome.to_json()),
         Err(e @ BacktestError::Load(_)) => json_reply(
             StatusCode::BAD_REQUEST,

@@ -116,7 +116,7 @@ pub fn routes(
                     &per_minute(
                         &f,
                         minutes.unwrap_or(DEFAULT_MINUTES),
-                        crate::ingest::now_ms(),
+                        crate::time::now_ms(),
                     ),
                 ),
                 Err(e) => error_reply(StatusCode::BAD_REQUEST, &e),

@@ -148,7 +148,7 @@ impl Outbox {
             if self.max_queued != usize::MAX {
                 let dropped = store.take_oldest_beyond(&n.receiver, self.max_queued)?;
                 self.dropped(&n.receiver, &dropped);
-                crate::history::record_settled(&store, &n.receiver, &dropped, "dropped", now_ms());
+                record_settled(&store, &n.receiver, &dropped, "dropped", now_ms());
             }
             self.metrics
                 .outbox_size
@@ -205,7 +205,7 @@ impl Outbox {
                 }
                 if !items.is_empty() {
                     let store = lock(&self.store);
-                    crate::history::record_settled(&store, name, &items, "given_up", now);
+                    record_settled(&store, name, &items, "given_up", now);
                     drop(store);
                     self.count_n(name, "given_up", items.len() as u64);
                     self.publish_size();
@@ -390,7 +390,9 @@ impl Outbox {
                     attempt: item.attempts + 1,
                     error: error.as_deref(),
                 };
-                crate::history::record_delivery(&store, &n, &delivery);
+                if !n.test {
+                    crate::history::record_delivery(&store, &n.alerts, &delivery);
+                }
             }
             Err(e) => tracing::error!(receiver = %name, error = %e, "outbox update failed"),
         }
@@ -431,6 +433,29 @@ impl Outbox {
 fn retry_at(now: i64, delay: Duration, give_up_at: i64) -> i64 {
     let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
     now.saturating_add(delay_ms).min(give_up_at).max(now)
+}
+
+/// Records `outcome` in the alert history for queued notifications
+/// settled without an attempt (`given_up` on the clock, `dropped` from a
+/// full queue).
+fn record_settled(store: &Store, receiver: &str, items: &[OutboxItem], outcome: &str, at_ms: i64) {
+    for item in items {
+        // An unreadable payload is reported where it is read.
+        let Ok(n) = serde_json::from_str::<Notification>(&item.payload) else {
+            continue;
+        };
+        if n.test {
+            continue;
+        }
+        let d = crate::store::Delivery {
+            receiver,
+            at_ms,
+            outcome,
+            attempt: item.attempts,
+            error: item.last_error.as_deref(),
+        };
+        crate::history::record_delivery(store, &n.alerts, &d);
+    }
 }
 
 #[cfg(test)]
