@@ -87,7 +87,7 @@ impl Fence for LeaderFence {
     }
 }
 
-/// Everything [`start`] needs, as plain values.
+/// Everything [`LeaderSide::start`] needs, as plain values.
 pub struct LeaderSettings {
     pub stream: String,
     pub node: String,

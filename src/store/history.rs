@@ -146,7 +146,7 @@ impl Store {
         tx.commit().map_err(sql("commit"))
     }
 
-    /// The newest [`PER_ALERT`] transitions of an alert, oldest first.
+    /// The newest `PER_ALERT` transitions of an alert, oldest first.
     pub fn alert_transitions(&self, fingerprint: &str) -> Result<Vec<TransitionRow>, StoreError> {
         self.newest_of(
             "SELECT at, from_status, to_status, alert FROM alert_transitions
@@ -164,7 +164,7 @@ impl Store {
         )
     }
 
-    /// The newest [`PER_ALERT`] delivery outcomes of an alert, oldest
+    /// The newest `PER_ALERT` delivery outcomes of an alert, oldest
     /// first.
     pub fn alert_notifications(
         &self,
