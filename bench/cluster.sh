@@ -21,7 +21,6 @@ DURATION=${DURATION:-5s}
 THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-64}
 PROFILE=${PROFILE:-release}
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
 NATS=${NATS_SERVER:-$(command -v nats-server || true)}
@@ -38,21 +37,11 @@ else
   BIN=target/debug/callwatch
 fi
 
-"$BIN" simulate --family a --calls "$CALLS" --rate 500 --seed 11 \
-  --start "$(date +%s)" --out "$BENCH_DIR/trace.jsonl"
-python3 - "$BENCH_DIR/trace.jsonl" "$BENCH_DIR/trace.tsv" <<'EOF'
-import json, sys, urllib.parse
-with open(sys.argv[1]) as src, open(sys.argv[2], "w") as out:
-    for line in src:
-        r = json.loads(line)
-        target = "/callback?" + urllib.parse.urlencode(r["query"])
-        out.write(target + "\t" + json.dumps(r["body"], separators=(",", ":")) + "\n")
-EOF
-echo "trace: $(wc -l < "$BENCH_DIR/trace.tsv") callbacks"
-
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+# The trace, free ports and process cleanup are ingest.sh's.
+CALLWATCH=$BIN
+# shellcheck source=bench/common.sh
+. bench/common.sh
+make_trace
 
 # Three NATS servers routed into one JetStream cluster, a store dir each.
 routes=()
