@@ -46,6 +46,8 @@ pub struct FeedState {
     /// connected to a NATS server that has lost the stream's quorum is
     /// not ready either.
     answered_ms: AtomicI64,
+    /// Whether the stream's leader last saw a majority of its replicas.
+    quorum: AtomicBool,
 }
 
 impl FeedState {
@@ -57,6 +59,7 @@ impl FeedState {
             last: AtomicU64::new(0),
             processed_at_ms: AtomicI64::new(0),
             answered_ms: AtomicI64::new(now_ms()),
+            quorum: AtomicBool::new(true),
         }
     }
 
@@ -94,6 +97,12 @@ impl FeedState {
         if !self.caught_up.load(Ordering::Acquire) {
             return Some("reading the stream's history".into());
         }
+        if !self.quorum.load(Ordering::Acquire) {
+            return Some(format!(
+                "stream {} has lost the majority of its replicas (no JetStream quorum)",
+                self.cluster.config.stream
+            ));
+        }
         let silent = now_ms() - self.answered_ms.load(Ordering::Acquire);
         if silent > MAX_READY_LAG.as_millis() as i64 {
             return Some(format!(
@@ -119,6 +128,19 @@ impl FeedState {
             .lag_seconds
             .set(if lag.is_finite() { lag } else { -1.0 });
     }
+}
+
+/// Whether a stream's raft group, as its leader reports it, has a
+/// majority: the leader plus the replicas seen within [`MAX_READY_LAG`].
+fn has_quorum(cluster: &async_nats::jetstream::stream::ClusterInfo) -> bool {
+    let seen = cluster
+        .replicas
+        .iter()
+        .filter(|p| !p.offline && p.active < MAX_READY_LAG)
+        .count();
+    let leader = usize::from(cluster.leader.is_some());
+    let members = cluster.replicas.len() + 1;
+    (leader + seen) * 2 > members
 }
 
 /// Feeds the stream to the engine: history (before `caught_up`) through
@@ -366,7 +388,15 @@ impl Feed {
             self.state
                 .last
                 .fetch_max(info.state.last_sequence, Ordering::AcqRel);
-            self.state.answered_ms.store(now_ms(), Ordering::Release);
+            // A stream leader that has lost its followers keeps answering
+            // `info` until its raft group notices (seconds later, longer
+            // on a loaded host), so an answer alone does not prove the
+            // stream can store; the leader's view of its replicas does.
+            let quorum = info.cluster.as_ref().is_none_or(has_quorum);
+            self.state.quorum.store(quorum, Ordering::Release);
+            if quorum {
+                self.state.answered_ms.store(now_ms(), Ordering::Release);
+            }
         }
         self.state.update_metrics(&self.metrics);
     }
