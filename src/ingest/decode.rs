@@ -14,6 +14,7 @@ use crate::event::{Event, Text};
 
 mod family_a;
 mod family_b;
+pub(crate) mod members;
 
 use family_a::decode_a;
 pub use family_a::A_FIELDS;
@@ -260,7 +261,7 @@ pub fn decode_bytes(
     received_at_ms: i64,
 ) -> Result<Decoded, DecodeError> {
     // Family A in one pass; the rest (and every error) the general way.
-    if let Some(done) = super::line::decode_body(query, body, received_at_ms) {
+    if let Some(done) = members::decode_body(query, body, received_at_ms) {
         return done;
     }
     let value: Value =
