@@ -10,9 +10,11 @@ use std::hash::{BuildHasher, Hash};
 pub struct Dedup {
     /// Keyed per process (the set is rebuilt from the journal on start, so
     /// keys never outlive it): foldhash rather than SipHash, as hashing
-    /// the identity is on every request's path. No sender sees a key, so
-    /// none can aim for a collision; an accidental one (2^-64 per pair)
-    /// would take a delivery for a retry, as any 64-bit digest could.
+    /// the identity is on every request's path. Its seed comes from
+    /// address-space randomisation, not a strong entropy source; that is
+    /// enough here, as no sender ever sees a key and only signed callbacks
+    /// reach the set. An accidental collision (2^-64 per pair) would take
+    /// a delivery for a retry, as any 64-bit digest could.
     hasher: foldhash::quality::RandomState,
     window_ms: i64,
     max_entries: usize,
