@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::quiet::{InhibitRule, TimeInterval};
 
 pub mod allow;
+mod changes;
 mod cluster;
 mod console;
 mod env;
@@ -25,6 +26,7 @@ mod source;
 #[cfg(test)]
 pub(crate) mod tests;
 
+pub use changes::LIVE_KEYS;
 pub use cluster::ClusterConfig;
 pub use console::ConsoleConfig;
 pub use receivers::{ReceiverConfig, ReceiverKind, RouteConfig};
@@ -56,7 +58,7 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// HTTP listener and callback checks.

@@ -20,7 +20,7 @@ fn default_timeout() -> Duration {
 }
 
 /// One notification target.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReceiverConfig {
     /// Name used by routes, rule `notify` and `default_receivers`.
     pub name: String,
@@ -77,7 +77,7 @@ impl<'de> Deserialize<'de> for ReceiverConfig {
 }
 
 /// The receiver kinds (docs/alerts.md), a closed set.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ReceiverKind {
     Log,
@@ -147,7 +147,7 @@ impl ReceiverKind {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Labels that must all equal the alert's.

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::build::{ingest_settings, load_rules};
 use super::engine_loop::EngineCmd;
 use super::recovery::recent_events;
-use crate::config::Config;
+use crate::config::{Config, LIVE_KEYS};
 use crate::ingest::Ingest;
 use crate::notify::dispatch::Dispatcher;
 use crate::notify::Receivers;
@@ -31,54 +31,6 @@ pub struct Reloader {
     dispatcher: Arc<Dispatcher>,
     /// `server.admin_token` as the admin API checks it.
     admin_token: Arc<RwLock<String>>,
-}
-
-/// Config keys a reload applies at once (with everything under them).
-/// A change to any other key is refused: it needs a restart.
-pub const LIVE_KEYS: &[&str] = &[
-    "server.admin_token",
-    "server.max_body_bytes",
-    "server.shutdown_timeout",
-    "apps",
-    "routes",
-    "alerting.default_receivers",
-];
-
-/// Dotted paths of the config keys whose values differ between `old` and
-/// `new` and that a reload cannot apply.
-pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
-    fn diff(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
-        use serde_json::Value::{Null, Object};
-        match (a, b) {
-            (Object(x), Object(y)) => {
-                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
-                for k in keys {
-                    let sub = if path.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{path}.{k}")
-                    };
-                    diff(
-                        &sub,
-                        x.get(k).unwrap_or(&Null),
-                        y.get(k).unwrap_or(&Null),
-                        out,
-                    );
-                }
-            }
-            _ if a != b => out.push(path.to_string()),
-            _ => {}
-        }
-    }
-    let value = |c: &Config| serde_json::to_value(c).unwrap_or_default();
-    let mut changed = Vec::new();
-    diff("", &value(old), &value(new), &mut changed);
-    changed.retain(|k| {
-        !LIVE_KEYS
-            .iter()
-            .any(|live| k == live || k.starts_with(&format!("{live}.")))
-    });
-    changed
 }
 
 /// What a successful reload did.
@@ -161,7 +113,8 @@ impl Reloader {
         };
         // A key the running daemon cannot apply is refused rather than
         // reported applied while the old value stays in force.
-        let mut errors: Vec<String> = restart_required(old, &config)
+        let mut errors: Vec<String> = old
+            .restart_only_changes(&config)
             .into_iter()
             .map(|k| {
                 format!(
@@ -275,27 +228,5 @@ pub(crate) async fn watch_rules(dir: PathBuf, reloader: Arc<Reloader>) {
             tracing::info!(dir = %dir.display(), "rule files changed: reloading");
             let _ = reloader.reload().await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_live_keys_may_change_without_a_restart() {
-        let old = Config::default();
-        let mut new = old.clone();
-        new.server.admin_token = "rotated".into();
-        new.server.shutdown_timeout = Duration::from_secs(3);
-        new.alerting.default_receivers = vec![];
-        assert!(restart_required(&old, &new).is_empty());
-        new.server.queue_capacity = 8;
-        new.rules.tick = Duration::from_secs(1);
-        new.receivers.push(new.receivers[0].clone());
-        assert_eq!(
-            restart_required(&old, &new),
-            vec!["receivers", "rules.tick", "server.queue_capacity"]
-        );
     }
 }
