@@ -109,6 +109,7 @@ impl Dispatcher {
         if self.held().is_empty() {
             return;
         }
+        let _gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
         let Some(silences) = self.read_silences("holding silenced alerts") else {
             return;
         };
