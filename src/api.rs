@@ -104,6 +104,40 @@ pub struct Admin {
 /// Largest request body the admin API reads.
 const MAX_BODY_BYTES: u64 = 64 * 1024;
 
+/// How a rule's settings read in `GET /api/v1/rules` (docs/api.md): the
+/// spec's keys with `where` as an object and the repeat in force.
+pub mod rule_settings {
+    use serde::{Serialize, Serializer};
+
+    use crate::engine::RuleSettings;
+
+    impl Serialize for RuleSettings {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let spec = &self.spec;
+            let where_: serde_json::Map<String, serde_json::Value> = spec
+                .where_
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone())))
+                .collect();
+            serde_json::json!({
+                "events": spec.events,
+                "where": where_,
+                "group_by": spec.group_by,
+                "window_secs": spec.window_secs,
+                "severity": spec.severity.as_str(),
+                "for_secs": spec.for_secs,
+                "repeat_secs": self.repeat_secs,
+                "labels": spec.labels,
+                "notify": spec.notify,
+                "resolve": spec.resolve,
+                "max_keys": spec.max_keys,
+                "keep_firing_for_secs": spec.keep_firing_for_secs,
+            })
+            .serialize(s)
+        }
+    }
+}
+
 fn json_reply(status: StatusCode, v: &serde_json::Value) -> warp::reply::Response {
     warp::reply::Reply::into_response(warp::reply::with_status(warp::reply::json(v), status))
 }
@@ -134,9 +168,8 @@ impl Admin {
         // Mutes belong to routes, which a rule's `notify` bypasses.
         let notify_of = |rule: &str| -> Option<Vec<String>> {
             let info = snapshot.rules.iter().find(|r| r.name == rule)?;
-            let notify: Vec<String> =
-                serde_json::from_value(info.config.get("notify")?.clone()).ok()?;
-            (!notify.is_empty()).then_some(notify)
+            let notify = &info.config.spec.notify;
+            (!notify.is_empty()).then(|| notify.clone())
         };
         let active: Vec<_> = snapshot
             .alerts

@@ -22,7 +22,7 @@ mod view;
 
 pub use persist::{KeyRecord, Persist};
 use slot::{evaluate_key, key_limit_alert, KeyLimits, RuleSlot};
-pub use view::{RuleInfo, Snapshot};
+pub use view::{RuleInfo, RuleSettings, Snapshot};
 
 /// Per-rule maps of keys. Keys are user ids from outside, so the hasher
 /// must not be predictable: hashbrown's default, foldhash, is seeded at
