@@ -8,6 +8,7 @@
 mod alert_history;
 mod backtest;
 pub mod events;
+mod reload;
 pub(crate) mod silences;
 
 use std::convert::Infallible;
@@ -16,6 +17,8 @@ use std::sync::{Arc, RwLock};
 
 use warp::http::StatusCode;
 use warp::Filter;
+
+pub use reload::{Reload, ReloadError, ReloadFuture};
 
 use crate::engine::Snapshot;
 use crate::metrics::Metrics;
@@ -70,18 +73,6 @@ pub fn ops_routes(
     });
     healthz.or(readyz).unify().or(metrics).unify()
 }
-
-/// Hot reload as the admin API needs it: run one, and have its report as
-/// JSON or every error. The daemon's reloader implements it; the API
-/// knows nothing of how (so it imports nothing from the daemon).
-pub trait Reload: Send + Sync {
-    fn reload_json(&self) -> ReloadFuture<'_>;
-}
-
-/// What [`Reload::reload_json`] returns.
-pub type ReloadFuture<'a> = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<serde_json::Value, Vec<String>>> + Send + 'a>,
->;
 
 /// What the admin API reads and changes.
 pub struct Admin {
@@ -233,7 +224,8 @@ pub fn admin_routes(
                     StatusCode::BAD_REQUEST,
                     &serde_json::json!({
                         "error": format!("reload rejected, the old config and rules stay: {} problem(s)", errors.len()),
-                        "errors": errors,
+                        "errors": errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        "details": errors.iter().map(ReloadError::detail_json).collect::<Vec<_>>(),
                     }),
                 ),
             }

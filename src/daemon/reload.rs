@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::build::{ingest_settings, load_rules};
 use super::engine_loop::EngineCmd;
 use super::recovery::recent_events;
+use crate::api::ReloadError;
 use crate::config::{Config, LIVE_KEYS};
 use crate::ingest::Ingest;
 use crate::notify::dispatch::Dispatcher;
@@ -87,7 +88,7 @@ impl Reloader {
 
     /// Re-reads config and rules and swaps them in; on any error the old
     /// set stays active and every error is returned.
-    pub async fn reload(&self) -> Result<ReloadReport, Vec<String>> {
+    pub async fn reload(&self) -> Result<ReloadReport, Vec<ReloadError>> {
         let mut current = self.current.lock().await;
         let result = self.try_reload(&current).await;
         match &result {
@@ -104,24 +105,19 @@ impl Reloader {
         result.map(|(_, r)| r)
     }
 
-    async fn try_reload(&self, old: &Config) -> Result<(Config, ReloadReport), Vec<String>> {
+    async fn try_reload(&self, old: &Config) -> Result<(Config, ReloadReport), Vec<ReloadError>> {
         let config = match &self.source {
             ConfigSource::Fixed => old.clone(),
             ConfigSource::Load(path) => {
-                Config::load(path.as_deref()).map_err(|e| vec![e.to_string()])?
+                Config::load(path.as_deref()).map_err(|e| vec![ReloadError::Config(e)])?
             }
         };
         // A key the running daemon cannot apply is refused rather than
         // reported applied while the old value stays in force.
-        let mut errors: Vec<String> = old
+        let mut errors: Vec<ReloadError> = old
             .restart_only_changes(&config)
             .into_iter()
-            .map(|k| {
-                format!(
-                    "restart required: {k} (a reload applies only {})",
-                    LIVE_KEYS.join(", ")
-                )
-            })
+            .map(|key| ReloadError::RestartRequired { key })
             .collect();
         let rules = match load_rules(&config) {
             Ok(r) => Some(r),
@@ -131,7 +127,7 @@ impl Reloader {
             }
         };
         if let Err(e) = Receivers::from_config(&config) {
-            errors.push(e.to_string());
+            errors.push(ReloadError::Receivers(e.to_string()));
         }
         let Some(rules) = rules.filter(|_| errors.is_empty()) else {
             return Err(errors);
@@ -149,8 +145,8 @@ impl Reloader {
             None => recent_events(&state_dir, max_window),
         })
         .await
-        .map_err(|e| vec![format!("reading the journal: {e}")])?
-        .map_err(|e| vec![format!("reading the journal: {e}")])?;
+        .map_err(|e| vec![ReloadError::Daemon(format!("reading the journal: {e}"))])?
+        .map_err(|e| vec![ReloadError::Daemon(format!("reading the journal: {e}"))])?;
         let new_digests = digests(&rules);
         let (reply, done) = oneshot::channel();
         self.ctl
@@ -160,12 +156,14 @@ impl Reloader {
                 reply,
             })
             .await
-            .map_err(|_| vec!["the engine has stopped".to_string()])?;
+            .map_err(|_| vec![ReloadError::Daemon("the engine has stopped".into())])?;
         // The rules being replaced come from the engine: the files on disk
         // already hold the new versions.
-        let old_rules = done
-            .await
-            .map_err(|_| vec!["the engine stopped during reload".to_string()])?;
+        let old_rules = done.await.map_err(|_| {
+            vec![ReloadError::Daemon(
+                "the engine stopped during reload".into(),
+            )]
+        })?;
         self.ingest.set_settings(ingest_settings(&config));
         self.dispatcher.set_config(&config);
         match self.admin_token.write() {
