@@ -85,6 +85,10 @@ pub struct Ingest {
     /// Swapped as a whole on reload (apps and tokens, limits).
     settings: std::sync::RwLock<Arc<IngestSettings>>,
     journal: Arc<Journal>,
+    /// Poisoned, it is not taken over as `store::lock` does: a set a panic
+    /// left half-updated could call a new delivery a duplicate and so
+    /// acknowledge what was never journaled. `/callback` answers 500 and
+    /// `remember` skips (those requests answer 500 anyway) until a restart.
     dedup: Mutex<Dedup>,
     metrics: Arc<Metrics>,
     engine: mpsc::Sender<Accepted>,
