@@ -215,6 +215,10 @@ async fn a_spinning_rule_is_stopped_by_the_wall_time_budget() {
 async fn a_spinning_rule_is_stopped_by_the_operations_budget() {
     let d = TestDaemon::start(|c| {
         c.console.backtest_max_operations = 1_000_000;
+        // The backtest runs at idle priority: on a loaded host the wall
+        // budget would otherwise stop it before the operations budget
+        // this test is about.
+        c.console.backtest_timeout = Duration::from_secs(600);
     })
     .await;
     post_start_calls(&d, 20).await;
