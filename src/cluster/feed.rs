@@ -150,6 +150,9 @@ pub struct Feed {
     stream: JsStream,
     metrics: Arc<Metrics>,
     state: Arc<FeedState>,
+    /// The console's live feed: in cluster mode it shows every node's
+    /// callbacks as they come off the stream.
+    console: Arc<crate::feed::Feed>,
 }
 
 impl Feed {
@@ -180,6 +183,7 @@ impl Feed {
             stream,
             metrics: metrics.clone(),
             state,
+            console: ingest.feed().clone(),
         })
     }
 
@@ -329,6 +333,7 @@ impl Feed {
                 } else {
                     self.end_history(&mut history, &mut batch).await;
                     if let Some((received_at, events)) = decoded {
+                        self.console.push(received_at, &events);
                         self.metrics.queue_depth.inc();
                         if live
                             .send(Accepted {

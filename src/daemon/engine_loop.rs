@@ -134,8 +134,7 @@ pub(super) fn run_engine(task: EngineTask) {
     }
     let first = engine.evaluate_all(now);
     let first = persist(&mut engine, first);
-    publish(&engine);
-    dispatcher.submit(first);
+    dispatcher.publish_and_submit(|| publish(&engine), first);
     tracing::info!(
         events = rebuilt,
         alert_states = restored_count,
@@ -181,8 +180,7 @@ pub(super) fn run_engine(task: EngineTask) {
                             let out = persist(&mut engine, out);
                             // The API shows an alert before its
                             // notification can arrive anywhere.
-                            publish(&engine);
-                            dispatcher.submit(out);
+                            dispatcher.publish_and_submit(|| publish(&engine), out);
                             last_publish = Instant::now();
                         }
                     }
@@ -201,8 +199,7 @@ pub(super) fn run_engine(task: EngineTask) {
                         let before = engine.rule_digests();
                         let out = engine.reload(rules, &history, now_secs());
                         let out = persist(&mut engine, out);
-                        publish(&engine);
-                        dispatcher.submit(out);
+                        dispatcher.publish_and_submit(|| publish(&engine), out);
                         let _ = reply.send(before);
                     }
                     // No reloads any more; a closed channel must not
@@ -212,8 +209,7 @@ pub(super) fn run_engine(task: EngineTask) {
                 _ = ticker.tick() => {
                     let out = engine.on_tick(now_secs());
                     let out = persist(&mut engine, out);
-                    publish(&engine);
-                    dispatcher.submit(out);
+                    dispatcher.publish_and_submit(|| publish(&engine), out);
                     publish_stats(&mut engine, &metrics, &mut published);
                     last_publish = Instant::now();
                 }

@@ -74,6 +74,12 @@ pub struct Dispatcher {
     /// instead (docs/cluster.md); the leader routes them back in through
     /// [`Dispatcher::submit_from_cluster`].
     cluster: OnceLock<tokio::sync::mpsc::UnboundedSender<Vec<Tracked>>>,
+    /// Taken while the engine publishes its alerts and submits the
+    /// transitions that changed them, and while held alerts are released:
+    /// a release must not see an inhibiting alert gone before that
+    /// alert's resolve is routed, or the released alert would be sent
+    /// ahead of it.
+    gate: Mutex<()>,
 }
 
 impl Dispatcher {
@@ -105,7 +111,17 @@ impl Dispatcher {
             unqueued: Mutex::new(Vec::new()),
             log_rate: LogRate::new(Duration::from_secs(10)),
             cluster: OnceLock::new(),
+            gate: Mutex::new(()),
         }
+    }
+
+    /// Runs `publish` (the engine making its active alerts visible) and
+    /// submits `transitions` as one step as far as releasing held alerts
+    /// goes (see `gate`).
+    pub fn publish_and_submit(&self, publish: impl FnOnce(), transitions: Vec<Tracked>) {
+        let _gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        publish();
+        self.submit(transitions);
     }
 
     /// Cluster mode: sends the engine's transitions to `publish` from now
@@ -450,6 +466,7 @@ impl Dispatcher {
         if self.held().is_empty() {
             return;
         }
+        let _gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
         let Some(silences) = self.read_silences("holding silenced alerts") else {
             return;
         };

@@ -350,6 +350,41 @@ async fn two_of_three_nats_down_is_503_everywhere_and_recovers() {
     for node in &nodes {
         wait_caught_up(node, Duration::from_secs(30)).await;
     }
+    // And every node's console feed shows them all, whichever node took
+    // each callback.
+    let mut feeds = Vec::new();
+    for node in &nodes {
+        let r = node.get("/api/v1/events/recent?limit=1000").await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let mut events: Vec<String> = r.json()["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {} {} {}",
+                    e["call_id"], e["event"], e["user_id"], e["event_time"]
+                )
+            })
+            .collect();
+        events.sort();
+        feeds.push(events);
+    }
+    assert!(
+        feeds[0].len() >= lines.len(),
+        "{} events in the feed for {} callbacks",
+        feeds[0].len(),
+        lines.len()
+    );
+    assert_eq!(
+        feeds[0], feeds[1],
+        "node 0 and node 1 show different callbacks"
+    );
+    assert_eq!(
+        feeds[0], feeds[2],
+        "node 0 and node 2 show different callbacks"
+    );
 }
 
 /// `callwatch export --since` and `callwatch replay --stream` read the

@@ -112,15 +112,33 @@ async fn an_app_wide_alert_inhibits_user_alerts_of_its_app_until_it_resolves() {
     assert_eq!(find("user_calls", "bob")["muted_by"], json!([]));
 
     // The probe's call leaves app_down's window: it resolves, and then
-    // alice's warning, still firing, goes out.
+    // alice's warning, still firing, goes out. The two are different
+    // groups, which a receiver may be sent in parallel, so their arrival
+    // order is not promised; what is, is that alice's warning is sent only
+    // once app_down has resolved.
     wait_for(&sink, ("user_calls", "alice", "firing")).await;
-    let got = received(&sink);
-    let resolved = got
+    wait_for(&sink, ("app_down", "", "resolved")).await;
+    let arrivals = sink.arrivals();
+    let alerts_of = |b: &Value| b["alerts"].as_array().cloned().unwrap_or_default();
+    let resolved_at = arrivals
         .iter()
-        .position(|a| a == &("app_down".into(), String::new(), "resolved".into()));
-    let alice_sent = got
+        .flat_map(|(_, b)| alerts_of(b))
+        .find(|a| a["rule"] == "app_down" && a["status"] == "resolved")
+        .and_then(|a| a["ends_at"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("app_down resolved without ends_at: {arrivals:?}"));
+    let resolved_at = humantime::parse_rfc3339(&resolved_at).expect("ends_at is RFC 3339");
+    let alice_at = arrivals
         .iter()
-        .position(|a| a == &("user_calls".into(), "alice".into(), "firing".into()));
-    assert!(resolved < alice_sent && resolved.is_some(), "{got:?}");
+        .find(|(_, b)| {
+            alerts_of(b)
+                .iter()
+                .any(|a| a["labels"]["user_id"] == "alice" && a["status"] == "firing")
+        })
+        .map(|(at, _)| *at)
+        .expect("alice's warning arrived");
+    assert!(
+        alice_at >= resolved_at,
+        "alice's warning arrived at {alice_at:?}, before app_down resolved at {resolved_at:?}"
+    );
     daemon.kill();
 }

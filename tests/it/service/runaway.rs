@@ -250,7 +250,10 @@ async fn sigterm_keeps_its_timeout_and_the_next_start_evaluates_the_rest() {
     assert_eq!((ok, other.len()), (300, 0));
     let took = terminate(daemon).await;
     eprintln!("slow rule: SIGTERM exit after {took:?} with callbacks queued");
-    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
+    // The log line below is the proof the timeout was kept; the bound is
+    // only a backstop, wide enough for a loaded CI host (6.7 s was seen
+    // at load 20 for the 2 s timeout).
+    assert!(took < Duration::from_secs(15), "SIGTERM took {took:?}");
     assert!(
         home.stderr().contains("shutdown_timeout reached"),
         "the engine queue was still full at the deadline:\n{}",

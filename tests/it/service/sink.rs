@@ -1,15 +1,17 @@
 //! A webhook sink: a real HTTP server on 127.0.0.1:0 that answers 200 and
-//! keeps every JSON body it was sent, in arrival order.
+//! keeps every JSON body it was sent, in arrival order, with the time
+//! each arrived.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use serde_json::Value;
 use warp::Filter;
 
 pub struct Sink {
     pub addr: SocketAddr,
-    bodies: Arc<Mutex<Vec<Value>>>,
+    bodies: Arc<Mutex<Vec<(SystemTime, Value)>>>,
 }
 
 impl Sink {
@@ -24,7 +26,7 @@ impl Sink {
             .and(warp::body::bytes())
             .map(move |body: bytes::Bytes| {
                 let v = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                kept.lock().expect("sink lock").push(v);
+                kept.lock().expect("sink lock").push((SystemTime::now(), v));
                 warp::reply()
             });
         tokio::spawn(warp::serve(route).incoming(listener).run());
@@ -57,6 +59,11 @@ url = "{}"
 
     /// Every body received so far.
     pub fn bodies(&self) -> Vec<Value> {
+        self.arrivals().into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// Every body received so far with the time it arrived.
+    pub fn arrivals(&self) -> Vec<(SystemTime, Value)> {
         self.bodies.lock().expect("sink lock").clone()
     }
 
