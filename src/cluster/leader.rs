@@ -170,7 +170,11 @@ impl LeaderSide {
             lease: lease.clone(),
             outbox: outbox.clone(),
         }));
-        let mut tasks = vec![silences.mirror(store)];
+        let l = lease.clone();
+        let mut tasks = vec![
+            silences.mirror(store),
+            silences.purger(Duration::from_secs(600), move || l.is_leader()),
+        ];
         let (l, o) = (lease.clone(), outbox.clone());
         tasks.push(tokio::spawn(async move {
             let mut role = l.watch();
