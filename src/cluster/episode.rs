@@ -31,17 +31,30 @@ pub const REFIRE_SECS: i64 = 300;
 /// The last transition of one alert the leader accepted for delivery.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Accepted {
-    /// Its outbox id (a redelivery of the same message is not a copy).
-    pub id: String,
+    /// The outbox ids of the alert's latest accepted transitions, newest
+    /// last: a redelivery of one of them is not a copy (a firing still
+    /// owed to a receiver comes back to a new leader after its resolve
+    /// was accepted).
+    pub ids: Vec<String>,
     pub status: AlertStatus,
     pub starts_at: i64,
     pub ends_at: Option<i64>,
 }
 
+/// How many ids an episode record keeps.
+const KEPT_IDS: usize = 16;
+
 impl Accepted {
-    pub fn of(id: &str, alert: &Alert) -> Accepted {
+    /// The record after accepting transition `id` of `alert`, following
+    /// `last`.
+    pub fn next(last: Option<&Accepted>, id: &str, alert: &Alert) -> Accepted {
+        let mut ids = last.map(|l| l.ids.clone()).unwrap_or_default();
+        ids.push(id.to_string());
+        if ids.len() > KEPT_IDS {
+            ids.drain(..ids.len() - KEPT_IDS);
+        }
         Accepted {
-            id: id.to_string(),
+            ids,
             status: alert.status,
             starts_at: alert.starts_at,
             ends_at: alert.ends_at,
@@ -67,7 +80,7 @@ pub fn decide(last: Option<&Accepted>, id: &str, alert: &Alert) -> Decision {
     let Some(last) = last else {
         return Decision::New;
     };
-    if last.id == id {
+    if last.ids.iter().any(|i| i == id) {
         return Decision::Same;
     }
     let (starts, last_starts) = (alert.starts_at, last.starts_at);
@@ -120,7 +133,7 @@ mod tests {
     }
 
     fn accepted(id: &str, a: &Alert) -> Accepted {
-        Accepted::of(id, a)
+        Accepted::next(None, id, a)
     }
 
     #[test]
@@ -143,6 +156,20 @@ mod tests {
         assert_eq!(decide(Some(&last), "d", &r2), Decision::Copy);
         // A slow node's firing arriving after the resolve went out.
         assert_eq!(decide(Some(&last), "b", &f2), Decision::Copy);
+    }
+
+    #[test]
+    fn an_earlier_transition_redelivered_after_a_later_one_is_the_same() {
+        let f = alert(AlertStatus::Firing, 100, None);
+        let r = alert(AlertStatus::Resolved, 100, Some(200));
+        let last = Accepted::next(Some(&accepted("a", &f)), "b", &r);
+        assert_eq!(decide(Some(&last), "a", &f), Decision::Same);
+        let mut long = last;
+        for i in 0..KEPT_IDS {
+            long = Accepted::next(Some(&long), &format!("x{i}"), &r);
+        }
+        assert_eq!(long.ids.len(), KEPT_IDS);
+        assert_eq!(long.ids.last().map(String::as_str), Some("x15"));
     }
 
     #[test]

@@ -223,7 +223,7 @@ impl ClusterOutbox {
             .and_then(|e| serde_json::from_slice::<episode::Accepted>(&e.value).ok());
         let decision = episode::decide(last.as_ref(), id, alert);
         if decision == Decision::New {
-            let value = serde_json::to_vec(&episode::Accepted::of(id, alert))
+            let value = serde_json::to_vec(&episode::Accepted::next(last.as_ref(), id, alert))
                 .map_err(|e| OutboxError::Record(e.to_string()))?;
             self.delivered
                 .put(key, value.into())
