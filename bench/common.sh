@@ -48,6 +48,9 @@ wait_up() {
 
 # CPU time (user + system) of a process so far, in clock ticks.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# Context switches (voluntary and not) of all of a process's threads: a
+# count of wake-ups that, unlike CPU time, a busy machine barely moves.
+ctx_switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { s += $2 } END { print s + 0 }'; }
 CLK_TCK=$(getconf CLK_TCK)
 
 # Every measured callwatch run gets a fresh daemon and state dir, so its
@@ -109,17 +112,19 @@ start_bare() {
 }
 
 # Runs wrk against a process; prints "rps p50_ms p99_ms non2xx requests
-# cpu_us_per_request" (the process's own CPU time during the run, divided
-# by the requests wrk completed: less sensitive to a busy machine than
-# the rate).
+# cpu_us_per_request ctx_switches_per_request" (the process's own CPU
+# time and context switches during the run, divided by the requests wrk
+# completed: less sensitive to a busy machine than the rate).
 run_wrk() {
-  local url=$1 conns=$2 pid=$3 out t0 t1
+  local url=$1 conns=$2 pid=$3 out t0 t1 s0 s1
   t0=$(cpu_ticks "$pid")
+  s0=$(ctx_switches "$pid")
   out=$(TRACE_TSV="$BENCH_DIR/trace.tsv" WRK_THREADS="$THREADS" \
     wrk -t"$THREADS" -c"$conns" -d"$DURATION" --latency -s bench/wrk_trace.lua "$url")
   t1=$(cpu_ticks "$pid")
+  s1=$(ctx_switches "$pid")
   echo "$out" >>"$BENCH_DIR/wrk.log"
-  echo "$out" | awk -v ticks=$((t1 - t0)) -v hz="$CLK_TCK" '
+  echo "$out" | awk -v ticks=$((t1 - t0)) -v hz="$CLK_TCK" -v cs=$((s1 - s0)) '
     function ms(v) {
       if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
       if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
@@ -131,5 +136,5 @@ run_wrk() {
     /^Requests\/sec:/ { rps = $2 }
     / requests in / { n = $1 }
     /Non-2xx/ { bad = $NF }
-    END { printf "%.0f %.3f %.3f %d %d %.1f\n", rps, p50, p99, bad, n, n ? ticks * 1e6 / hz / n : 0 }'
+    END { printf "%.0f %.3f %.3f %d %d %.1f %.3f\n", rps, p50, p99, bad, n, n ? ticks * 1e6 / hz / n : 0, n ? cs / n : 0 }'
 }

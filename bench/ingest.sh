@@ -6,7 +6,8 @@
 # Each round measures, back to back: the bare handler at full rate,
 # callwatch at full rate, then callwatch paced at half its rate of that
 # round. Prints requests/s, p50/p99 and the CPU time each process spent
-# per request for every round, then the medians over the rounds. Needs
+# per request (and its context switches per request) for every round,
+# then the medians over the rounds. Needs
 # python3, curl and wrk (`apt-get install -y wrk`). Results and how to
 # read them: BENCHMARKS.md.
 #
@@ -47,16 +48,16 @@ start_callwatch
 run_wrk "http://127.0.0.1:$CW_PORT" "$CONNECTIONS" "$cw_pid" >/dev/null
 stop_callwatch
 
-row() { printf '%-5s %-34s %8s %7s %7s %7s %9s %6s %7s\n' "$@"; }
+row() { printf '%-5s %-34s %8s %7s %7s %7s %9s %6s %7s %7s\n' "$@"; }
 echo "measuring ($RUNS rounds, fsync=$FSYNC, rules=${RULES:-none})"
-row "round" "" "req/s" "p50 ms" "p99 ms" "non-2xx" "journaled" "dedup" "cpu µs"
+row "round" "" "req/s" "p50 ms" "p99 ms" "non-2xx" "journaled" "dedup" "cpu µs" "ctxsw"
 results="$BENCH_DIR/rounds.txt"
 : >"$results"
 wrapped=0
 for round in $(seq "$RUNS"); do
-  read -r b_rps b_p50 b_p99 b_bad _ b_cpu < <(run_wrk "http://127.0.0.1:$BARE_PORT" "$CONNECTIONS" "$bare_pid")
+  read -r b_rps b_p50 b_p99 b_bad _ b_cpu b_cs < <(run_wrk "http://127.0.0.1:$BARE_PORT" "$CONNECTIONS" "$bare_pid")
   start_callwatch
-  read -r c_rps c_p50 c_p99 c_bad _ c_cpu < <(run_wrk "http://127.0.0.1:$CW_PORT" "$CONNECTIONS" "$cw_pid")
+  read -r c_rps c_p50 c_p99 c_bad _ c_cpu c_cs < <(run_wrk "http://127.0.0.1:$CW_PORT" "$CONNECTIONS" "$cw_pid")
   stop_callwatch
   c_acc=$cw_acc c_dup=$cw_dup c_fsyncs=$cw_fsyncs c_fsync_ms=$cw_fsync_ms
 
@@ -67,16 +68,16 @@ for round in $(seq "$RUNS"); do
   half_conns=$(((half * DELAY + 999) / 1000))
   [ "$half_conns" -ge "$THREADS" ] || half_conns=$THREADS
   start_callwatch
-  read -r h_rps h_p50 h_p99 h_bad _ h_cpu < <(WRK_DELAY_MS=$DELAY run_wrk "http://127.0.0.1:$CW_PORT" "$half_conns" "$cw_pid")
+  read -r h_rps h_p50 h_p99 h_bad _ h_cpu h_cs < <(WRK_DELAY_MS=$DELAY run_wrk "http://127.0.0.1:$CW_PORT" "$half_conns" "$cw_pid")
   stop_callwatch
   h_acc=$cw_acc h_dup=$cw_dup
 
-  row "$round" "bare warp ($CONNECTIONS conns)" "$b_rps" "$b_p50" "$b_p99" "$b_bad" "-" "-" "$b_cpu"
-  row "$round" "callwatch ($CONNECTIONS conns)" "$c_rps" "$c_p50" "$c_p99" "$c_bad" "$c_acc" "$c_dup" "$c_cpu"
-  row "$round" "callwatch paced ($half_conns conns, ${DELAY} ms)" "$h_rps" "$h_p50" "$h_p99" "$h_bad" "$h_acc" "$h_dup" "$h_cpu"
+  row "$round" "bare warp ($CONNECTIONS conns)" "$b_rps" "$b_p50" "$b_p99" "$b_bad" "-" "-" "$b_cpu" "$b_cs"
+  row "$round" "callwatch ($CONNECTIONS conns)" "$c_rps" "$c_p50" "$c_p99" "$c_bad" "$c_acc" "$c_dup" "$c_cpu" "$c_cs"
+  row "$round" "callwatch paced ($half_conns conns, ${DELAY} ms)" "$h_rps" "$h_p50" "$h_p99" "$h_bad" "$h_acc" "$h_dup" "$h_cpu" "$h_cs"
   awk -v a="$c_rps" -v b="$b_rps" -v n="$c_acc" -v f="$c_fsyncs" -v ms="$c_fsync_ms" 'BEGIN {
     printf "      callwatch / bare: %.0f %%; full-rate run: %d fsyncs, mean %.2f ms, %.1f callbacks each\n", 100 * a / b, f, ms, f ? n / f : 0 }'
-  echo "$b_rps $c_rps $h_rps $h_p99 $b_cpu $c_cpu $h_cpu $c_fsync_ms" >>"$results"
+  echo "$b_rps $c_rps $h_rps $h_p99 $b_cpu $c_cpu $h_cpu $c_fsync_ms $b_cs $c_cs" >>"$results"
   if [ "$c_dup" != 0 ] || [ "$h_dup" != 0 ]; then wrapped=1; fi
 done
 
@@ -87,12 +88,13 @@ awk '
     for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
   }
-  { n++; b[n] = $1; c[n] = $2; h[n] = $3; hp[n] = $4; r[n] = 100 * $2 / $1; bc[n] = $5; cc[n] = $6; hc[n] = $7; fm[n] = $8 }
+  { n++; b[n] = $1; c[n] = $2; h[n] = $3; hp[n] = $4; r[n] = 100 * $2 / $1; bc[n] = $5; cc[n] = $6; hc[n] = $7; fm[n] = $8; bs[n] = $9; cs[n] = $10 }
   END {
     printf "median of %d rounds: bare %.0f req/s (%.1f µs CPU/req), callwatch %.0f req/s (%.1f µs CPU/req)\n", n, median(b, n), median(bc, n), median(c, n), median(cc, n)
     printf "callwatch / bare: %.0f %% (median of the per-round ratios)\n", median(r, n)
     printf "paced at half: %.0f req/s, p99 %.3f ms (%.1f µs CPU/req)\n", median(h, n), median(hp, n), median(hc, n)
     printf "journal fsync at full rate: mean %.2f ms (median over rounds)\n", median(fm, n)
+    printf "context switches per request at full rate: bare %.3f, callwatch %.3f\n", median(bs, n), median(cs, n)
   }' "$results"
 if [ "$wrapped" = 1 ]; then
   echo "warning: the trace wrapped (dedup hits > 0); raise CALLS or lower DURATION" >&2

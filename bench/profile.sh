@@ -49,7 +49,7 @@ graph=()
 perf record -q -e cpu-clock -F "$FREQ" "${graph[@]}" -p "$cw_pid" -o "$BENCH_DIR/perf.data" &
 perf_pid=$!
 sleep 0.5
-read -r rps p50 p99 bad n cpu < <(run_wrk "http://127.0.0.1:$CW_PORT" "$CONNECTIONS" "$cw_pid")
+read -r rps p50 p99 bad n cpu _ < <(run_wrk "http://127.0.0.1:$CW_PORT" "$CONNECTIONS" "$cw_pid")
 kill -INT "$perf_pid"
 wait "$perf_pid" || true
 stop_callwatch

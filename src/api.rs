@@ -8,6 +8,7 @@
 mod alert_history;
 mod backtest;
 pub mod events;
+mod reload;
 pub(crate) mod silences;
 
 use std::convert::Infallible;
@@ -16,6 +17,8 @@ use std::sync::{Arc, RwLock};
 
 use warp::http::StatusCode;
 use warp::Filter;
+
+pub use reload::{Reload, ReloadError, ReloadFuture};
 
 use crate::engine::Snapshot;
 use crate::metrics::Metrics;
@@ -71,18 +74,6 @@ pub fn ops_routes(
     healthz.or(readyz).unify().or(metrics).unify()
 }
 
-/// Hot reload as the admin API needs it: run one, and have its report as
-/// JSON or every error. The daemon's reloader implements it; the API
-/// knows nothing of how (so it imports nothing from the daemon).
-pub trait Reload: Send + Sync {
-    fn reload_json(&self) -> ReloadFuture<'_>;
-}
-
-/// What [`Reload::reload_json`] returns.
-pub type ReloadFuture<'a> = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<serde_json::Value, Vec<String>>> + Send + 'a>,
->;
-
 /// What the admin API reads and changes.
 pub struct Admin {
     /// Who may call: the admin token in force and console sessions.
@@ -103,6 +94,40 @@ pub struct Admin {
 
 /// Largest request body the admin API reads.
 const MAX_BODY_BYTES: u64 = 64 * 1024;
+
+/// How a rule's settings read in `GET /api/v1/rules` (docs/api.md): the
+/// spec's keys with `where` as an object and the repeat in force.
+pub mod rule_settings {
+    use serde::{Serialize, Serializer};
+
+    use crate::engine::RuleSettings;
+
+    impl Serialize for RuleSettings {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let spec = &self.spec;
+            let where_: serde_json::Map<String, serde_json::Value> = spec
+                .where_
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone())))
+                .collect();
+            serde_json::json!({
+                "events": spec.events,
+                "where": where_,
+                "group_by": spec.group_by,
+                "window_secs": spec.window_secs,
+                "severity": spec.severity.as_str(),
+                "for_secs": spec.for_secs,
+                "repeat_secs": self.repeat_secs,
+                "labels": spec.labels,
+                "notify": spec.notify,
+                "resolve": spec.resolve,
+                "max_keys": spec.max_keys,
+                "keep_firing_for_secs": spec.keep_firing_for_secs,
+            })
+            .serialize(s)
+        }
+    }
+}
 
 fn json_reply(status: StatusCode, v: &serde_json::Value) -> warp::reply::Response {
     warp::reply::Reply::into_response(warp::reply::with_status(warp::reply::json(v), status))
@@ -134,9 +159,8 @@ impl Admin {
         // Mutes belong to routes, which a rule's `notify` bypasses.
         let notify_of = |rule: &str| -> Option<Vec<String>> {
             let info = snapshot.rules.iter().find(|r| r.name == rule)?;
-            let notify: Vec<String> =
-                serde_json::from_value(info.config.get("notify")?.clone()).ok()?;
-            (!notify.is_empty()).then_some(notify)
+            let notify = &info.config.spec.notify;
+            (!notify.is_empty()).then(|| notify.clone())
         };
         let active: Vec<_> = snapshot
             .alerts
@@ -200,7 +224,8 @@ pub fn admin_routes(
                     StatusCode::BAD_REQUEST,
                     &serde_json::json!({
                         "error": format!("reload rejected, the old config and rules stay: {} problem(s)", errors.len()),
-                        "errors": errors,
+                        "errors": errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        "details": errors.iter().map(ReloadError::detail_json).collect::<Vec<_>>(),
                     }),
                 ),
             }

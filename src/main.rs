@@ -201,7 +201,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let rules = match callwatch::app::load_rules(&config) {
                 Ok(r) => r,
                 Err(errs) => {
-                    problems.extend(errs);
+                    problems.extend(errs.iter().map(ToString::to_string));
                     Vec::new()
                 }
             };
@@ -243,8 +243,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if let Some(dir) = rules {
                 config.rules.dir = dir;
             }
-            let rules = callwatch::app::load_rules(&config)
-                .map_err(|errs| Failure::User(errs.join("\n")))?;
+            let rules = callwatch::app::load_rules(&config).map_err(|errs| {
+                let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
+                Failure::User(lines.join("\n"))
+            })?;
             let progress =
                 callwatch::progress::Progress::for_bytes(callwatch::replay::total_size(&files));
             let inputs = if stream {

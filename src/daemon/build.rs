@@ -4,15 +4,16 @@
 
 use std::sync::Arc;
 
+use crate::api::ReloadError;
 use crate::config::Config;
 use crate::ingest::IngestSettings;
 use crate::rules::Rule;
 
 /// Loads and compiles every rule, reporting all problems at once; what
 /// is suspicious but allowed is logged as a warning.
-pub fn load_rules(config: &Config) -> Result<Vec<Arc<Rule>>, Vec<String>> {
+pub fn load_rules(config: &Config) -> Result<Vec<Arc<Rule>>, Vec<ReloadError>> {
     let rules = crate::rules::load_dir(&config.rules.dir, &config.rules)
-        .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+        .map_err(|errs| errs.into_iter().map(ReloadError::Rule).collect::<Vec<_>>())?;
     for w in rules.iter().flat_map(|r| r.warnings()) {
         tracing::warn!(rule_file = %w.path.display(), "{w}");
     }
@@ -27,7 +28,7 @@ pub fn load_rules(config: &Config) -> Result<Vec<Arc<Rule>>, Vec<String>> {
 /// misspelt one would page nobody, so it is a load error like any other
 /// broken reference. (Receivers that fail to build are reported on their
 /// own; then there is nothing to check the names against.)
-fn unknown_notify_receivers(rules: &[Rule], config: &Config) -> Vec<String> {
+fn unknown_notify_receivers(rules: &[Rule], config: &Config) -> Vec<ReloadError> {
     let Ok(receivers) = crate::notify::Receivers::from_config(config) else {
         return Vec::new();
     };
@@ -36,12 +37,12 @@ fn unknown_notify_receivers(rules: &[Rule], config: &Config) -> Vec<String> {
     for rule in rules {
         for name in &rule.spec().notify {
             if receivers.get(name).is_none() {
-                problems.push(format!(
-                    "{}: RULE.notify: unknown receiver {name:?}{} (receivers: {})",
-                    rule.path().display(),
-                    crate::rules::names::did_you_mean(name, known.iter().copied()),
-                    known.join(", ")
-                ));
+                problems.push(ReloadError::UnknownReceiver {
+                    path: rule.path().to_path_buf(),
+                    name: name.clone(),
+                    hint: crate::rules::names::did_you_mean(name, known.iter().copied()),
+                    known: known.iter().map(|k| k.to_string()).collect(),
+                });
             }
         }
     }

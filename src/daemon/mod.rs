@@ -115,7 +115,10 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
     let metrics = Arc::new(Metrics::new());
     // Bad rules or receivers are the operator's to fix: `SetupError`
     // makes `callwatch run` exit 1, which systemd does not restart.
-    let rules = load_rules(&config).map_err(|errs| SetupError(errs.join("\n")))?;
+    let rules = load_rules(&config).map_err(|errs| {
+        let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        SetupError(lines.join("\n"))
+    })?;
     crate::startup::log_start(&config, &source, rules.len());
     std::fs::create_dir_all(&config.state.dir)
         .with_context(|| format!("creating state.dir {}", config.state.dir.display()))?;

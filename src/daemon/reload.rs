@@ -12,7 +12,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::build::{ingest_settings, load_rules};
 use super::engine_loop::EngineCmd;
 use super::recovery::recent_events;
-use crate::config::Config;
+use crate::api::ReloadError;
+use crate::config::{Config, LIVE_KEYS};
 use crate::ingest::Ingest;
 use crate::notify::dispatch::Dispatcher;
 use crate::notify::Receivers;
@@ -31,54 +32,6 @@ pub struct Reloader {
     dispatcher: Arc<Dispatcher>,
     /// `server.admin_token` as the admin API checks it.
     admin_token: Arc<RwLock<String>>,
-}
-
-/// Config keys a reload applies at once (with everything under them).
-/// A change to any other key is refused: it needs a restart.
-pub const LIVE_KEYS: &[&str] = &[
-    "server.admin_token",
-    "server.max_body_bytes",
-    "server.shutdown_timeout",
-    "apps",
-    "routes",
-    "alerting.default_receivers",
-];
-
-/// Dotted paths of the config keys whose values differ between `old` and
-/// `new` and that a reload cannot apply.
-pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
-    fn diff(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
-        use serde_json::Value::{Null, Object};
-        match (a, b) {
-            (Object(x), Object(y)) => {
-                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
-                for k in keys {
-                    let sub = if path.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{path}.{k}")
-                    };
-                    diff(
-                        &sub,
-                        x.get(k).unwrap_or(&Null),
-                        y.get(k).unwrap_or(&Null),
-                        out,
-                    );
-                }
-            }
-            _ if a != b => out.push(path.to_string()),
-            _ => {}
-        }
-    }
-    let value = |c: &Config| serde_json::to_value(c).unwrap_or_default();
-    let mut changed = Vec::new();
-    diff("", &value(old), &value(new), &mut changed);
-    changed.retain(|k| {
-        !LIVE_KEYS
-            .iter()
-            .any(|live| k == live || k.starts_with(&format!("{live}.")))
-    });
-    changed
 }
 
 /// What a successful reload did.
@@ -135,7 +88,7 @@ impl Reloader {
 
     /// Re-reads config and rules and swaps them in; on any error the old
     /// set stays active and every error is returned.
-    pub async fn reload(&self) -> Result<ReloadReport, Vec<String>> {
+    pub async fn reload(&self) -> Result<ReloadReport, Vec<ReloadError>> {
         let mut current = self.current.lock().await;
         let result = self.try_reload(&current).await;
         match &result {
@@ -152,23 +105,19 @@ impl Reloader {
         result.map(|(_, r)| r)
     }
 
-    async fn try_reload(&self, old: &Config) -> Result<(Config, ReloadReport), Vec<String>> {
+    async fn try_reload(&self, old: &Config) -> Result<(Config, ReloadReport), Vec<ReloadError>> {
         let config = match &self.source {
             ConfigSource::Fixed => old.clone(),
             ConfigSource::Load(path) => {
-                Config::load(path.as_deref()).map_err(|e| vec![e.to_string()])?
+                Config::load(path.as_deref()).map_err(|e| vec![ReloadError::Config(e)])?
             }
         };
         // A key the running daemon cannot apply is refused rather than
         // reported applied while the old value stays in force.
-        let mut errors: Vec<String> = restart_required(old, &config)
+        let mut errors: Vec<ReloadError> = old
+            .restart_only_changes(&config)
             .into_iter()
-            .map(|k| {
-                format!(
-                    "restart required: {k} (a reload applies only {})",
-                    LIVE_KEYS.join(", ")
-                )
-            })
+            .map(|key| ReloadError::RestartRequired { key })
             .collect();
         let rules = match load_rules(&config) {
             Ok(r) => Some(r),
@@ -178,7 +127,7 @@ impl Reloader {
             }
         };
         if let Err(e) = Receivers::from_config(&config) {
-            errors.push(e.to_string());
+            errors.push(ReloadError::Receivers(e.to_string()));
         }
         let Some(rules) = rules.filter(|_| errors.is_empty()) else {
             return Err(errors);
@@ -196,8 +145,8 @@ impl Reloader {
             None => recent_events(&state_dir, max_window),
         })
         .await
-        .map_err(|e| vec![format!("reading the journal: {e}")])?
-        .map_err(|e| vec![format!("reading the journal: {e}")])?;
+        .map_err(|e| vec![ReloadError::Daemon(format!("reading the journal: {e}"))])?
+        .map_err(|e| vec![ReloadError::Daemon(format!("reading the journal: {e}"))])?;
         let new_digests = digests(&rules);
         let (reply, done) = oneshot::channel();
         self.ctl
@@ -207,12 +156,14 @@ impl Reloader {
                 reply,
             })
             .await
-            .map_err(|_| vec!["the engine has stopped".to_string()])?;
+            .map_err(|_| vec![ReloadError::Daemon("the engine has stopped".into())])?;
         // The rules being replaced come from the engine: the files on disk
         // already hold the new versions.
-        let old_rules = done
-            .await
-            .map_err(|_| vec!["the engine stopped during reload".to_string()])?;
+        let old_rules = done.await.map_err(|_| {
+            vec![ReloadError::Daemon(
+                "the engine stopped during reload".into(),
+            )]
+        })?;
         self.ingest.set_settings(ingest_settings(&config));
         self.dispatcher.set_config(&config);
         match self.admin_token.write() {
@@ -275,27 +226,5 @@ pub(crate) async fn watch_rules(dir: PathBuf, reloader: Arc<Reloader>) {
             tracing::info!(dir = %dir.display(), "rule files changed: reloading");
             let _ = reloader.reload().await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_live_keys_may_change_without_a_restart() {
-        let old = Config::default();
-        let mut new = old.clone();
-        new.server.admin_token = "rotated".into();
-        new.server.shutdown_timeout = Duration::from_secs(3);
-        new.alerting.default_receivers = vec![];
-        assert!(restart_required(&old, &new).is_empty());
-        new.server.queue_capacity = 8;
-        new.rules.tick = Duration::from_secs(1);
-        new.receivers.push(new.receivers[0].clone());
-        assert_eq!(
-            restart_required(&old, &new),
-            vec!["receivers", "rules.tick", "server.queue_capacity"]
-        );
     }
 }

@@ -2,15 +2,15 @@
 //! active alerts and per-rule statistics.
 
 use super::Engine;
-use crate::alert::{Alert, Policy};
-use crate::rules::Rule;
+use crate::alert::Alert;
+use crate::rules::RuleSpec;
 
 /// What the admin API shows of one rule.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RuleInfo {
     pub name: String,
     pub path: String,
-    pub config: serde_json::Value,
+    pub config: RuleSettings,
     pub keys: usize,
     pub evaluations: u64,
     pub errors: u64,
@@ -29,27 +29,13 @@ pub struct Snapshot {
     pub rules: Vec<RuleInfo>,
 }
 
-fn spec_json(rule: &Rule, policy: &Policy) -> serde_json::Value {
-    let spec = rule.spec();
-    let where_: serde_json::Map<String, serde_json::Value> = spec
-        .where_
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone())))
-        .collect();
-    serde_json::json!({
-        "events": spec.events,
-        "where": where_,
-        "group_by": spec.group_by,
-        "window_secs": spec.window_secs,
-        "severity": spec.severity.as_str(),
-        "for_secs": spec.for_secs,
-        "repeat_secs": policy.repeat_secs,
-        "labels": spec.labels,
-        "notify": spec.notify,
-        "resolve": spec.resolve,
-        "max_keys": spec.max_keys,
-        "keep_firing_for_secs": spec.keep_firing_for_secs,
-    })
+/// A rule's settings as loaded, with the repeat in force (the rule's
+/// own or `alerting.repeat`). The admin API decides how they read as JSON
+/// (`api::rule_settings`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleSettings {
+    pub spec: RuleSpec,
+    pub repeat_secs: i64,
 }
 
 impl Engine {
@@ -61,7 +47,10 @@ impl Engine {
             .map(|s| RuleInfo {
                 name: s.rule.name().to_string(),
                 path: s.rule.path().display().to_string(),
-                config: spec_json(&s.rule, &s.policy),
+                config: RuleSettings {
+                    spec: s.rule.spec().clone(),
+                    repeat_secs: s.policy.repeat_secs,
+                },
                 keys: s.keys.len(),
                 evaluations: s.stats.evaluations,
                 errors: s.stats.errors,

@@ -8,12 +8,19 @@ use std::hash::{BuildHasher, Hash};
 
 /// A set of recently seen delivery identities with expiry.
 pub struct Dedup {
-    hasher: std::collections::hash_map::RandomState,
+    /// Keyed per process (the set is rebuilt from the journal on start, so
+    /// keys never outlive it): foldhash rather than SipHash, as hashing
+    /// the identity is on every request's path. Its seed comes from
+    /// address-space randomisation, not a strong entropy source; that is
+    /// enough here, as no sender ever sees a key and only signed callbacks
+    /// reach the set. An accidental collision (2^-64 per pair) would take
+    /// a delivery for a retry, as any 64-bit digest could.
+    hasher: foldhash::quality::RandomState,
     window_ms: i64,
     max_entries: usize,
     /// hash → time it was recorded (ms); the newest record wins. The keys
-    /// are already keyed SipHash values no sender can aim, so the map
-    /// hashes them with hashbrown's fast default instead of SipHash again.
+    /// are already keyed hash values no sender can aim, so the map hashes
+    /// them with hashbrown's fast default.
     seen: hashbrown::HashMap<u64, i64>,
     /// Insertion order, for expiry and the size bound.
     order: VecDeque<(i64, u64)>,

@@ -18,6 +18,7 @@ pub mod dedup;
 mod handoff;
 pub mod line;
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -84,6 +85,10 @@ pub struct Ingest {
     /// Swapped as a whole on reload (apps and tokens, limits).
     settings: std::sync::RwLock<Arc<IngestSettings>>,
     journal: Arc<Journal>,
+    /// Poisoned, it is not taken over as `store::lock` does: a set a panic
+    /// left half-updated could call a new delivery a duplicate and so
+    /// acknowledge what was never journaled. `/callback` answers 500 and
+    /// `remember` skips (those requests answer 500 anyway) until a restart.
     dedup: Mutex<Dedup>,
     metrics: Arc<Metrics>,
     engine: mpsc::Sender<Accepted>,
@@ -161,7 +166,8 @@ pub fn parse_query(raw: &str) -> Query {
 fn journal_line(received_at: i64, query: &Query, raw: &[u8]) -> Vec<u8> {
     let mut line = Vec::with_capacity(raw.len() + 256);
     line.extend_from_slice(b"{\"received_at\":");
-    line.extend_from_slice(received_at.to_string().as_bytes());
+    // Writing into a `Vec` cannot fail.
+    let _ = write!(line, "{received_at}");
     line.extend_from_slice(b",\"query\":");
     // Serialising a map of strings cannot fail.
     let _ = serde_json::to_writer(&mut line, query);
@@ -372,12 +378,16 @@ impl Ingest {
         }
     }
 
-    async fn read_body<S, B>(&self, len: Option<u64>, mut body: S) -> Result<Bytes, Failure>
+    async fn read_body<S, B>(
+        &self,
+        max: u64,
+        len: Option<u64>,
+        mut body: S,
+    ) -> Result<Bytes, Failure>
     where
         S: Stream<Item = Result<B, warp::Error>> + Unpin,
         B: Buf,
     {
-        let max = self.settings().max_body_bytes;
         let too_big = || {
             Failure::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -388,7 +398,12 @@ impl Ingest {
         if len.is_some_and(|l| l > max) {
             return Err(too_big());
         }
-        let mut buf = Vec::with_capacity(len.unwrap_or(1024).min(max) as usize);
+        // A callback body nearly always arrives as one chunk: it is kept
+        // as it came (for `Bytes`, without a copy); only a body split
+        // across chunks is gathered into a buffer.
+        let mut whole: Option<Bytes> = None;
+        let mut gathered: Vec<u8> = Vec::new();
+        let mut size: u64 = 0;
         while let Some(chunk) = body.next().await {
             let mut chunk = chunk.map_err(|e| {
                 Failure::new(
@@ -397,17 +412,26 @@ impl Ingest {
                     format!("reading body: {e}"),
                 )
             })?;
-            if buf.len() as u64 + chunk.remaining() as u64 > max {
+            size += chunk.remaining() as u64;
+            if size > max {
                 return Err(too_big());
+            }
+            if whole.is_none() && gathered.is_empty() {
+                whole = Some(chunk.copy_to_bytes(chunk.remaining()));
+                continue;
+            }
+            if let Some(first) = whole.take() {
+                gathered.reserve(len.unwrap_or(size).min(max) as usize);
+                gathered.extend_from_slice(&first);
             }
             while chunk.has_remaining() {
                 let c = chunk.chunk();
-                buf.extend_from_slice(c);
+                gathered.extend_from_slice(c);
                 let n = c.len();
                 chunk.advance(n);
             }
         }
-        Ok(Bytes::from(buf))
+        Ok(whole.unwrap_or_else(|| Bytes::from(gathered)))
     }
 
     async fn accept<S, B>(
@@ -461,7 +485,9 @@ impl Ingest {
     {
         // 0. peer: before anything else, so a refused network learns
         // nothing about the app table, the sign or the daemon's state.
-        allow::allowed(&self.settings().callback_allow, peer.map(|p| p.ip()))
+        // One read of the settings per request (a reload swaps them whole).
+        let settings = self.settings();
+        allow::allowed(&settings.callback_allow, peer.map(|p| p.ip()))
             .map_err(|m| Failure::new(StatusCode::FORBIDDEN, "not_allowed", m))?;
         if !self.accepting.load(std::sync::atomic::Ordering::Acquire) {
             return Err(Failure::new(
@@ -471,10 +497,9 @@ impl Ingest {
             ));
         }
         // 1. size
-        let bytes = self.read_body(len, body).await?;
+        let bytes = self.read_body(settings.max_body_bytes, len, body).await?;
         let now = now_ms();
         // 2 and 3. app and sign
-        let settings = self.settings();
         let sdkappid = auth::authenticate(
             &settings.apps,
             query,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use rhai::{Engine, Map, ParseError, ParseErrorType, Scope, AST};
 
-use super::engine::{build_engine, Running};
+use super::sandbox::{build_engine, Running};
 use super::{errors, spec, Rule, RuleError};
 use crate::annotations::{Annotations, TemplateError};
 use crate::config::RulesConfig;

@@ -11,12 +11,12 @@
 //! `global::LIMIT` fails when it runs). Shared values belong in a helper
 //! function (`fn limit() { 3 }`).
 
-mod api;
-mod engine;
 mod errors;
 mod key;
 mod load;
 pub mod names;
+mod sandbox;
+mod script_api;
 mod spec;
 
 use std::collections::BTreeMap;
@@ -30,14 +30,14 @@ use crate::alert::Evidence;
 use crate::annotations::Annotations;
 use crate::event::Event;
 use crate::window::Window;
-use api::{EventRef, Live, LiveKey, WHandle};
-use engine::Running;
+use sandbox::Running;
+use script_api::{EventRef, Live, LiveKey, WHandle};
 
-pub use api::{dynamic_to_json, event_map, json_to_dynamic, map_from_json, map_to_json};
-pub use engine::build_engine;
 pub use errors::{RuleError, RunError};
 pub use key::{Key, KeyBuf, KeyView};
 pub use load::{load_dir, load_file, load_source, load_source_on};
+pub use sandbox::build_engine;
+pub use script_api::{dynamic_to_json, event_map, json_to_dynamic, map_from_json, map_to_json};
 pub use spec::{RuleSpec, Severity, KNOWN_KEYS};
 
 /// What one `check` call works on.
@@ -292,7 +292,7 @@ impl Rule {
                         .ok_or_else(|| bad("an array of events"))?;
                     let events = arr
                         .iter()
-                        .map(api::evidence_of)
+                        .map(script_api::evidence_of)
                         .collect::<Option<Vec<_>>>()
                         .ok_or_else(|| bad("an array of events (from w.events(), w.last()…)"))?;
                     evidence = Some(events);

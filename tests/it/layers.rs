@@ -115,11 +115,16 @@ fn code_only(text: &str) -> String {
 /// The top-level modules a file's code names through `crate::` (also in
 /// `use crate::{a, b::c}` groups).
 fn crate_refs(code: &str) -> BTreeSet<String> {
+    path_refs(code, "crate::")
+}
+
+/// The names that follow `prefix` in a file's code (also in groups).
+fn path_refs(code: &str, prefix: &str) -> BTreeSet<String> {
     let mut refs = BTreeSet::new();
     let mut rest = code;
-    while let Some(at) = rest.find("crate::") {
+    while let Some(at) = rest.find(prefix) {
         // `callwatch::crate::` cannot occur; `$crate::` (macros) is ours too.
-        rest = &rest[at + "crate::".len()..];
+        rest = &rest[at + prefix.len()..];
         if let Some(group) = rest.strip_prefix('{') {
             let end = matching_brace(group);
             for item in top_level_items(&group[..end]) {
@@ -261,6 +266,60 @@ fn no_import_circle_between_top_level_modules() {
     assert!(graph.contains_key("daemon") && graph.contains_key("engine"));
     if let Some(cycle) = find_cycle(&graph) {
         panic!("import circle in src/: {}", cycle.join(" -> "));
+    }
+}
+
+/// The modules of `src/ingest/` (its files and folders, `mod.rs` aside)
+/// → the sibling modules each names, through `super::` from a file
+/// directly in `ingest/`, `super::super::` from one a level deeper, or
+/// `crate::ingest::`. A child reaching its parent is not an edge.
+fn ingest_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let dir = src_dir().join("ingest");
+    let mut files = Vec::new();
+    rust_files(&dir, &mut files);
+    let module_of = |f: &Path| -> Option<(String, usize)> {
+        let rel = f.strip_prefix(&dir).ok()?;
+        let first = rel.components().next()?.as_os_str().to_str()?;
+        let depth = rel.components().count();
+        (first != "mod.rs").then(|| (first.trim_end_matches(".rs").to_string(), depth))
+    };
+    let names: BTreeSet<String> = files
+        .iter()
+        .filter_map(|f| module_of(f))
+        .map(|m| m.0)
+        .collect();
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in &files {
+        let Some((from, depth)) = module_of(file) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(file).expect("reading a source file");
+        let code = code_only(without_tests(&text));
+        let parent = if depth == 1 || file.ends_with("mod.rs") {
+            "super::"
+        } else {
+            "super::super::"
+        };
+        let deps = graph.entry(from.clone()).or_default();
+        for to in path_refs(&code, parent)
+            .into_iter()
+            .chain(path_refs(&code, "crate::ingest::"))
+        {
+            if to != from && names.contains(&to) {
+                deps.insert(to);
+            }
+        }
+    }
+    graph
+}
+
+#[test]
+fn no_import_circle_between_the_modules_of_ingest() {
+    let graph = ingest_graph();
+    assert!(graph.contains_key("decode") && graph.contains_key("line"));
+    assert!(graph["line"].contains("decode"), "{graph:?}");
+    if let Some(cycle) = find_cycle(&graph) {
+        panic!("import circle in src/ingest/: {}", cycle.join(" -> "));
     }
 }
 

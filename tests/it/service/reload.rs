@@ -195,6 +195,12 @@ async fn reload_by_api_and_sighup() {
     let errors = body["errors"].to_string();
     let at = format!("{}:7:", rule_path.display());
     assert!(errors.contains(&at), "errors name {at}…: {errors}");
+    // The position is also data, for tools that jump to it.
+    let detail = &body["details"][0];
+    assert_eq!(detail["kind"], "rule", "{body}");
+    assert_eq!(detail["path"], rule_path.display().to_string(), "{body}");
+    assert_eq!(detail["line"], 7, "{body}");
+    assert!(detail["col"].as_u64().is_some_and(|c| c > 0), "{body}");
     post_event(&client, &home, "carol", "not_answer_call").await;
     post_event(&client, &home, "carol", "not_answer_call").await;
     wait_firing(&sink, "threshold", "carol").await;

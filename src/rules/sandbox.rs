@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rhai::module_resolvers::DummyModuleResolver;
 use rhai::{Engine, EvalAltResult, ImmutableString, FLOAT, INT};
 
-use super::api;
+use super::script_api;
 use crate::config::RulesConfig;
 
 thread_local! {
@@ -62,7 +62,7 @@ pub fn build_engine(cfg: &RulesConfig) -> Engine {
         .on_debug(
             |text, _source, pos| tracing::debug!(rule = %current_rule(), position = %pos, "{text}"),
         );
-    api::register(&mut engine);
+    script_api::register(&mut engine);
     refuse_number_string_comparisons(&mut engine);
     engine
 }
