@@ -11,7 +11,9 @@
 #
 # Env knobs: CALLS (calls in the trace, ~5.8 callbacks each; default 35000),
 # DURATION (default 5s), THREADS (default 2), CONNECTIONS (default 64),
-# PROFILE (release or debug; default release), BENCH_DIR (work dir, default
+# PROFILE (release or debug; default release), ROUNDS (alternating
+# single/cluster pairs, default 3), CALLWATCH (a built binary to measure
+# instead of building), BENCH_DIR (work dir, default
 # a fresh one under target/ on a real disk).
 set -euo pipefail
 
@@ -21,6 +23,7 @@ DURATION=${DURATION:-5s}
 THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-64}
 PROFILE=${PROFILE:-release}
+ROUNDS=${ROUNDS:-3}
 
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
 NATS=${NATS_SERVER:-$(command -v nats-server || true)}
@@ -29,7 +32,9 @@ mkdir -p target
 BENCH_DIR=${BENCH_DIR:-$(mktemp -d -p "$PWD/target" bench-cluster.XXXXXX)}
 echo "work dir: $BENCH_DIR"
 
-if [ "$PROFILE" = release ]; then
+if [ -n "${CALLWATCH:-}" ]; then
+  BIN=$CALLWATCH   # another build, measured as is
+elif [ "$PROFILE" = release ]; then
   cargo build --release --quiet --bin callwatch
   BIN=target/release/callwatch
 else
@@ -140,17 +145,23 @@ echo "warm-up"
 start_callwatch ""; run_wrk "http://127.0.0.1:$CW_PORT" >/dev/null; stop_callwatch
 start_callwatch "$(cluster_toml)"; run_wrk "http://127.0.0.1:$CW_PORT" >/dev/null; stop_callwatch
 
-echo "measuring"
-start_callwatch ""
-read -r s_rps s_p50 s_p99 s_bad < <(run_wrk "http://127.0.0.1:$CW_PORT")
-stop_callwatch; s_acc=$cw_acc s_dup=$cw_dup
-start_callwatch "$(cluster_toml)"
-read -r c_rps c_p50 c_p99 c_bad < <(run_wrk "http://127.0.0.1:$CW_PORT")
-stop_callwatch; c_acc=$cw_acc c_dup=$cw_dup
-
-echo
+# ROUNDS alternating pairs (single node, then cluster node), so a load
+# change on a shared machine hits both alike; one summary line per round.
+echo "measuring, $ROUNDS rounds"
 row() { printf '%-44s %8s %8s %8s %8s %9s %6s\n' "$@"; }
-row "" "req/s" "p50 ms" "p99 ms" "non-2xx" "accepted" "dedup"
-row "single node, fsync=batch ($CONNECTIONS conns)" "$s_rps" "$s_p50" "$s_p99" "$s_bad" "$s_acc" "$s_dup"
-row "cluster node, R3 stream ($CONNECTIONS conns)" "$c_rps" "$c_p50" "$c_p99" "$c_bad" "$c_acc" "$c_dup"
-awk -v a="$c_rps" -v b="$s_rps" -v p="$PROFILE" 'BEGIN { printf "cluster / single node: %.0f %% (%s build)\n", 100 * a / b, p }'
+for r in $(seq "$ROUNDS"); do
+  start_callwatch ""
+  read -r s_rps s_p50 s_p99 s_bad < <(run_wrk "http://127.0.0.1:$CW_PORT")
+  stop_callwatch; s_acc=$cw_acc s_dup=$cw_dup
+  start_callwatch "$(cluster_toml)"
+  read -r c_rps c_p50 c_p99 c_bad < <(run_wrk "http://127.0.0.1:$CW_PORT")
+  stop_callwatch; c_acc=$cw_acc c_dup=$cw_dup
+  echo
+  row "" "req/s" "p50 ms" "p99 ms" "non-2xx" "accepted" "dedup"
+  row "single node, fsync=batch ($CONNECTIONS conns)" "$s_rps" "$s_p50" "$s_p99" "$s_bad" "$s_acc" "$s_dup"
+  row "cluster node, R3 stream ($CONNECTIONS conns)" "$c_rps" "$c_p50" "$c_p99" "$c_bad" "$c_acc" "$c_dup"
+  awk -v r="$r" -v a="$c_rps" -v b="$s_rps" -v ap="$c_p99" -v bp="$s_p99" -v p="$PROFILE" \
+    -v load="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN {
+      printf "round %d: single %.0f req/s p99 %.2f ms | cluster %.0f req/s p99 %.2f ms | cluster/single %.0f %% (%s build, load1 %s)\n",
+        r, b, bp, a, ap, 100 * a / b, p, load }'
+done

@@ -69,6 +69,12 @@ pub struct OutboxItem {
     pub last_error: Option<String>,
 }
 
+/// How long an expired silence stays in the store (and in
+/// `GET /api/v1/silences`, as `expired`), and in a cluster's silences
+/// bucket: five days, Alertmanager's default `--data.retention`, so an
+/// operator can still see what was silenced over a long weekend.
+pub const SILENCE_RETENTION_SECS: i64 = 5 * 24 * 3600;
+
 /// A silence: alerts whose labels match every matcher between `starts_at`
 /// and `ends_at` are tracked but not sent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -85,6 +85,21 @@ impl Fence for LeaderFence {
             self.outbox.sent(receiver, &n.alerts, term).await;
         })
     }
+
+    fn given_up<'a>(
+        &'a self,
+        receiver: &'a str,
+        n: &'a Notification,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            // Given up (recorded in the alert's history like on a single
+            // node): the message must not stay held for ever, nor be
+            // redelivered to the next leader for the same receiver.
+            for a in &n.alerts {
+                self.outbox.settle(&transition_id(a), Some(receiver)).await;
+            }
+        })
+    }
 }
 
 /// Everything [`LeaderSide::start`] needs, as plain values.
@@ -155,7 +170,11 @@ impl LeaderSide {
             lease: lease.clone(),
             outbox: outbox.clone(),
         }));
-        let mut tasks = vec![silences.mirror(store)];
+        let l = lease.clone();
+        let mut tasks = vec![
+            silences.mirror(store),
+            silences.purger(Duration::from_secs(600), move || l.is_leader()),
+        ];
         let (l, o) = (lease.clone(), outbox.clone());
         tasks.push(tokio::spawn(async move {
             let mut role = l.watch();

@@ -11,9 +11,11 @@
 //!   `callwatch replay --stream`.
 //! - [`lease`]: the leader lease in a KV bucket, with its term as fencing token.
 //! - [`outbox`]: transitions in the OUTBOX stream, delivered by the leader once.
+//! - [`episode`]: telling another node's copy of a transition from a new one.
 //! - [`silences`]: silences in a KV bucket, applied on every node.
 //! - [`leader`]: those three bound to the dispatcher and the delivery queue.
 
+pub mod episode;
 pub mod export;
 pub mod feed;
 pub mod ingest;

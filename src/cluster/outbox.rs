@@ -28,6 +28,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
+use super::episode::{self, Decision};
 use super::lease::ensure_bucket;
 use crate::alert::Alert;
 use crate::engine::Transition;
@@ -86,6 +87,14 @@ fn record_key(id: &str, receiver: &str) -> String {
     h.update([0]);
     h.update(receiver.as_bytes());
     hex::encode(&h.finalize()[..16])
+}
+
+/// The key of an alert's episode record in the delivered bucket (apart
+/// from the per-receiver records, which are bare digests).
+fn episode_key(fingerprint: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(fingerprint.as_bytes());
+    format!("episode.{}", hex::encode(&h.finalize()[..16]))
 }
 
 /// The stream and bucket, shared by the publishing and the leading side.
@@ -198,6 +207,30 @@ impl ClusterOutbox {
             }
         }
         Ok(reached)
+    }
+
+    /// Decides whether transition `id` is another node's copy of a change
+    /// already accepted for delivery ([`super::episode`]); a new one is
+    /// recorded before it is routed, so a later leader decides alike.
+    async fn episode(&self, id: &str, alert: &Alert) -> Result<Decision, OutboxError> {
+        let key = episode_key(&alert.fingerprint);
+        let last = self
+            .delivered
+            .entry(key.clone())
+            .await
+            .map_err(|e| OutboxError::Record(e.to_string()))?
+            .filter(|e| e.operation == kv::Operation::Put)
+            .and_then(|e| serde_json::from_slice::<episode::Accepted>(&e.value).ok());
+        let decision = episode::decide(last.as_ref(), id, alert);
+        if decision == Decision::New {
+            let value = serde_json::to_vec(&episode::Accepted::next(last.as_ref(), id, alert))
+                .map_err(|e| OutboxError::Record(e.to_string()))?;
+            self.delivered
+                .put(key, value.into())
+                .await
+                .map_err(|e| OutboxError::Record(e.to_string()))?;
+        }
+        Ok(decision)
     }
 
     /// Records that `receiver` was sent every alert of a notification, by
@@ -332,6 +365,21 @@ impl ClusterOutbox {
                 // handle, do not route it twice.
                 f.message = message;
                 continue;
+            }
+            match self.episode(&id, &t.alert).await {
+                Ok(Decision::Copy) => {
+                    tracing::debug!(fingerprint = %t.alert.fingerprint, status = t.alert.status.as_str(), "dropping another node's copy of a transition already accepted");
+                    let _ = message.ack_with(AckKind::Term).await;
+                    continue;
+                }
+                Ok(Decision::New | Decision::Same) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read or write an episode record; retrying later");
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
+                    continue;
+                }
             }
             let reached = match self.reached(&id, receivers).await {
                 Ok(r) => r,

@@ -13,7 +13,7 @@ use async_nats::jetstream::{self, kv};
 use futures_util::StreamExt;
 
 use super::lease::ensure_bucket;
-use crate::store::{Silence, Store};
+use crate::store::{Silence, Store, SILENCE_RETENTION_SECS};
 
 /// The shared silences bucket.
 pub struct ClusterSilences {
@@ -70,6 +70,60 @@ impl ClusterSilences {
             .await
             .map_err(|e| self.error(format!("saving silence {:?}: {e}", s.id)))?;
         Ok(())
+    }
+
+    /// Purges the keys of silences that ended before `cutoff` (Unix
+    /// seconds): the bucket would otherwise grow with every silence ever
+    /// made. Returns how many went.
+    pub async fn purge_ended_before(&self, cutoff: i64) -> Result<usize, SilencesError> {
+        let mut keys = self.kv.keys().await.map_err(|e| self.error(e))?;
+        let mut ended = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| self.error(e))?;
+            let value = self.kv.get(&key).await.map_err(|e| self.error(e))?;
+            let Some(value) = value else { continue };
+            match serde_json::from_slice::<Silence>(&value) {
+                Ok(s) if s.ends_at < cutoff => ended.push(key),
+                Ok(_) => {}
+                // Not a silence this version can read: left for a newer one.
+                Err(_) => {}
+            }
+        }
+        for key in &ended {
+            self.kv.purge(key).await.map_err(|e| self.error(e))?;
+        }
+        Ok(ended.len())
+    }
+
+    /// Every `every`, while `leading` says this node leads, purges
+    /// silences expired for longer than [`SILENCE_RETENTION_SECS`] (one
+    /// node does it; any could).
+    pub fn purger(
+        self: &Arc<Self>,
+        every: Duration,
+        leading: impl Fn() -> bool + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if !leading() {
+                    continue;
+                }
+                let cutoff = crate::time::now_secs() - SILENCE_RETENTION_SECS;
+                match this.purge_ended_before(cutoff).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        silences = n,
+                        "purged long-expired silences from the cluster"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "purging expired silences from the cluster")
+                    }
+                }
+            }
+        })
     }
 
     /// Mirrors the bucket into `store` until the task is aborted: every

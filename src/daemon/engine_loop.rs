@@ -54,6 +54,11 @@ pub(super) struct EngineTask {
     /// Learns, once the saved alert states are back, which firing alerts
     /// a silence covers; then takes every transition.
     pub(super) dispatcher: Arc<Dispatcher>,
+    /// Cluster mode: a callback is evaluated at the time the node that
+    /// took it received it (carried in the stream), not at this node's
+    /// clock, so every node stamps the transition it causes alike and the
+    /// cluster outbox stores it once (docs/cluster.md).
+    pub(super) stream_clock: bool,
 }
 
 pub(super) fn run_engine(task: EngineTask) {
@@ -70,6 +75,7 @@ pub(super) fn run_engine(task: EngineTask) {
         ready,
         snapshot,
         dispatcher,
+        stream_clock,
     } = task;
     let publish = |engine: &Engine| {
         let s = engine.snapshot();
@@ -159,7 +165,11 @@ pub(super) fn run_engine(task: EngineTask) {
                     }
                     Some(accepted) => {
                         metrics.queue_depth.dec();
-                        let now = now_secs();
+                        let now = if stream_clock {
+                            accepted.received_at.div_euclid(1000)
+                        } else {
+                            now_secs()
+                        };
                         let mut out = Vec::new();
                         for e in accepted.events {
                             out.extend(engine.on_event(e, now, true));

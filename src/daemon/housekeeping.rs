@@ -8,6 +8,7 @@ use tokio::sync::oneshot;
 use crate::config::Config;
 use crate::journal::Journal;
 use crate::store::SharedStore;
+use crate::store::SILENCE_RETENTION_SECS;
 use crate::time::{now_ms, now_secs};
 
 /// How long journal records must be kept: the widest rule window (to
@@ -18,12 +19,6 @@ pub fn retention_ms(max_window_secs: i64, config: &Config) -> i64 {
         + config.server.max_clock_skew.as_secs() as i64;
     (need + 600) * 1000
 }
-
-/// How long an expired silence stays in the store (and in
-/// `GET /api/v1/silences`, as `expired`): five days, Alertmanager's
-/// default `--data.retention`, so an operator can still see what was
-/// silenced over a long weekend.
-const SILENCE_RETENTION_SECS: i64 = 5 * 24 * 3600;
 
 /// Once a minute: prunes journal segments past `retention_ms` and deletes
 /// silences expired for longer than [`SILENCE_RETENTION_SECS`].

@@ -283,6 +283,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         let snapshot = snapshot.clone();
         let engine_store = store.clone();
         let restored = restore_records(&store);
+        let stream_clock = config.cluster.is_some();
         let thread = std::thread::Builder::new()
             .name("engine".into())
             .spawn(move || {
@@ -299,6 +300,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
                     ready,
                     snapshot,
                     dispatcher,
+                    stream_clock,
                 };
                 run_engine(task)
             })

@@ -54,6 +54,12 @@ pub trait Fence: Send + Sync {
         receiver: &'a str,
         n: &'a Notification,
     ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+    /// Delivery to `receiver` was given up: nothing more is owed to it.
+    fn given_up<'a>(
+        &'a self,
+        receiver: &'a str,
+        n: &'a Notification,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 }
 
 /// Shared handle to the outbox.
@@ -191,7 +197,8 @@ impl Outbox {
 
     /// Gives up, on the clock rather than at an attempt, on notifications
     /// older than `alerting.give_up_after`.
-    fn give_up_expired(&self, name: &str, now: i64) {
+    /// Returns them, for the cluster fence to release.
+    fn give_up_expired(&self, name: &str, now: i64) -> Vec<Notification> {
         let expired = lock(&self.store).take_expired(name, now - self.give_up_after_ms);
         match expired {
             Ok(items) => {
@@ -210,11 +217,16 @@ impl Outbox {
                     self.count_n(name, "given_up", items.len() as u64);
                     self.publish_size();
                 }
+                items
+                    .iter()
+                    .filter_map(|i| serde_json::from_str(&i.payload).ok())
+                    .collect()
             }
             Err(e) => {
                 if let Some(held_back) = self.log_rate.check_now(&format!("{name} expire")) {
                     tracing::error!(receiver = %name, error = %e, similar_since_last_log = held_back, "cannot give up old notifications");
                 }
+                Vec::new()
             }
         }
     }
@@ -278,7 +290,11 @@ impl Outbox {
             tokio::pin!(woken);
             woken.as_mut().enable();
             let now = now_ms();
-            self.give_up_expired(&name, now);
+            for n in self.give_up_expired(&name, now) {
+                if let Some(fence) = self.fence.get() {
+                    fence.given_up(&name, &n).await;
+                }
+            }
             let free = IN_FLIGHT_PER_RECEIVER - in_flight.len();
             let mut wait_ms = 1000;
             if free > 0 {
@@ -371,34 +387,42 @@ impl Outbox {
             fence.sent(name, &n).await;
         }
         let now = now_ms();
-        let store = lock(&self.store);
-        let error = result.as_ref().err().map(|e| e.to_string());
-        let outcome = match result {
-            Ok(()) => {
-                tracing::info!(receiver = %name, alerts = n.alerts.len(), status = n.status.as_str(), attempts = item.attempts + 1, "notification delivered");
-                store.remove(item.id).map(|_| "sent")
-            }
-            Err(e) => self.failed(&store, name, &item, &e, now),
-        };
-        match outcome {
-            Ok(o) => {
-                self.count(name, o);
-                let delivery = crate::store::Delivery {
-                    receiver: name,
-                    at_ms: now,
-                    outcome: o,
-                    attempt: item.attempts + 1,
-                    error: error.as_deref(),
-                };
-                if !n.test {
-                    crate::history::record_delivery(&store, &n.alerts, &delivery);
+        // The store lock is not held across the fence's await.
+        let gave_up = {
+            let store = lock(&self.store);
+            let error = result.as_ref().err().map(|e| e.to_string());
+            let outcome = match result {
+                Ok(()) => {
+                    tracing::info!(receiver = %name, alerts = n.alerts.len(), status = n.status.as_str(), attempts = item.attempts + 1, "notification delivered");
+                    store.remove(item.id).map(|_| "sent")
                 }
+                Err(e) => self.failed(&store, name, &item, &e, now),
+            };
+            let gave_up = matches!(outcome, Ok("given_up"));
+            match outcome {
+                Ok(o) => {
+                    self.count(name, o);
+                    let delivery = crate::store::Delivery {
+                        receiver: name,
+                        at_ms: now,
+                        outcome: o,
+                        attempt: item.attempts + 1,
+                        error: error.as_deref(),
+                    };
+                    if !n.test {
+                        crate::history::record_delivery(&store, &n.alerts, &delivery);
+                    }
+                }
+                Err(e) => tracing::error!(receiver = %name, error = %e, "outbox update failed"),
             }
-            Err(e) => tracing::error!(receiver = %name, error = %e, "outbox update failed"),
+            self.metrics
+                .outbox_size
+                .set(store.outbox_len().unwrap_or(0) as i64);
+            gave_up
+        };
+        if let (true, Some(fence)) = (gave_up, self.fence.get()) {
+            fence.given_up(name, &n).await;
         }
-        self.metrics
-            .outbox_size
-            .set(store.outbox_len().unwrap_or(0) as i64);
     }
 
     fn failed(

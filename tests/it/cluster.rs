@@ -7,4 +7,6 @@ mod lease;
 mod nodes;
 mod notify;
 mod outbox;
+mod procs;
+mod sigkill;
 mod silences;

@@ -202,3 +202,53 @@ async fn a_leader_cut_off_from_nats_stops_and_another_delivers_its_pending_once(
         d.stop().await;
     }
 }
+
+/// A notification the leader gives up on (the receiver refuses it for
+/// good) releases its outbox message: nothing stays held for ever, and no
+/// later leader gets it again for that receiver.
+#[tokio::test]
+async fn a_given_up_notification_releases_its_outbox_message() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    // 400 is not worth retrying: given up at the first attempt.
+    let mut hook = Sink::start(Canned::new(400, "no")).await;
+    let d = Dirs::with_rules(&[("first_call", FIRST_CALL_RULE)]);
+    let mut config = d.config();
+    config.alerting.group_wait = Duration::ZERO;
+    add_receiver(&mut config, "ops", webhook(hook.url("/hook")));
+    config.cluster = Some(cluster_config(&nats.urls(), "cw-0"));
+    let node = Running::start(config).await;
+    let nodes = [node];
+    leader(&nodes, Duration::from_secs(30)).await;
+    nodes[0].start_call("alice", "iOS", "call-alice").await;
+    hook.next_within(Duration::from_secs(30)).await;
+    nodes[0]
+        .wait_notifications("ops", "given_up", 1, Duration::from_secs(30))
+        .await;
+
+    let client = async_nats::connect(nats.server_addrs())
+        .await
+        .expect("connecting to NATS");
+    let js = async_nats::jetstream::new(client);
+    let start = Instant::now();
+    loop {
+        let stream = js
+            .get_stream("CALLWATCH_OUTBOX")
+            .await
+            .expect("the outbox stream");
+        let info = stream.consumer_info("leader").await.expect("consumer info");
+        if info.num_ack_pending == 0 && info.num_pending == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the given-up transition is still held: {} unacknowledged, {} pending",
+            info.num_ack_pending,
+            info.num_pending
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let [node] = nodes;
+    node.stop().await;
+}

@@ -87,3 +87,55 @@ async fn a_silence_made_on_a_and_expired_on_b_holds_then_lifts_on_c() {
     })
     .await;
 }
+
+/// Silences expired for longer than the retention are purged from the
+/// bucket; active ones and recently expired ones stay.
+#[tokio::test]
+async fn long_expired_silences_are_purged_from_the_bucket() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let a = node(&nats.url(0)).await;
+    let now = callwatch::time::now_secs();
+    let silence = |id: &str, ends_at: i64| Silence {
+        id: id.into(),
+        matchers: vec![Matcher {
+            name: "rule".into(),
+            value: "r".into(),
+            is_regex: false,
+            is_equal: true,
+        }],
+        starts_at: ends_at - 3600,
+        ends_at,
+        comment: String::new(),
+        created_by: "ops".into(),
+        updated_at: ends_at - 3600,
+    };
+    let retention = callwatch::store::SILENCE_RETENTION_SECS;
+    a.put(&silence("old", now - retention - 60))
+        .await
+        .expect("put");
+    a.put(&silence("recent", now - 60)).await.expect("put");
+    a.put(&silence("active", now + 3600)).await.expect("put");
+    assert_eq!(
+        a.purge_ended_before(now - retention).await.expect("purge"),
+        1
+    );
+    // A node starting now mirrors only what is left.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(Mutex::new(Store::open(dir.path()).expect("store")));
+    let _mirror = a.mirror(store.clone());
+    until(&store, "active", "the active silence", |_| true).await;
+    until(&store, "recent", "the recent silence", |_| true).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let old = store
+        .lock()
+        .expect("store")
+        .get_silence("old")
+        .expect("read");
+    assert!(old.is_none(), "purged silence mirrored: {old:?}");
+    assert_eq!(
+        a.purge_ended_before(now - retention).await.expect("purge"),
+        0
+    );
+}
