@@ -39,6 +39,11 @@ pub struct Accepted {
     pub status: AlertStatus,
     pub starts_at: i64,
     pub ends_at: Option<i64>,
+    /// When the latest accepted resolve ended, kept while the alert fires
+    /// again: a resolve that started before it belongs to that earlier
+    /// episode (a slow or restarted node's copy), not to this firing.
+    #[serde(default)]
+    pub resolved_end: Option<i64>,
 }
 
 /// How many ids an episode record keeps.
@@ -53,11 +58,16 @@ impl Accepted {
         if ids.len() > KEPT_IDS {
             ids.drain(..ids.len() - KEPT_IDS);
         }
+        let resolved_end = match alert.status {
+            AlertStatus::Resolved => alert.ends_at.or(last.and_then(|l| l.resolved_end)),
+            _ => last.and_then(|l| l.resolved_end),
+        };
         Accepted {
             ids,
             status: alert.status,
             starts_at: alert.starts_at,
             ends_at: alert.ends_at,
+            resolved_end,
         }
     }
 }
@@ -89,8 +99,11 @@ pub fn decide(last: Option<&Accepted>, id: &str, alert: &Alert) -> Decision {
         // an older one.
         (AlertStatus::Firing, AlertStatus::Firing) => starts - last_starts < REFIRE_SECS,
         // The resolve of the accepted firing (whoever stamped it), unless
-        // it is of an episode older than that firing.
-        (AlertStatus::Firing, AlertStatus::Resolved) => starts < last_starts - SKEW_SECS,
+        // it is of an episode older than that firing: one that started
+        // before the previous accepted resolve ended, or well before it.
+        (AlertStatus::Firing, AlertStatus::Resolved) => {
+            last.resolved_end.is_some_and(|end| starts < end) || starts < last_starts - SKEW_SECS
+        }
         // A change that started before the accepted resolve ended belongs
         // to that episode: a slower node's copy of the resolve or of the
         // firing. One after it is the alert firing again.
@@ -186,6 +199,24 @@ mod tests {
         let last = accepted("e", &f);
         let old = alert(AlertStatus::Resolved, 100, Some(400));
         assert_eq!(decide(Some(&last), "x", &old), Decision::Copy);
+    }
+
+    /// Seen in the SIGKILL test: an alert fired, resolved and fired again
+    /// 24 s later; a restarted node's copy of the first resolve came after
+    /// the second firing and must not go out.
+    #[test]
+    fn a_late_copy_of_the_previous_resolve_during_a_quick_refire_is_dropped() {
+        let f1 = alert(AlertStatus::Firing, 15, None);
+        let r1 = alert(AlertStatus::Resolved, 15, Some(27));
+        let f2 = alert(AlertStatus::Firing, 39, None);
+        let last = Accepted::next(None, "f1", &f1);
+        let last = Accepted::next(Some(&last), "r1", &r1);
+        assert_eq!(decide(Some(&last), "f2", &f2), Decision::New);
+        let last = Accepted::next(Some(&last), "f2", &f2);
+        let late_r1 = alert(AlertStatus::Resolved, 15, Some(28));
+        assert_eq!(decide(Some(&last), "r1-copy", &late_r1), Decision::Copy);
+        let r2 = alert(AlertStatus::Resolved, 39, Some(50));
+        assert_eq!(decide(Some(&last), "r2", &r2), Decision::New);
     }
 
     #[test]
