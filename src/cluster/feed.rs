@@ -15,6 +15,7 @@ use async_nats::jetstream::stream::Stream as JsStream;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use super::position::Position;
 use super::Cluster;
 use crate::event::Event;
 use crate::ingest::line::decode_line;
@@ -187,6 +188,44 @@ impl Feed {
         })
     }
 
+    /// The stream message after which this node evaluates on a restart,
+    /// given the position its store saved with its alert states (see
+    /// [`super::position`]); `None`: only read the history into the
+    /// windows.
+    pub fn resume_after(&self, saved: Option<&Position>) -> Option<u64> {
+        let info = self.stream.cached_info();
+        let created = info.created.unix_timestamp_nanos();
+        let resume = saved?.resume_after(
+            &self.cluster.config.stream,
+            created,
+            info.state.last_sequence,
+        );
+        if let Some(seq) = resume {
+            tracing::info!(
+                seq,
+                last = info.state.last_sequence,
+                "resuming evaluation after the stream message the saved alert states were computed at"
+            );
+        } else {
+            tracing::warn!(
+                stream = %self.cluster.config.stream,
+                "the saved alert states are of another stream (recreated, or messages lost): the history only refills the windows"
+            );
+        }
+        resume
+    }
+
+    /// The position of stream message `seq`, as the store saves it.
+    pub fn position_of(&self) -> impl Fn(u64) -> Position + Send + 'static {
+        let stream = self.cluster.config.stream.clone();
+        let created_ns = self.stream.cached_info().created.unix_timestamp_nanos();
+        move |seq| Position {
+            stream: stream.clone(),
+            created_ns,
+            seq,
+        }
+    }
+
     /// The JetStream context, for the leader side (lease, outbox, silences).
     pub fn js(&self) -> &async_nats::jetstream::Context {
         &self.cluster.js
@@ -197,11 +236,14 @@ impl Feed {
     }
 
     /// Checks that the stream's retention covers the rules' widest window
-    /// and starts feeding the engine from that far back.
+    /// and starts feeding the engine from that far back: the messages up
+    /// to `resume_after` (all of the history when `None`) refill the
+    /// windows, the ones after it are evaluated.
     pub fn start(
         self,
         config: &crate::config::Config,
         widest_window_secs: i64,
+        resume_after: Option<u64>,
         history: std::sync::mpsc::SyncSender<Vec<Event>>,
         live: mpsc::Sender<Accepted>,
     ) -> Result<(), crate::config::ConfigError> {
@@ -210,7 +252,7 @@ impl Feed {
         self.cluster.config.check_retention(widest, dedup)?;
         // A minute more, as journal recovery reads, for late events.
         let horizon = widest + dedup + Duration::from_secs(60);
-        tokio::spawn(self.run(horizon, history, live));
+        tokio::spawn(self.run(horizon, resume_after, history, live));
         Ok(())
     }
 
@@ -218,6 +260,7 @@ impl Feed {
     pub async fn run(
         mut self,
         horizon: Duration,
+        resume_after: Option<u64>,
         history: std::sync::mpsc::SyncSender<Vec<Event>>,
         live: mpsc::Sender<Accepted>,
     ) {
@@ -252,7 +295,7 @@ impl Feed {
         'consumer: loop {
             let messages = match self.open(policy).await {
                 Ok((pending, m)) => {
-                    if pending == 0 && history.is_some() {
+                    if pending == 0 && !self.state.caught_up.load(Ordering::Acquire) {
                         // Nothing in the horizon: the history is whole.
                         self.state.processed.store(history_end, Ordering::Release);
                         self.end_history(&mut history, &mut batch).await;
@@ -322,7 +365,11 @@ impl Feed {
                         None
                     }
                 };
-                if history.is_some() && seq <= history_end {
+                // History is what this node had evaluated before it
+                // stopped (or, without a saved position, everything
+                // before it started): it only refills the windows.
+                let evaluated_before = resume_after.unwrap_or(history_end).min(history_end);
+                if history.is_some() && seq <= evaluated_before {
                     if let Some((_, events)) = decoded {
                         batch.extend(events);
                     }
@@ -331,14 +378,17 @@ impl Feed {
                         send_history(&history, full).await;
                     }
                 } else {
-                    self.end_history(&mut history, &mut batch).await;
+                    close_history(&mut history, &mut batch).await;
                     if let Some((received_at, events)) = decoded {
-                        self.console.push(received_at, &events);
+                        if seq > history_end {
+                            self.console.push(received_at, &events);
+                        }
                         self.metrics.queue_depth.inc();
                         if live
                             .send(Accepted {
                                 received_at,
                                 events,
+                                seq,
                             })
                             .await
                             .is_err()
@@ -354,7 +404,9 @@ impl Feed {
                     .processed_at_ms
                     .store(published_ms, Ordering::Release);
                 self.state.last.fetch_max(seq + pending, Ordering::AcqRel);
-                if history.is_some() && (pending == 0 || seq >= history_end) {
+                if !self.state.caught_up.load(Ordering::Acquire)
+                    && (pending == 0 || seq >= history_end)
+                {
                     self.end_history(&mut history, &mut batch).await;
                 }
                 self.state.update_metrics(&self.metrics);
@@ -406,26 +458,37 @@ impl Feed {
         self.state.update_metrics(&self.metrics);
     }
 
-    /// Hands over the last history batch and closes the history, which
-    /// lets the engine evaluate and report ready.
+    /// Closes the history if it is still open and marks the node caught
+    /// up with the stream as it was when the feed started (ready).
     async fn end_history(
         &self,
         history: &mut Option<std::sync::mpsc::SyncSender<Vec<Event>>>,
         batch: &mut Vec<Event>,
     ) {
-        if history.is_none() {
+        close_history(history, batch).await;
+        if self.state.caught_up.swap(true, Ordering::AcqRel) {
             return;
         }
-        if !batch.is_empty() {
-            send_history(history, std::mem::take(batch)).await;
-        }
-        *history = None;
-        self.state.caught_up.store(true, Ordering::Release);
         tracing::info!(
             seq = self.state.processed.load(Ordering::Acquire),
             "stream history read; following the stream"
         );
     }
+}
+
+/// Hands over the last history batch and closes the history: the engine
+/// then evaluates what follows.
+async fn close_history(
+    history: &mut Option<std::sync::mpsc::SyncSender<Vec<Event>>>,
+    batch: &mut Vec<Event>,
+) {
+    if history.is_none() {
+        return;
+    }
+    if !batch.is_empty() {
+        send_history(history, std::mem::take(batch)).await;
+    }
+    *history = None;
 }
 
 /// The engine thread takes history from a bounded blocking channel.

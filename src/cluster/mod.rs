@@ -12,6 +12,8 @@
 //! - [`lease`]: the leader lease in a KV bucket, with its term as fencing token.
 //! - [`outbox`]: transitions in the OUTBOX stream, delivered by the leader once.
 //! - [`episode`]: telling another node's copy of a transition from a new one.
+//! - [`position`]: where in the stream the saved alert states were
+//!   computed, so a restarted node evaluates on from exactly there.
 //! - [`silences`]: silences in a KV bucket, applied on every node.
 //! - [`leader`]: those three bound to the dispatcher and the delivery queue.
 
@@ -22,6 +24,7 @@ pub mod ingest;
 pub mod leader;
 pub mod lease;
 pub mod outbox;
+pub mod position;
 pub mod silences;
 
 use std::time::Duration;

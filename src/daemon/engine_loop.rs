@@ -58,7 +58,19 @@ pub(super) struct EngineTask {
     /// took it received it (carried in the stream), not at this node's
     /// clock, so every node stamps the transition it causes alike and the
     /// cluster outbox stores it once (docs/cluster.md).
-    pub(super) stream_clock: bool,
+    pub(super) stream: Option<StreamSide>,
+}
+
+/// The engine's side of cluster mode.
+pub(super) struct StreamSide {
+    /// The saved position of stream message `seq`.
+    pub(super) position_of: Box<dyn Fn(u64) -> crate::cluster::position::Position + Send>,
+    /// The saved states are those after this stream message: the history
+    /// up to it only refills the windows, and the messages after it come
+    /// as live ones, evaluated as every other node did. `None`: no usable
+    /// saved position; the whole history refills the windows and is then
+    /// evaluated at once, as after a single node's restart.
+    pub(super) resume_after: Option<u64>,
 }
 
 pub(super) fn run_engine(task: EngineTask) {
@@ -75,7 +87,7 @@ pub(super) fn run_engine(task: EngineTask) {
         ready,
         snapshot,
         dispatcher,
-        stream_clock,
+        stream,
     } = task;
     let publish = |engine: &Engine| {
         let s = engine.snapshot();
@@ -101,7 +113,7 @@ pub(super) fn run_engine(task: EngineTask) {
     // so a crash at any point neither loses a notification nor (since the
     // store knows the alert is firing) repeats one.
     // A failed save keeps everything for the next try (see `unsaved`).
-    let unsaved = std::cell::RefCell::new(unsaved::Unsaved::new(KEYS_SPACE));
+    let unsaved = &std::cell::RefCell::new(unsaved::Unsaved::new(KEYS_SPACE));
     let save_metrics = metrics.clone();
     let persist = |engine: &mut Engine, out: Vec<Transition>| -> Vec<Tracked> {
         let changes: Vec<(String, Option<String>)> = engine
@@ -132,7 +144,14 @@ pub(super) fn run_engine(task: EngineTask) {
             rebuilt += 1;
         }
     }
-    let first = engine.evaluate_all(now);
+    // A node resuming at its saved stream position evaluates what it
+    // missed message by message (next), not all at once at this clock.
+    let resumed = stream.as_ref().is_some_and(|s| s.resume_after.is_some());
+    let first = if resumed {
+        Vec::new()
+    } else {
+        engine.evaluate_all(now)
+    };
     let first = persist(&mut engine, first);
     dispatcher.publish_and_submit(|| publish(&engine), first);
     tracing::info!(
@@ -165,10 +184,14 @@ pub(super) fn run_engine(task: EngineTask) {
                     }
                     Some(accepted) => {
                         metrics.queue_depth.dec();
-                        let now = if stream_clock {
-                            accepted.received_at.div_euclid(1000)
-                        } else {
-                            now_secs()
+                        let now = match &stream {
+                            Some(s) => {
+                                unsaved
+                                    .borrow_mut()
+                                    .set_position((s.position_of)(accepted.seq).to_json());
+                                accepted.received_at.div_euclid(1000)
+                            }
+                            None => now_secs(),
                         };
                         let mut out = Vec::new();
                         for e in accepted.events {

@@ -82,6 +82,7 @@ impl Pending {
         permit.send(Accepted {
             received_at,
             events,
+            seq: 0,
         });
         let _ = reply.send(Ok(()));
     }
