@@ -1,10 +1,11 @@
 //! The stream into this node's engine. Every node reads the whole stream
 //! in order with an ordered consumer, so every engine sees the same
 //! callbacks in the same order, this node's own included (they reach the
-//! engine only through the stream: one path). On start, what the stream
-//! held already refills the windows the way journal recovery does; what
-//! arrives after goes to the engine as live ingest does. Tracks the lag
-//! that `/readyz` and the metrics report.
+//! engine only through the stream: one path), and the same engine ticks
+//! (see [`super::ticks`]). On start, what this node had evaluated before
+//! it stopped refills the windows the way journal recovery does; what
+//! follows goes to the engine as live ingest does. Tracks the lag that
+//! `/readyz` and the metrics report.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -252,6 +253,12 @@ impl Feed {
         self.cluster.config.check_retention(widest, dedup)?;
         // A minute more, as journal recovery reads, for late events.
         let horizon = widest + dedup + Duration::from_secs(60);
+        let stop = live.clone();
+        tokio::spawn(super::ticks::publish(
+            self.cluster.clone(),
+            config.rules.tick,
+            async move { stop.closed().await },
+        ));
         tokio::spawn(self.run(horizon, resume_after, history, live));
         Ok(())
     }
@@ -285,6 +292,7 @@ impl Feed {
             }
         };
         self.state.last.store(history_end, Ordering::Release);
+        let tick_subject = self.cluster.config.tick_subject();
         let start = now_ms() - horizon.as_millis() as i64;
         let mut policy = DeliverPolicy::ByStartTime {
             start_time: time::OffsetDateTime::from_unix_timestamp_nanos(start as i128 * 1_000_000)
@@ -352,25 +360,43 @@ impl Feed {
                 };
                 let (seq, pending) = (info.stream_sequence, info.pending);
                 let published_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
-                let decoded = match decode_line(&msg.payload) {
-                    Ok(l) => Some((l.received_at.unwrap_or(published_ms), l.decoded.events)),
-                    Err(e) => {
-                        // Someone else published on the subject: never
-                        // a callback this cluster acknowledged.
-                        warn_rate(
-                            &errors,
-                            "message",
-                            |n| tracing::warn!(seq, error = %e, repeated = n, "unreadable stream message skipped"),
-                        );
-                        None
+                let item = if msg.subject.as_str() == tick_subject {
+                    let tick = super::ticks::tick_of(msg.headers.as_ref());
+                    if tick.is_none() {
+                        warn_rate(&errors, "tick", |n| {
+                            tracing::warn!(
+                                seq,
+                                repeated = n,
+                                "stream tick without a readable time skipped"
+                            )
+                        });
+                    }
+                    tick.map(Item::Tick)
+                } else {
+                    match decode_line(&msg.payload) {
+                        Ok(l) => Some(Item::Callback(
+                            l.received_at.unwrap_or(published_ms),
+                            l.decoded.events,
+                        )),
+                        Err(e) => {
+                            // Someone else published on the subject: never
+                            // a callback this cluster acknowledged.
+                            warn_rate(
+                                &errors,
+                                "message",
+                                |n| tracing::warn!(seq, error = %e, repeated = n, "unreadable stream message skipped"),
+                            );
+                            None
+                        }
                     }
                 };
                 // History is what this node had evaluated before it
                 // stopped (or, without a saved position, everything
-                // before it started): it only refills the windows.
+                // before it started): it only refills the windows, which
+                // ticks have no part in.
                 let evaluated_before = resume_after.unwrap_or(history_end).min(history_end);
                 if history.is_some() && seq <= evaluated_before {
-                    if let Some((_, events)) = decoded {
+                    if let Some(Item::Callback(_, events)) = item {
                         batch.extend(events);
                     }
                     if batch.len() >= BATCH {
@@ -379,20 +405,29 @@ impl Feed {
                     }
                 } else {
                     close_history(&mut history, &mut batch).await;
-                    if let Some((received_at, events)) = decoded {
-                        if seq > history_end {
-                            self.console.push(received_at, &events);
-                        }
-                        self.metrics.queue_depth.inc();
-                        if live
-                            .send(Accepted {
+                    let accepted = match item {
+                        Some(Item::Callback(received_at, events)) => {
+                            if seq > history_end {
+                                self.console.push(received_at, &events);
+                            }
+                            Some(Accepted {
                                 received_at,
                                 events,
                                 seq,
+                                tick: false,
                             })
-                            .await
-                            .is_err()
-                        {
+                        }
+                        Some(Item::Tick(at)) => Some(Accepted {
+                            received_at: at,
+                            events: Vec::new(),
+                            seq,
+                            tick: true,
+                        }),
+                        None => None,
+                    };
+                    if let Some(accepted) = accepted {
+                        self.metrics.queue_depth.inc();
+                        if live.send(accepted).await.is_err() {
                             self.metrics.queue_depth.dec();
                             return;
                         }
@@ -429,7 +464,10 @@ impl Feed {
                     "callwatch feed of node {}",
                     self.cluster.config.node
                 )),
-                filter_subject: self.cluster.config.subject(),
+                filter_subjects: vec![
+                    self.cluster.config.subject(),
+                    self.cluster.config.tick_subject(),
+                ],
                 deliver_policy: policy,
                 ..Default::default()
             })
@@ -489,6 +527,14 @@ async fn close_history(
         send_history(history, std::mem::take(batch)).await;
     }
     *history = None;
+}
+
+/// A stream message as the engine takes it.
+enum Item {
+    /// Receive time (ms) and events of an accepted callback.
+    Callback(i64, Vec<Event>),
+    /// An engine tick at this time (ms).
+    Tick(i64),
 }
 
 /// The engine thread takes history from a bounded blocking channel.

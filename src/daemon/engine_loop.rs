@@ -55,9 +55,10 @@ pub(super) struct EngineTask {
     /// a silence covers; then takes every transition.
     pub(super) dispatcher: Arc<Dispatcher>,
     /// Cluster mode: a callback is evaluated at the time the node that
-    /// took it received it (carried in the stream), not at this node's
-    /// clock, so every node stamps the transition it causes alike and the
-    /// cluster outbox stores it once (docs/cluster.md).
+    /// took it received it (carried in the stream), and the engine ticks
+    /// at the tick messages of the stream, not at this node's clock, so
+    /// every node stamps each transition alike and the cluster outbox
+    /// stores it once (docs/cluster.md).
     pub(super) stream: Option<StreamSide>,
 }
 
@@ -167,6 +168,7 @@ pub(super) fn run_engine(task: EngineTask) {
         let mut closing = false;
         let mut deadline = None;
         let mut ctl_open = true;
+        let mut last_stream_tick = i64::MIN;
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -194,12 +196,21 @@ pub(super) fn run_engine(task: EngineTask) {
                             None => now_secs(),
                         };
                         let mut out = Vec::new();
+                        if accepted.tick {
+                            // A node whose clock runs ahead may have put a
+                            // later tick first: time only moves on.
+                            if now > last_stream_tick {
+                                last_stream_tick = now;
+                                out = engine.on_tick(now);
+                                publish_stats(&mut engine, &metrics, &mut published);
+                            }
+                        }
                         for e in accepted.events {
                             out.extend(engine.on_event(e, now, true));
                         }
                         // The API view is refreshed on every alert change
                         // and at most twice a second otherwise.
-                        if !out.is_empty() || last_publish.elapsed().as_millis() > 500 {
+                        if !out.is_empty() || accepted.tick || last_publish.elapsed().as_millis() > 500 {
                             let out = persist(&mut engine, out);
                             // The API shows an alert before its
                             // notification can arrive anywhere.
@@ -230,7 +241,13 @@ pub(super) fn run_engine(task: EngineTask) {
                     None => ctl_open = false,
                 },
                 _ = ticker.tick() => {
-                    let out = engine.on_tick(now_secs());
+                    // Cluster mode ticks come from the stream (above);
+                    // this one only retries a failed save.
+                    let out = if stream.is_some() {
+                        Vec::new()
+                    } else {
+                        engine.on_tick(now_secs())
+                    };
                     let out = persist(&mut engine, out);
                     dispatcher.publish_and_submit(|| publish(&engine), out);
                     publish_stats(&mut engine, &metrics, &mut published);

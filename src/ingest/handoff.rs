@@ -83,6 +83,7 @@ impl Pending {
             received_at,
             events,
             seq: 0,
+            tick: false,
         });
         let _ = reply.send(Ok(()));
     }

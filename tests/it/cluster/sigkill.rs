@@ -172,8 +172,9 @@ fn simulated(dir: &Path, calls: u32, rate: u32, anomalies: &[&str]) -> Vec<Value
 /// What may legitimately differ, and is not compared:
 /// - Timestamps between nodes and replay: nodes evaluate a callback at
 ///   the time the node that took it received it, replay at event time.
-/// - Time-driven rules (`call_flatline`, `for:`) are left out: nodes run
-///   them on the wall clock, replay in event time, so the nodes run the
+/// - Time-driven rules (`call_flatline`, `for:`) are left out: nodes tick
+///   at the stream's ticks (published on the wall clock), replay in event
+///   time (tests/it/cluster/ticks.rs checks the nodes agree), so the nodes run the
 ///   event-driven `missed_call_streak` (a one-hour window, far wider than
 ///   the trace).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
