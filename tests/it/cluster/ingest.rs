@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::nodes::{
-    body_key, cli_config, export, post_record, start_nodes, wait_caught_up, wait_ready,
-    with_example_rules, Answer,
+    assert_stream_holds_once, cli_config, export, post_record, start_nodes, wait_caught_up,
+    wait_ready, with_example_rules, Answer,
 };
 use crate::support::nats::NatsCluster;
 use crate::support::{self, TestDaemon};
@@ -207,25 +207,9 @@ async fn simulated_trace_on_three_nodes_is_stored_once_and_agrees_with_replay() 
 
     // Every 200 is in the stream exactly once.
     let cli = cli_config(work.path(), &urls, &rules);
-    let stream = export(work.path(), &cli, &[]);
-    let mut in_stream: HashMap<String, usize> = HashMap::new();
-    for l in &stream {
-        *in_stream.entry(body_key(l)).or_default() += 1;
-    }
-    for i in &accepted {
-        let n = in_stream.get(&body_key(&trace[*i])).copied().unwrap_or(0);
-        assert_eq!(n, 1, "line {i} is in the stream {n} times");
-    }
-    assert_eq!(
-        stream.len(),
-        accepted.len(),
-        "the stream holds extra messages"
-    );
+    let exported = assert_stream_holds_once(work.path(), &cli, &trace, &accepted);
 
     // Every node's alerts equal replay's of the accepted callbacks.
-    let exported = work.path().join("accepted.jsonl");
-    let text: String = stream.iter().map(|l| format!("{l}\n")).collect();
-    std::fs::write(&exported, text).expect("writing the export");
     let replayed = super::nodes::callwatch(
         work.path(),
         &[
@@ -339,13 +323,7 @@ async fn two_of_three_nats_down_is_503_everywhere_and_recovers() {
 
     let work = tempfile::tempdir().expect("tempdir");
     let cli = cli_config(work.path(), &urls, work.path());
-    let stream = export(work.path(), &cli, &[]);
-    let keys: Vec<String> = stream.iter().map(body_key).collect();
-    for l in &lines {
-        let n = keys.iter().filter(|k| **k == body_key(l)).count();
-        assert_eq!(n, 1, "{} is in the stream {n} times", body_key(l));
-    }
-    assert_eq!(stream.len(), lines.len());
+    assert_stream_holds_once(work.path(), &cli, &lines, &(0..lines.len()).collect());
     // Every node's engine got all of them from the stream.
     for node in &nodes {
         wait_caught_up(node, Duration::from_secs(30)).await;

@@ -2,7 +2,8 @@
 //! pointed at a real NATS cluster, posting with retries as Tencent does,
 //! and reading the stream back through the real `callwatch export`.
 
-use std::path::Path;
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -107,7 +108,7 @@ pub async fn post_record(
 }
 
 /// A config file naming only the NATS cluster, for `export` and `replay`.
-pub fn cli_config(dir: &Path, urls: &[String], rules: &Path) -> std::path::PathBuf {
+pub fn cli_config(dir: &Path, urls: &[String], rules: &Path) -> PathBuf {
     let nats = urls
         .iter()
         .map(|u| format!("{u:?}"))
@@ -158,6 +159,36 @@ pub fn export(dir: &Path, config: &Path, extra: &[&str]) -> Vec<Value> {
 /// (the stream keeps the body as received).
 pub fn body_key(line: &Value) -> String {
     line["body"].to_string()
+}
+
+/// Asserts that the stream (read through `export` with the CLI config
+/// `cli`) holds each `accepted` line of `trace` exactly once and nothing
+/// else, and writes it to `accepted.jsonl` in `dir` for `replay`; returns
+/// that file.
+pub fn assert_stream_holds_once(
+    dir: &Path,
+    cli: &Path,
+    trace: &[Value],
+    accepted: &BTreeSet<usize>,
+) -> PathBuf {
+    let stream = export(dir, cli, &[]);
+    let mut in_stream: HashMap<String, usize> = HashMap::new();
+    for l in &stream {
+        *in_stream.entry(body_key(l)).or_default() += 1;
+    }
+    for i in accepted {
+        let n = in_stream.get(&body_key(&trace[*i])).copied().unwrap_or(0);
+        assert_eq!(n, 1, "line {i} is in the stream {n} times");
+    }
+    assert_eq!(
+        stream.len(),
+        accepted.len(),
+        "the stream holds extra messages"
+    );
+    let exported = dir.join("accepted.jsonl");
+    let text: String = stream.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&exported, text).expect("writing the export");
+    exported
 }
 
 /// Waits until the node's engine has the whole stream.
