@@ -72,41 +72,6 @@ pub async fn wait_ready(node: &TestDaemon, limit: Duration) {
     }
 }
 
-/// What a callback post got: status, `Retry-After` and body.
-pub struct Answer {
-    pub status: u16,
-    pub retry_after: Option<String>,
-    pub body: String,
-}
-
-/// Posts one recorded callback (query and body as `replay` reads them).
-pub async fn post_record(
-    http: &reqwest::Client,
-    base: &str,
-    query: &serde_json::Map<String, Value>,
-    body: &str,
-) -> Answer {
-    let resp = http
-        .post(format!("{base}/callback?{}", support::query_string(query)))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("POST /callback");
-    let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = resp.text().await.expect("reading the reply");
-    Answer {
-        status,
-        retry_after,
-        body,
-    }
-}
-
 /// A config file naming only the NATS cluster, for `export` and `replay`.
 pub fn cli_config(dir: &Path, urls: &[String], rules: &Path) -> PathBuf {
     let nats = urls
