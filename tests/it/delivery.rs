@@ -18,7 +18,10 @@ use callwatch::config::{Config, ReceiverKind, SmtpConfig};
 
 use crate::notify::http_sink::{Canned, Sink};
 use crate::notify::smtp_sink::SmtpSink;
-use harness::{add_receiver, free_port, now_secs, webhook, Dirs, Running, FIRST_CALL_RULE};
+use harness::{
+    add_receiver, free_port, now_secs, short_first_call_rule, webhook, webhook_and_short_rule,
+    Dirs, Running, FIRST_CALL_RULE,
+};
 
 /// Asserts nothing more arrives at `sink` for `quiet`.
 async fn assert_quiet(sink: &mut Sink, quiet: Duration) {
@@ -434,12 +437,7 @@ secret = "SECtest"
 
 #[tokio::test]
 async fn a_resolve_that_happened_while_down_is_sent_after_the_restart() {
-    let mut hook = Sink::start(Canned::new(200, "")).await;
-    let short = FIRST_CALL_RULE.replace(r#"window: "10m""#, r#"window: "3s""#);
-    let dirs = Dirs::with_rules(&[("first_call", &short)]);
-    let mut config = dirs.config();
-    config.alerting.group_wait = Duration::ZERO;
-    add_receiver(&mut config, "ops", webhook(hook.url("/hook")));
+    let (mut hook, _dirs, config) = webhook_and_short_rule(Canned::new(200, "")).await;
 
     let d = Running::start(config.clone()).await;
     d.start_call("alice", "iOS", "c1").await;
@@ -469,16 +467,14 @@ async fn a_resolved_mail_answers_the_firing_mail_across_a_restart() {
         return;
     };
     let mut hook = Sink::start(Canned::new(200, "")).await;
-    let rule = FIRST_CALL_RULE
-        .replace(r#"window: "10m""#, r#"window: "3s""#)
-        .replace(
-            r#"severity: "warning","#,
-            r#"severity: "warning",
+    let rule = short_first_call_rule().replace(
+        r#"severity: "warning","#,
+        r#"severity: "warning",
     annotations: #{
         description: "{{ labels.user_id }} started a call on {{ labels.platform }}",
         runbook_url: "https://wiki.example.com/first-call",
     },"#,
-        );
+    );
     let dirs = Dirs::with_rules(&[("first_call", &rule)]);
     let mut config = dirs.config();
     config.alerting.group_wait = Duration::ZERO;

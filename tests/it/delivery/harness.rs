@@ -11,6 +11,8 @@ use tempfile::TempDir;
 use callwatch::app::{self, Daemon};
 use callwatch::config::{Config, ReceiverConfig, ReceiverKind};
 
+use crate::notify::http_sink::{Canned, Sink};
+
 /// A rule that fires for each distinct `user_id` on its first `start_call`
 /// and stays firing for the window (no resolve within a test).
 pub const FIRST_CALL_RULE: &str = r#"
@@ -26,6 +28,23 @@ fn check(w) {
     w.count() >= 1
 }
 "#;
+
+/// `FIRST_CALL_RULE` with a 3 s window: its alerts resolve within a test.
+pub fn short_first_call_rule() -> String {
+    FIRST_CALL_RULE.replace(r#"window: "10m""#, r#"window: "3s""#)
+}
+
+/// A real webhook server answering `canned` (until told otherwise), dirs
+/// holding the short first-call rule, and a config that sends each
+/// transition at once (no `group_wait`) to that webhook as receiver `ops`.
+pub async fn webhook_and_short_rule(canned: Canned) -> (Sink, Dirs, Config) {
+    let hook = Sink::start(canned).await;
+    let dirs = Dirs::with_rules(&[("first_call", &short_first_call_rule())]);
+    let mut config = dirs.config();
+    config.alerting.group_wait = Duration::ZERO;
+    add_receiver(&mut config, "ops", webhook(hook.url("/hook")));
+    (hook, dirs, config)
+}
 
 /// Temp state and rules dirs that outlive daemon restarts.
 pub struct Dirs {
