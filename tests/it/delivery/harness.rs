@@ -12,6 +12,7 @@ use callwatch::app::{self, Daemon};
 use callwatch::config::{Config, ReceiverConfig, ReceiverKind};
 
 use crate::notify::http_sink::{Canned, Sink};
+use crate::support;
 
 /// A rule that fires for each distinct `user_id` on its first `start_call`
 /// and stays firing for the window (no resolve within a test).
@@ -149,21 +150,11 @@ impl Running {
 
     /// Posts one recorded callback (§3 format) to `/callback`; 200 expected.
     pub async fn post(&self, record: &Value) {
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in record["query"].as_object().expect("query object") {
-            query.append_pair(k, v.as_str().map_or(v.to_string(), str::to_string).as_str());
-        }
-        let url = format!("{}?{}", self.url("/callback"), query.finish());
-        let r = self
-            .http
-            .post(url)
-            .json(&record["body"])
-            .send()
+        let query = record["query"].as_object().expect("query object");
+        let body = record["body"].to_string();
+        support::post_record(&self.http, &self.url(""), query, &body)
             .await
-            .expect("callback posted");
-        let status = r.status();
-        let text = r.text().await.unwrap_or_default();
-        assert_eq!(status, 200, "callback refused: {text}");
+            .assert_ok();
     }
 
     /// Posts a `caller_start_call` by `user` on `platform`, now.
