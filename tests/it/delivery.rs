@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use callwatch::config::{Config, ReceiverKind, SmtpConfig};
+use callwatch::config::{Config, ReceiverKind};
 
 use crate::notify::http_sink::{Canned, Sink};
 use crate::notify::smtp_sink::SmtpSink;
 use harness::{
-    add_receiver, free_port, now_secs, short_first_call_rule, webhook, webhook_and_short_rule,
-    Dirs, Running, FIRST_CALL_RULE,
+    add_mail_receiver, add_receiver, free_port, now_secs, short_first_call_rule, webhook,
+    webhook_and_short_rule, Dirs, Running, FIRST_CALL_RULE,
 };
 
 /// Asserts nothing more arrives at `sink` for `quiet`.
@@ -69,19 +69,7 @@ async fn a_trace_anomaly_fires_and_resolves_by_email_and_webhook() {
     let source = source.replace("n >= 7", "n >= 5");
     let dirs = Dirs::with_rules(&[("missed_call_streak", &source)]);
     let mut config = dirs.config();
-    config.smtp = SmtpConfig {
-        host: "127.0.0.1".into(),
-        port: smtp.port,
-        from: "callwatch@example.com".into(),
-        ..SmtpConfig::default()
-    };
-    add_receiver(
-        &mut config,
-        "oncall",
-        ReceiverKind::Email {
-            to: vec!["oncall@example.com".into()],
-        },
-    );
+    add_mail_receiver(&mut config, smtp.port);
     add_receiver(&mut config, "ops", webhook(hook.url("/hook")));
     let d = Running::start(config).await;
 
@@ -480,19 +468,7 @@ async fn a_resolved_mail_answers_the_firing_mail_across_a_restart() {
     config.alerting.group_wait = Duration::ZERO;
     config.alerting.timezone = "Asia/Shanghai".into();
     config.server.external_url = "https://cw.example.com/".into();
-    config.smtp = SmtpConfig {
-        host: "127.0.0.1".into(),
-        port: smtp.port,
-        from: "callwatch@example.com".into(),
-        ..SmtpConfig::default()
-    };
-    add_receiver(
-        &mut config,
-        "oncall",
-        ReceiverKind::Email {
-            to: vec!["oncall@example.com".into()],
-        },
-    );
+    add_mail_receiver(&mut config, smtp.port);
     add_receiver(&mut config, "ops", webhook(hook.url("/hook")));
 
     let d = Running::start(config.clone()).await;

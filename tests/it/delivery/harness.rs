@@ -9,7 +9,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use callwatch::app::{self, Daemon};
-use callwatch::config::{Config, ReceiverConfig, ReceiverKind};
+use callwatch::config::{Config, ReceiverConfig, ReceiverKind, SmtpConfig};
 
 use crate::notify::http_sink::{Canned, Sink};
 use crate::support;
@@ -101,6 +101,24 @@ pub fn add_receiver(c: &mut Config, name: &str, kind: ReceiverKind) {
         c.alerting.default_receivers.clear();
     }
     c.alerting.default_receivers.push(name.into());
+}
+
+/// Mails go through the SMTP server on 127.0.0.1:`port`; adds receiver
+/// `oncall`, mailing oncall@example.com.
+pub fn add_mail_receiver(c: &mut Config, port: u16) {
+    c.smtp = SmtpConfig {
+        host: "127.0.0.1".into(),
+        port,
+        from: "callwatch@example.com".into(),
+        ..SmtpConfig::default()
+    };
+    add_receiver(
+        c,
+        "oncall",
+        ReceiverKind::Email {
+            to: vec!["oncall@example.com".into()],
+        },
+    );
 }
 
 /// A webhook receiver kind posting to `url`.
