@@ -174,3 +174,27 @@ pub async fn wait_caught_up(node: &TestDaemon, limit: Duration) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Waits until exactly one of `n` nodes says it leads (`leads(i)`); its
+/// index. Two at once fail the test.
+pub async fn one_leader<F, Fut>(n: usize, leads: F, limit: Duration) -> usize
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        let mut leading = Vec::new();
+        for i in 0..n {
+            if leads(i).await {
+                leading.push(i);
+            }
+        }
+        assert!(leading.len() <= 1, "two leaders: {leading:?}");
+        if let [one] = leading[..] {
+            return one;
+        }
+        assert!(start.elapsed() < limit, "no leader within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
