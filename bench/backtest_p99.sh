@@ -95,6 +95,7 @@ for r in $(seq "$ROUNDS"); do
   sleep 1
   read -r rps p50 p99 bad _ < <(paced)
   kill "$loop_pid"; wait "$loop_pid" 2>/dev/null || true
+  unset 'pids[-1]'   # stopped: nothing for the exit trap to kill
   echo "round $r backtest: p50 ${p50} ms  p99 ${p99} ms  ${rps} req/s  non-2xx $bad"
   bt99+=("$p99")
   settle
