@@ -58,7 +58,7 @@ use crate::time::now_ms;
 pub(crate) use build::ingest_settings;
 pub use build::load_rules;
 pub use engine_loop::EngineCmd;
-use engine_loop::{run_engine, EngineTask};
+use engine_loop::{run_engine, EngineTask, StreamSide};
 use housekeeping::housekeeping;
 pub use housekeeping::retention_ms;
 use recovery::{horizon_ms, recover_journal, restore_records};
@@ -283,7 +283,17 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         let snapshot = snapshot.clone();
         let engine_store = store.clone();
         let restored = restore_records(&store);
-        let stream_clock = config.cluster.is_some();
+        let resume = match &feed {
+            Some(f) => {
+                let saved = crate::cluster::position::Position::load(&crate::store::lock(&store));
+                f.resume_after(saved.as_ref()).await
+            }
+            None => None,
+        };
+        let stream = feed.as_ref().map(|f| StreamSide {
+            position_of: Box::new(f.position_of()),
+            resume_after: resume.map(|r| r.seq),
+        });
         let thread = std::thread::Builder::new()
             .name("engine".into())
             .spawn(move || {
@@ -300,14 +310,14 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
                     ready,
                     snapshot,
                     dispatcher,
-                    stream_clock,
+                    stream,
                 };
                 run_engine(task)
             })
             .context("spawning the engine thread")?;
         let t = Instant::now();
         let (records, recent) = if let (Some(feed), Some(live)) = (feed, live_tx) {
-            feed.start(&config, widest_secs, history_tx, live)
+            feed.start(&config, widest_secs, resume, history_tx, live)
                 .map_err(|e| SetupError(e.to_string()))?;
             (0, 0)
         } else {

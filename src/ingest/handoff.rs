@@ -82,6 +82,8 @@ impl Pending {
         permit.send(Accepted {
             received_at,
             events,
+            seq: 0,
+            tick: false,
         });
         let _ = reply.send(Ok(()));
     }
