@@ -11,7 +11,9 @@
 # in the callback trace, ~5.8 callbacks each; default 60000), DURATION
 # (per wrk run, default 8s), ROUNDS (idle/backtest pairs, default 3),
 # DELAY (ms per connection between requests, default 10), CONNECTIONS
-# (default 32), BENCH_DIR (work dir; on a real disk, not tmpfs).
+# (default 32), THREADS (wrk's, default 1), RULES (default the example
+# rules in rules/), CALLWATCH (a built binary to measure instead of
+# building), BENCH_DIR (work dir; on a real disk, not tmpfs).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -20,32 +22,23 @@ DURATION=${DURATION:-8s}
 ROUNDS=${ROUNDS:-3}
 DELAY=${DELAY:-10}
 CONNECTIONS=${CONNECTIONS:-32}
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-PORT=${PORT:-$(free_port)}
-
-command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
-mkdir -p target
-BENCH_DIR=${BENCH_DIR:-$(mktemp -d -p "$PWD/target" bench-backtest.XXXXXX)}
-echo "work dir: $BENCH_DIR"
-cargo build --release --quiet --bin callwatch
+# One wrk thread: the paced load is light, the cores are the daemon's.
+THREADS=${THREADS:-1}
+RULES=${RULES:-rules}
+BENCH_NAME=backtest
+# shellcheck source=bench/common.sh
+. bench/common.sh
+[ "$build_release" = no ] || cargo build --release --quiet --bin callwatch
 
 # The journal the backtests read: an hour ago, so it is in range and
 # older than the rules' windows (the daemon's start skips past it).
-mkdir -p "$BENCH_DIR/state/journal" "$BENCH_DIR/rules"
-target/release/callwatch simulate --family a --calls "$CALLS" --rate 500 --seed 5 \
-  --start "$(( $(date +%s) - 3600 ))" --out "$BENCH_DIR/state/journal/segment-0000000001.jsonl" 2>/dev/null
-echo "journal: $(wc -l < "$BENCH_DIR/state/journal/segment-0000000001.jsonl") callbacks"
+CW_STATE="$BENCH_DIR/state"
+mkdir -p "$CW_STATE/journal"
+"$CALLWATCH" simulate --family a --calls "$CALLS" --rate 500 --seed 5 \
+  --start "$(( $(date +%s) - 3600 ))" --out "$CW_STATE/journal/segment-0000000001.jsonl" 2>/dev/null
+echo "journal: $(wc -l < "$CW_STATE/journal/segment-0000000001.jsonl") callbacks"
 # The traffic: current event times, another seed.
-target/release/callwatch simulate --family a --calls "$CALLS" --rate 500 --seed 11 \
-  --start "$(date +%s)" --out "$BENCH_DIR/trace.jsonl" 2>/dev/null
-python3 - "$BENCH_DIR/trace.jsonl" "$BENCH_DIR/trace.tsv" <<'PY'
-import json, sys, urllib.parse
-with open(sys.argv[1]) as src, open(sys.argv[2], "w") as out:
-    for line in src:
-        r = json.loads(line)
-        out.write("/callback?" + urllib.parse.urlencode(r["query"]) + "\t"
-                  + json.dumps(r["body"], separators=(",", ":")) + "\n")
-PY
+make_trace
 
 # A rule that costs real CPU on every event: a loop in check.
 python3 - "$BENCH_DIR/backtest.json" <<'PY'
@@ -65,48 +58,19 @@ fn check(w) {
 json.dump({"name": "heavy", "source": source, "since": "24h"}, open(sys.argv[1], "w"))
 PY
 
-printf '[server]\nlisten = "127.0.0.1:%s"\n[state]\ndir = "%s/state"\nfsync = "batch"\n[rules]\ndir = "%s/rules"\n[console]\nbacktest_timeout = "60s"\n[log]\nlevel = "warn"\n' \
-  "$PORT" "$BENCH_DIR" "$BENCH_DIR" >"$BENCH_DIR/callwatch.toml"
-cp rules/*.rhai "$BENCH_DIR/rules/"
-target/release/callwatch run -c "$BENCH_DIR/callwatch.toml" 2>"$BENCH_DIR/callwatch.log" &
-cw_pid=$!
-loop_pid=
-cleanup() {
-  if [ -n "$loop_pid" ]; then kill "$loop_pid" 2>/dev/null || true; fi
-  kill "$cw_pid" 2>/dev/null || true
-}
-trap cleanup EXIT
-for _ in $(seq 300); do
-  curl -sf -o /dev/null "http://127.0.0.1:$PORT/readyz" && break
-  sleep 0.1
-done
-curl -sf -o /dev/null "http://127.0.0.1:$PORT/readyz" || { cat "$BENCH_DIR/callwatch.log" >&2; exit 1; }
+start_callwatch '[console]
+backtest_timeout = "60s"'
 
-# Prints "p50_ms p99_ms rps non2xx" of one paced wrk run.
+# Prints "rps p50_ms p99_ms non2xx ..." of one paced wrk run.
 paced() {
-  local out
-  out=$(TRACE_TSV="$BENCH_DIR/trace.tsv" WRK_THREADS=1 WRK_DELAY_MS="$DELAY" \
-    wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/wrk_trace.lua "http://127.0.0.1:$PORT")
-  echo "$out" >>"$BENCH_DIR/wrk.log"
-  echo "$out" | awk '
-    function ms(v) {
-      if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
-      if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
-      if (v ~ /s$/)  { sub(/s$/, "", v);  return v * 1000 }
-      return v
-    }
-    $1 == "50%" { p50 = ms($2) }
-    $1 == "99%" { p99 = ms($2) }
-    /^Requests\/sec/ { rps = $2 }
-    /Non-2xx/ { bad = $NF }
-    END { printf "%.2f %.2f %d %d\n", p50, p99, rps, bad + 0 }'
+  WRK_DELAY_MS=$DELAY run_wrk "http://127.0.0.1:$CW_PORT" "$CONNECTIONS" "$cw_pid"
 }
 
 backtests() {
   while true; do
     curl -s -o "$BENCH_DIR/backtest.out" -w '%{http_code} %{time_total}\n' \
       -X POST --data-binary @"$BENCH_DIR/backtest.json" \
-      "http://127.0.0.1:$PORT/api/v1/backtest" >>"$BENCH_DIR/backtests.log"
+      "http://127.0.0.1:$CW_PORT/api/v1/backtest" >>"$BENCH_DIR/backtests.log"
   done
 }
 
@@ -115,7 +79,7 @@ backtests() {
 settle() {
   for _ in $(seq 900); do
     code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -d '{"source":"x"}' \
-      "http://127.0.0.1:$PORT/api/v1/backtest")
+      "http://127.0.0.1:$CW_PORT/api/v1/backtest")
     [ "$code" != 429 ] && return
     sleep 0.1
   done
@@ -123,13 +87,15 @@ settle() {
 
 idle99=(); bt99=()
 for r in $(seq "$ROUNDS"); do
-  read -r p50 p99 rps bad < <(paced)
+  read -r rps p50 p99 bad _ < <(paced)
   echo "round $r idle:     p50 ${p50} ms  p99 ${p99} ms  ${rps} req/s  non-2xx $bad"
   idle99+=("$p99")
   backtests & loop_pid=$!
+  pids+=("$loop_pid")
   sleep 1
-  read -r p50 p99 rps bad < <(paced)
-  kill "$loop_pid"; wait "$loop_pid" 2>/dev/null || true; loop_pid=
+  read -r rps p50 p99 bad _ < <(paced)
+  kill "$loop_pid"; wait "$loop_pid" 2>/dev/null || true
+  unset 'pids[-1]'   # stopped: nothing for the exit trap to kill
   echo "round $r backtest: p50 ${p50} ms  p99 ${p99} ms  ${rps} req/s  non-2xx $bad"
   bt99+=("$p99")
   settle

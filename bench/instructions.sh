@@ -13,19 +13,12 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-CALLS=${CALLS:-35000}
 DURATION=${DURATION:-20s}
-THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-8}
-FSYNC=${FSYNC:-batch}
-RULES=${RULES:-}
-mkdir -p target
-BENCH_DIR=${BENCH_DIR:-$(mktemp -d -p "$PWD/target" bench-instr.XXXXXX)}
-echo "work dir: $BENCH_DIR"
 command -v valgrind >/dev/null || { echo "valgrind not found: apt-get install -y valgrind" >&2; exit 1; }
+BENCH_NAME=instr
 # shellcheck source=bench/common.sh
 . bench/common.sh
-CW_PORT=${CW_PORT:-$(free_port)}
 
 [ "$build_release" = no ] || cargo build --release --quiet --bin callwatch
 make_trace
@@ -37,12 +30,8 @@ cat >"$CALLWATCH" <<EOF
 exec valgrind --tool=callgrind --callgrind-out-file=$BENCH_DIR/callgrind.out "$real" "\$@"
 EOF
 chmod +x "$CALLWATCH"
+# Under valgrind the daemon takes a while to come up and be ready.
 UP_TRIES=1200 start_callwatch
-# Under valgrind the daemon takes a while to become ready.
-for _ in $(seq 300); do
-  curl -sf -o /dev/null "http://127.0.0.1:$CW_PORT/readyz" && break
-  sleep 0.2
-done
 read_counts
 before=$cw_acc
 callgrind_control -z "$cw_pid" >/dev/null

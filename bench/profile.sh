@@ -17,22 +17,13 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-CALLS=${CALLS:-35000}
-DURATION=${DURATION:-5s}
-THREADS=${THREADS:-2}
-CONNECTIONS=${CONNECTIONS:-64}
-FSYNC=${FSYNC:-batch}
-RULES=${RULES:-}
 FREQ=${FREQ:-2999}
 TOP=${TOP:-40}
 CALLGRAPH=${CALLGRAPH:-}
-mkdir -p target
-BENCH_DIR=${BENCH_DIR:-$(mktemp -d -p "$PWD/target" bench-profile.XXXXXX)}
-echo "work dir: $BENCH_DIR"
 command -v perf >/dev/null || { echo "perf not found: apt-get install -y linux-perf" >&2; exit 1; }
+BENCH_NAME=profile
 # shellcheck source=bench/common.sh
 . bench/common.sh
-CW_PORT=${CW_PORT:-$(free_port)}
 
 [ "$build_release" = no ] || cargo build --release --quiet --bin callwatch
 make_trace

@@ -297,12 +297,7 @@ pub fn parse_matcher(arg: &str) -> Result<Matcher, String> {
     if is_regex {
         regex::Regex::new(value).map_err(|e| format!("matcher {arg:?}: invalid regex: {e}"))?;
     }
-    Ok(Matcher {
-        name: name.to_string(),
-        value: value.to_string(),
-        is_regex,
-        is_equal,
-    })
+    Ok(Matcher::new(name, value, is_regex, is_equal))
 }
 
 use crate::time::now_secs;
@@ -441,28 +436,31 @@ fn resolve_id<'a>(known: &[&'a str], arg: &str) -> Result<&'a str, ClientError> 
 mod tests {
     use super::*;
 
-    fn m(name: &str, value: &str, is_regex: bool, is_equal: bool) -> Matcher {
-        Matcher {
-            name: name.into(),
-            value: value.into(),
-            is_regex,
-            is_equal,
-        }
-    }
-
     #[test]
     fn matcher_syntax() {
         let ok = |s: &str| parse_matcher(s).expect(s);
         assert_eq!(
             ok("platform=Android"),
-            m("platform", "Android", false, true)
+            Matcher::new("platform", "Android", false, true)
         );
-        assert_eq!(ok("platform!=iOS"), m("platform", "iOS", false, false));
-        assert_eq!(ok("user_id=~u00.*"), m("user_id", "u00.*", true, true));
-        assert_eq!(ok("user_id!~\"a|b\""), m("user_id", "a|b", true, false));
+        assert_eq!(
+            ok("platform!=iOS"),
+            Matcher::new("platform", "iOS", false, false)
+        );
+        assert_eq!(
+            ok("user_id=~u00.*"),
+            Matcher::new("user_id", "u00.*", true, true)
+        );
+        assert_eq!(
+            ok("user_id!~\"a|b\""),
+            Matcher::new("user_id", "a|b", true, false)
+        );
         // Only the first operator counts; the value may hold more.
-        assert_eq!(ok("summary=a=b"), m("summary", "a=b", false, true));
-        assert_eq!(ok("team="), m("team", "", false, true));
+        assert_eq!(
+            ok("summary=a=b"),
+            Matcher::new("summary", "a=b", false, true)
+        );
+        assert_eq!(ok("team="), Matcher::new("team", "", false, true));
         for bad in ["platform", "=x", "platform~x", "a b=c"] {
             let err = parse_matcher(bad).unwrap_err();
             assert!(err.contains("NAME=VALUE"), "{bad}: {err}");

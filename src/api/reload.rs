@@ -3,7 +3,7 @@
 //! [`ReloadError`], why a reload was refused, kept typed so a rule's
 //! `path:line:col` reaches the HTTP body and the log as data.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::config::{ConfigError, LIVE_KEYS};
 use crate::rules::RuleError;
@@ -49,24 +49,80 @@ pub enum ReloadError {
     Daemon(String),
 }
 
+/// Where a [`ReloadError`] points, each part only where it applies:
+/// `path`, `line` and `col` of a rule's fault; `path` and `receiver` of
+/// an unknown receiver; the config `key`.
+#[derive(Debug, Default, PartialEq)]
+pub struct Position<'a> {
+    pub path: Option<&'a Path>,
+    pub line: Option<usize>,
+    pub col: Option<usize>,
+    pub receiver: Option<&'a str>,
+    pub key: Option<&'a str>,
+}
+
 impl ReloadError {
+    /// Where the error points, as data (the API's details, the log's
+    /// fields).
+    pub fn position(&self) -> Position<'_> {
+        match self {
+            ReloadError::Rule(e) => Position {
+                path: Some(&e.path),
+                line: Some(e.line),
+                col: Some(e.col),
+                ..Position::default()
+            },
+            ReloadError::UnknownReceiver { path, name, .. } => Position {
+                path: Some(path),
+                receiver: Some(name),
+                ..Position::default()
+            },
+            ReloadError::Config(ConfigError::Invalid { key, .. })
+            | ReloadError::RestartRequired { key } => Position {
+                key: Some(key),
+                ..Position::default()
+            },
+            _ => Position::default(),
+        }
+    }
+
+    /// Logs the error at error level, saying `what` happened because of
+    /// it: the text, its kind and where it points as fields (`path`,
+    /// `line`, `col`, `receiver`, `key`; absent ones left out), so a log
+    /// search or a tool can find the file and the position.
+    pub fn log(&self, what: &str) {
+        let p = self.position();
+        tracing::error!(
+            error = %self,
+            kind = self.kind(),
+            path = p.path.map(|p| p.display().to_string()),
+            line = p.line,
+            col = p.col,
+            receiver = p.receiver,
+            key = p.key,
+            "{what}"
+        );
+    }
+
     /// The error as data for the API: its kind, the text, and where it
-    /// points (`path`, `line`, `col` for a rule; `key` for config).
+    /// points ([`ReloadError::position`]).
     pub fn detail_json(&self) -> serde_json::Value {
         let mut v = serde_json::json!({"kind": self.kind(), "message": self.to_string()});
-        match self {
-            ReloadError::Rule(e) => {
-                v["path"] = e.path.display().to_string().into();
-                v["line"] = e.line.into();
-                v["col"] = e.col.into();
-            }
-            ReloadError::UnknownReceiver { path, name, .. } => {
-                v["path"] = path.display().to_string().into();
-                v["receiver"] = name.clone().into();
-            }
-            ReloadError::Config(ConfigError::Invalid { key, .. })
-            | ReloadError::RestartRequired { key } => v["key"] = key.clone().into(),
-            _ => {}
+        let p = self.position();
+        if let Some(path) = p.path {
+            v["path"] = path.display().to_string().into();
+        }
+        if let Some(line) = p.line {
+            v["line"] = line.into();
+        }
+        if let Some(col) = p.col {
+            v["col"] = col.into();
+        }
+        if let Some(receiver) = p.receiver {
+            v["receiver"] = receiver.into();
+        }
+        if let Some(key) = p.key {
+            v["key"] = key.into();
         }
         v
     }
@@ -100,6 +156,15 @@ mod tests {
         assert_eq!(d["kind"], "rule");
         assert_eq!(d["path"], "rules/a.rhai");
         assert_eq!((d["line"].as_u64(), d["col"].as_u64()), (Some(3), Some(7)));
+        assert_eq!(
+            e.position(),
+            Position {
+                path: Some(Path::new("rules/a.rhai")),
+                line: Some(3),
+                col: Some(7),
+                ..Position::default()
+            }
+        );
     }
 
     #[test]

@@ -98,7 +98,7 @@ impl Reloader {
             }
             Err(errors) => {
                 for e in errors {
-                    tracing::error!(error = %e, "reload rejected; previous config and rules stay active");
+                    e.log("reload rejected; previous config and rules stay active");
                 }
             }
         }

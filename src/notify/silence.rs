@@ -130,15 +130,6 @@ pub fn state(s: &Silence, now: i64) -> &'static str {
 mod tests {
     use super::*;
 
-    fn m(name: &str, value: &str, is_regex: bool, is_equal: bool) -> Matcher {
-        Matcher {
-            name: name.into(),
-            value: value.into(),
-            is_regex,
-            is_equal,
-        }
-    }
-
     fn silence(matchers: Vec<Matcher>) -> Silence {
         Silence {
             id: "s".into(),
@@ -161,16 +152,16 @@ mod tests {
             ("platform".to_string(), "Android".to_string()),
         ]
         .into();
-        let s = silence(vec![m("platform", "Android", false, true)]);
+        let s = silence(vec![Matcher::new("platform", "Android", false, true)]);
         assert!(silences(&s, &labels, 15));
         assert!(!silences(&s, &labels, 9));
         assert!(!silences(&s, &labels, 20));
         let s = silence(vec![
-            m("platform", "And.*", true, true),
-            m("rule", "x", false, false),
+            Matcher::new("platform", "And.*", true, true),
+            Matcher::new("rule", "x", false, false),
         ]);
         assert!(silences(&s, &labels, 15));
-        let s = silence(vec![m("platform", "iOS|Web", true, true)]);
+        let s = silence(vec![Matcher::new("platform", "iOS|Web", true, true)]);
         assert!(!silences(&s, &labels, 15));
         assert_eq!(state(&s, 5), "pending");
         assert_eq!(state(&s, 25), "expired");
@@ -178,7 +169,7 @@ mod tests {
 
     #[test]
     fn updates_follow_alertmanager() {
-        let stored = silence(vec![m("platform", "Android", false, true)]);
+        let stored = silence(vec![Matcher::new("platform", "Android", false, true)]);
         let mut posted = stored.clone();
         // Active (10..20 at 15): a new end is fine, a new start is not.
         posted.ends_at = 30;
@@ -199,9 +190,12 @@ mod tests {
     #[test]
     fn a_silence_matching_everything_is_refused() {
         for matchers in [
-            vec![m("platform", "", false, true)],
-            vec![m("platform", ".*", true, true)],
-            vec![m("platform", "x", true, false), m("rule", "", false, true)],
+            vec![Matcher::new("platform", "", false, true)],
+            vec![Matcher::new("platform", ".*", true, true)],
+            vec![
+                Matcher::new("platform", "x", true, false),
+                Matcher::new("rule", "", false, true),
+            ],
         ] {
             assert!(
                 matches!(
@@ -212,8 +206,8 @@ mod tests {
             );
         }
         // A negative matcher on an absent label is a real restriction.
-        assert!(validate(&silence(vec![m("platform", "", false, false)])).is_ok());
-        let s = silence(vec![m("platform", "Android", false, true)]);
+        assert!(validate(&silence(vec![Matcher::new("platform", "", false, false)])).is_ok());
+        let s = silence(vec![Matcher::new("platform", "Android", false, true)]);
         assert!(validate_new(&s, 15).is_ok());
         assert!(matches!(
             validate_new(&s, 20),
@@ -227,7 +221,7 @@ mod tests {
             validate(&silence(vec![])),
             Err(SilenceError::NoMatchers)
         ));
-        let err = validate(&silence(vec![m("x", "(", true, true)])).unwrap_err();
+        let err = validate(&silence(vec![Matcher::new("x", "(", true, true)])).unwrap_err();
         assert!(err.to_string().contains("\"x\""), "{err}");
     }
 }

@@ -44,6 +44,19 @@ pub struct Matcher {
     pub is_equal: bool,
 }
 
+impl Matcher {
+    /// `name` against `value`: a regex if `is_regex`, else equality;
+    /// negated unless `is_equal`.
+    pub fn new(name: &str, value: &str, is_regex: bool, is_equal: bool) -> Matcher {
+        Matcher {
+            name: name.into(),
+            value: value.into(),
+            is_regex,
+            is_equal,
+        }
+    }
+}
+
 fn write_silence(conn: &Connection, s: &Silence) -> Result<(), StoreError> {
     let body = serde_json::to_string(s).map_err(json("put silence"))?;
     conn.execute(

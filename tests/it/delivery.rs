@@ -14,11 +14,14 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use callwatch::config::{Config, ReceiverKind, SmtpConfig};
+use callwatch::config::{Config, ReceiverKind};
 
 use crate::notify::http_sink::{Canned, Sink};
 use crate::notify::smtp_sink::SmtpSink;
-use harness::{add_receiver, free_port, now_secs, webhook, Dirs, Running, FIRST_CALL_RULE};
+use harness::{
+    add_mail_receiver, add_receiver, free_port, now_secs, short_first_call_rule, webhook,
+    webhook_and_short_rule, Dirs, Running, FIRST_CALL_RULE,
+};
 
 /// Asserts nothing more arrives at `sink` for `quiet`.
 async fn assert_quiet(sink: &mut Sink, quiet: Duration) {
@@ -66,19 +69,7 @@ async fn a_trace_anomaly_fires_and_resolves_by_email_and_webhook() {
     let source = source.replace("n >= 7", "n >= 5");
     let dirs = Dirs::with_rules(&[("missed_call_streak", &source)]);
     let mut config = dirs.config();
-    config.smtp = SmtpConfig {
-        host: "127.0.0.1".into(),
-        port: smtp.port,
-        from: "callwatch@example.com".into(),
-        ..SmtpConfig::default()
-    };
-    add_receiver(
-        &mut config,
-        "oncall",
-        ReceiverKind::Email {
-            to: vec!["oncall@example.com".into()],
-        },
-    );
+    add_mail_receiver(&mut config, smtp.port);
     add_receiver(&mut config, "ops", webhook(hook.url("/hook")));
     let d = Running::start(config).await;
 
@@ -434,12 +425,7 @@ secret = "SECtest"
 
 #[tokio::test]
 async fn a_resolve_that_happened_while_down_is_sent_after_the_restart() {
-    let mut hook = Sink::start(Canned::new(200, "")).await;
-    let short = FIRST_CALL_RULE.replace(r#"window: "10m""#, r#"window: "3s""#);
-    let dirs = Dirs::with_rules(&[("first_call", &short)]);
-    let mut config = dirs.config();
-    config.alerting.group_wait = Duration::ZERO;
-    add_receiver(&mut config, "ops", webhook(hook.url("/hook")));
+    let (mut hook, _dirs, config) = webhook_and_short_rule(Canned::new(200, "")).await;
 
     let d = Running::start(config.clone()).await;
     d.start_call("alice", "iOS", "c1").await;
@@ -469,34 +455,20 @@ async fn a_resolved_mail_answers_the_firing_mail_across_a_restart() {
         return;
     };
     let mut hook = Sink::start(Canned::new(200, "")).await;
-    let rule = FIRST_CALL_RULE
-        .replace(r#"window: "10m""#, r#"window: "3s""#)
-        .replace(
-            r#"severity: "warning","#,
-            r#"severity: "warning",
+    let rule = short_first_call_rule().replace(
+        r#"severity: "warning","#,
+        r#"severity: "warning",
     annotations: #{
         description: "{{ labels.user_id }} started a call on {{ labels.platform }}",
         runbook_url: "https://wiki.example.com/first-call",
     },"#,
-        );
+    );
     let dirs = Dirs::with_rules(&[("first_call", &rule)]);
     let mut config = dirs.config();
     config.alerting.group_wait = Duration::ZERO;
     config.alerting.timezone = "Asia/Shanghai".into();
     config.server.external_url = "https://cw.example.com/".into();
-    config.smtp = SmtpConfig {
-        host: "127.0.0.1".into(),
-        port: smtp.port,
-        from: "callwatch@example.com".into(),
-        ..SmtpConfig::default()
-    };
-    add_receiver(
-        &mut config,
-        "oncall",
-        ReceiverKind::Email {
-            to: vec!["oncall@example.com".into()],
-        },
-    );
+    add_mail_receiver(&mut config, smtp.port);
     add_receiver(&mut config, "ops", webhook(hook.url("/hook")));
 
     let d = Running::start(config.clone()).await;

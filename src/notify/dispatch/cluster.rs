@@ -7,7 +7,6 @@ use std::time::SystemTime;
 
 use super::{Dispatcher, Tracked};
 use crate::alert::Transition;
-use crate::notify::hold::Quiet;
 
 impl Dispatcher {
     /// Cluster mode: sends the engine's transitions to `publish` from now
@@ -22,15 +21,8 @@ impl Dispatcher {
     /// Returns the receivers it is now owed to (none: settled).
     pub fn submit_from_cluster(&self, t: Transition, reached: Vec<String>) -> Vec<String> {
         let owed = {
-            let silences = self.read_silences("notifying anyway").unwrap_or_default();
-            let (active, config) = (self.active_alerts(), self.config());
-            let quiet = Quiet {
-                config: &config,
-                silences: &silences,
-                active: &active,
-                now: crate::time::unix_secs(SystemTime::now()),
-            };
-            let plan = quiet.plan(&t.alert, t.notify.as_deref());
+            let inputs = self.routing_inputs(SystemTime::now());
+            let plan = inputs.quiet().plan(&t.alert, t.notify.as_deref());
             let owed = plan
                 .into_iter()
                 .filter(|(r, why)| why.is_none() && !reached.contains(r));

@@ -9,11 +9,57 @@ use std::time::SystemTime;
 
 use super::Dispatcher;
 use crate::alert::{Alert, AlertStatus, Transition};
+use crate::config::Config;
 use crate::engine::Snapshot;
 use crate::notify::hold::{Holds, Quiet};
 use crate::store::Silence;
 
+/// What a decision to hold back reads, taken together: the config, the
+/// silences and the alerts that may inhibit, at `now` (Unix seconds).
+pub(super) struct QuietInputs {
+    config: Arc<Config>,
+    silences: Vec<Silence>,
+    active: Vec<Alert>,
+    now: i64,
+}
+
+impl QuietInputs {
+    /// The decisions over these inputs.
+    pub(super) fn quiet(&self) -> Quiet<'_> {
+        Quiet {
+            config: &self.config,
+            silences: &self.silences,
+            active: &self.active,
+            now: self.now,
+        }
+    }
+}
+
 impl Dispatcher {
+    /// The inputs of a decision at `now` (Unix seconds): the current
+    /// config, `silences`, and `active` as the alerts that may inhibit.
+    pub(super) fn quiet_inputs(
+        &self,
+        silences: Vec<Silence>,
+        active: Vec<Alert>,
+        now: i64,
+    ) -> QuietInputs {
+        QuietInputs {
+            config: self.config(),
+            silences,
+            active,
+            now,
+        }
+    }
+
+    /// The inputs for routing a transition at `now`: the stored silences
+    /// (none if they cannot be read: better a notification too many than
+    /// a lost one) and the alerts the engine last published.
+    pub(super) fn routing_inputs(&self, now: SystemTime) -> QuietInputs {
+        let silences = self.read_silences("notifying anyway").unwrap_or_default();
+        self.quiet_inputs(silences, self.active_alerts(), crate::time::unix_secs(now))
+    }
+
     /// The stored silences; `None` (logged, with what happens `instead`)
     /// if they cannot be read.
     pub(super) fn read_silences(&self, instead: &str) -> Option<Vec<Silence>> {
@@ -51,14 +97,9 @@ impl Dispatcher {
         alerts: &[(Alert, Option<Vec<String>>)],
         now: i64,
     ) -> Vec<(Vec<String>, Vec<String>)> {
-        let config = self.config();
         let active: Vec<Alert> = alerts.iter().map(|(a, _)| a.clone()).collect();
-        let quiet = Quiet {
-            config: &config,
-            silences: &[],
-            active: &active,
-            now,
-        };
+        let inputs = self.quiet_inputs(Vec::new(), active, now);
+        let quiet = inputs.quiet();
         alerts
             .iter()
             .map(|(a, notify)| quiet.status(a, notify.as_deref()))
@@ -83,16 +124,11 @@ impl Dispatcher {
         let Some(silences) = self.read_silences("not holding silenced alerts") else {
             return;
         };
-        let config = self.config();
         // The engine has not published its alerts yet: the restored
         // firing alerts are the inhibition sources.
         let active: Vec<Alert> = firing.iter().map(|t| t.alert.clone()).collect();
-        let quiet = Quiet {
-            config: &config,
-            silences: &silences,
-            active: &active,
-            now: crate::time::unix_secs(SystemTime::now()),
-        };
+        let inputs = self.quiet_inputs(silences, active, crate::time::now_secs());
+        let quiet = inputs.quiet();
         let mut held = self.held();
         for t in firing {
             for (r, reason) in quiet.plan(&t.alert, t.notify.as_deref()) {
@@ -146,14 +182,8 @@ impl Dispatcher {
         let Some(silences) = self.read_silences("holding silenced alerts") else {
             return;
         };
-        let active = self.active_alerts();
-        let config = self.config();
-        let quiet = Quiet {
-            config: &config,
-            silences: &silences,
-            active: &active,
-            now: crate::time::unix_secs(now),
-        };
+        let inputs = self.quiet_inputs(silences, self.active_alerts(), crate::time::unix_secs(now));
+        let quiet = inputs.quiet();
         let free = self.held().take_free(|t, receiver| {
             quiet
                 .plan(&t.alert, t.notify.as_deref())

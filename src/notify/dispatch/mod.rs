@@ -35,7 +35,7 @@ use tokio::sync::Notify;
 use groups::{Groups, Queueable};
 
 use super::group::{GroupSettings, Grouper};
-use super::hold::{Holds, Quiet, Reason};
+use super::hold::{Holds, Reason};
 use super::outbox::Outbox;
 use super::Receivers;
 use crate::alert::Transition;
@@ -223,16 +223,8 @@ impl Dispatcher {
         if jobs.is_empty() {
             return;
         }
-        // Better a notification too many than a lost one.
-        let silences = self.read_silences("notifying anyway").unwrap_or_default();
-        let active = self.active_alerts();
-        let config = self.config();
-        let quiet = Quiet {
-            config: &config,
-            silences: &silences,
-            active: &active,
-            now: crate::time::unix_secs(now),
-        };
+        let inputs = self.routing_inputs(now);
+        let quiet = inputs.quiet();
         let mut groups = self.groups();
         let mut unowed = Vec::new();
         let mut held_back: Vec<(String, Transition)> = Vec::new();

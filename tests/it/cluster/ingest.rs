@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::nodes::{
-    body_key, cli_config, export, post_record, start_nodes, wait_caught_up, wait_ready,
-    with_example_rules, Answer,
+    assert_stream_holds_once, cli_config, export, start_nodes, wait_caught_up, wait_ready,
+    with_example_rules,
 };
 use crate::support::nats::NatsCluster;
 use crate::support::{self, TestDaemon};
@@ -46,19 +46,19 @@ async fn deliver(
     node: &TestDaemon,
     line: &Value,
     limit: Duration,
-) -> Answer {
+) -> support::Reply {
     let query = line["query"].as_object().expect("query object");
     let body = line["body"].to_string();
     let deadline = Instant::now() + limit;
     loop {
-        let a = post_record(http, &node.base, query, &body).await;
+        let a = support::post_record(http, &node.base, query, &body).await;
         if a.status != 503 || Instant::now() >= deadline {
             return a;
         }
         assert!(
             a.retry_after.is_some(),
             "503 without Retry-After: {}",
-            a.body
+            a.text
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -162,11 +162,11 @@ async fn simulated_trace_on_three_nodes_is_stored_once_and_agrees_with_replay() 
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(line) = trace.get(i) else { break };
                 let a = deliver(&http, &nodes[i % 3], line, Duration::from_secs(20)).await;
-                got.push((i, a.status, a.body));
+                got.push((i, a.status, a.text));
                 if i % 20 == 0 {
                     let b =
                         deliver(&http, &nodes[(i + 1) % 3], line, Duration::from_secs(20)).await;
-                    got.push((i, b.status, b.body));
+                    got.push((i, b.status, b.text));
                 }
             }
             got
@@ -207,25 +207,9 @@ async fn simulated_trace_on_three_nodes_is_stored_once_and_agrees_with_replay() 
 
     // Every 200 is in the stream exactly once.
     let cli = cli_config(work.path(), &urls, &rules);
-    let stream = export(work.path(), &cli, &[]);
-    let mut in_stream: HashMap<String, usize> = HashMap::new();
-    for l in &stream {
-        *in_stream.entry(body_key(l)).or_default() += 1;
-    }
-    for i in &accepted {
-        let n = in_stream.get(&body_key(&trace[*i])).copied().unwrap_or(0);
-        assert_eq!(n, 1, "line {i} is in the stream {n} times");
-    }
-    assert_eq!(
-        stream.len(),
-        accepted.len(),
-        "the stream holds extra messages"
-    );
+    let exported = assert_stream_holds_once(work.path(), &cli, &trace, &accepted);
 
     // Every node's alerts equal replay's of the accepted callbacks.
-    let exported = work.path().join("accepted.jsonl");
-    let text: String = stream.iter().map(|l| format!("{l}\n")).collect();
-    std::fs::write(&exported, text).expect("writing the export");
     let replayed = super::nodes::callwatch(
         work.path(),
         &[
@@ -276,7 +260,7 @@ async fn two_of_three_nats_down_is_503_everywhere_and_recovers() {
 
     for (i, l) in before.iter().enumerate() {
         let a = deliver(&http, &nodes[i % 3], l, Duration::from_secs(10)).await;
-        assert_eq!(a.status, 200, "before the outage: {}", a.body);
+        assert_eq!(a.status, 200, "before the outage: {}", a.text);
     }
 
     nats.kill(1);
@@ -284,16 +268,16 @@ async fn two_of_three_nats_down_is_503_everywhere_and_recovers() {
     for (i, l) in during.iter().enumerate() {
         let node = &nodes[i % 3];
         let t = Instant::now();
-        let a = post_record(
+        let a = support::post_record(
             &http,
             &node.base,
             l["query"].as_object().expect("query"),
             &l["body"].to_string(),
         )
         .await;
-        assert_eq!(a.status, 503, "without a quorum: {}", a.body);
+        assert_eq!(a.status, 503, "without a quorum: {}", a.text);
         assert!(a.retry_after.is_some(), "503 without Retry-After");
-        let v: Value = serde_json::from_str(&a.body).expect("JSON body");
+        let v: Value = serde_json::from_str(&a.text).expect("JSON body");
         let msg = v["ErrorMessage"].as_str().unwrap_or("");
         assert!(
             msg.contains("not stored") && (msg.contains("NATS") || msg.contains("JetStream")),
@@ -331,7 +315,7 @@ async fn two_of_three_nats_down_is_503_everywhere_and_recovers() {
     // retry, then new ones.
     for (i, l) in during.iter().chain(after).enumerate() {
         let a = deliver(&http, &nodes[(i + 1) % 3], l, Duration::from_secs(30)).await;
-        assert_eq!(a.status, 200, "after the servers returned: {}", a.body);
+        assert_eq!(a.status, 200, "after the servers returned: {}", a.text);
     }
     for node in &nodes {
         wait_ready(node, Duration::from_secs(30)).await;
@@ -339,13 +323,7 @@ async fn two_of_three_nats_down_is_503_everywhere_and_recovers() {
 
     let work = tempfile::tempdir().expect("tempdir");
     let cli = cli_config(work.path(), &urls, work.path());
-    let stream = export(work.path(), &cli, &[]);
-    let keys: Vec<String> = stream.iter().map(body_key).collect();
-    for l in &lines {
-        let n = keys.iter().filter(|k| **k == body_key(l)).count();
-        assert_eq!(n, 1, "{} is in the stream {n} times", body_key(l));
-    }
-    assert_eq!(stream.len(), lines.len());
+    assert_stream_holds_once(work.path(), &cli, &lines, &(0..lines.len()).collect());
     // Every node's engine got all of them from the stream.
     for node in &nodes {
         wait_caught_up(node, Duration::from_secs(30)).await;
@@ -405,7 +383,7 @@ async fn export_and_replay_read_the_stream() {
         .collect();
     for l in &lines {
         let a = deliver(&http, node, l, Duration::from_secs(10)).await;
-        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(a.status, 200, "{}", a.text);
     }
     let work = tempfile::tempdir().expect("tempdir");
     let rules = node.dir.path().join("rules");

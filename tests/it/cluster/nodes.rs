@@ -2,7 +2,8 @@
 //! pointed at a real NATS cluster, posting with retries as Tencent does,
 //! and reading the stream back through the real `callwatch export`.
 
-use std::path::Path;
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -71,43 +72,8 @@ pub async fn wait_ready(node: &TestDaemon, limit: Duration) {
     }
 }
 
-/// What a callback post got: status, `Retry-After` and body.
-pub struct Answer {
-    pub status: u16,
-    pub retry_after: Option<String>,
-    pub body: String,
-}
-
-/// Posts one recorded callback (query and body as `replay` reads them).
-pub async fn post_record(
-    http: &reqwest::Client,
-    base: &str,
-    query: &serde_json::Map<String, Value>,
-    body: &str,
-) -> Answer {
-    let resp = http
-        .post(format!("{base}/callback?{}", support::query_string(query)))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("POST /callback");
-    let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = resp.text().await.expect("reading the reply");
-    Answer {
-        status,
-        retry_after,
-        body,
-    }
-}
-
 /// A config file naming only the NATS cluster, for `export` and `replay`.
-pub fn cli_config(dir: &Path, urls: &[String], rules: &Path) -> std::path::PathBuf {
+pub fn cli_config(dir: &Path, urls: &[String], rules: &Path) -> PathBuf {
     let nats = urls
         .iter()
         .map(|u| format!("{u:?}"))
@@ -160,6 +126,36 @@ pub fn body_key(line: &Value) -> String {
     line["body"].to_string()
 }
 
+/// Asserts that the stream (read through `export` with the CLI config
+/// `cli`) holds each `accepted` line of `trace` exactly once and nothing
+/// else, and writes it to `accepted.jsonl` in `dir` for `replay`; returns
+/// that file.
+pub fn assert_stream_holds_once(
+    dir: &Path,
+    cli: &Path,
+    trace: &[Value],
+    accepted: &BTreeSet<usize>,
+) -> PathBuf {
+    let stream = export(dir, cli, &[]);
+    let mut in_stream: HashMap<String, usize> = HashMap::new();
+    for l in &stream {
+        *in_stream.entry(body_key(l)).or_default() += 1;
+    }
+    for i in accepted {
+        let n = in_stream.get(&body_key(&trace[*i])).copied().unwrap_or(0);
+        assert_eq!(n, 1, "line {i} is in the stream {n} times");
+    }
+    assert_eq!(
+        stream.len(),
+        accepted.len(),
+        "the stream holds extra messages"
+    );
+    let exported = dir.join("accepted.jsonl");
+    let text: String = stream.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&exported, text).expect("writing the export");
+    exported
+}
+
 /// Waits until the node's engine has the whole stream.
 pub async fn wait_caught_up(node: &TestDaemon, limit: Duration) {
     let deadline = Instant::now() + limit;
@@ -176,5 +172,29 @@ pub async fn wait_caught_up(node: &TestDaemon, limit: Duration) {
             node.base
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until exactly one of `n` nodes says it leads (`leads(i)`); its
+/// index. Two at once fail the test.
+pub async fn one_leader<F, Fut>(n: usize, leads: F, limit: Duration) -> usize
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        let mut leading = Vec::new();
+        for i in 0..n {
+            if leads(i).await {
+                leading.push(i);
+            }
+        }
+        assert!(leading.len() <= 1, "two leaders: {leading:?}");
+        if let [one] = leading[..] {
+            return one;
+        }
+        assert!(start.elapsed() < limit, "no leader within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

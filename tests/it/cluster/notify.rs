@@ -12,7 +12,7 @@ use crate::delivery::harness::{add_receiver, now_secs, webhook, Dirs, Running, F
 use crate::notify::http_sink::{Canned, Sink};
 use crate::support::nats::{NatsCluster, TcpProxy};
 
-use super::nodes::cluster_config;
+use super::nodes::{cluster_config, one_leader};
 
 /// The `user_id`s of a webhook body's alerts.
 fn users(body: &Value) -> Vec<String> {
@@ -29,21 +29,8 @@ async fn leader_gauge(d: &Running) -> f64 {
 
 /// Waits until exactly one node says it leads; its index.
 async fn leader(nodes: &[Running], limit: Duration) -> usize {
-    let start = Instant::now();
-    loop {
-        let mut leading = Vec::new();
-        for (i, d) in nodes.iter().enumerate() {
-            if leader_gauge(d).await == 1.0 {
-                leading.push(i);
-            }
-        }
-        assert!(leading.len() <= 1, "two leaders: {leading:?}");
-        if let [one] = leading[..] {
-            return one;
-        }
-        assert!(start.elapsed() < limit, "no leader within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let leads = |i: usize| async move { leader_gauge(&nodes[i]).await == 1.0 };
+    one_leader(nodes.len(), leads, limit).await
 }
 
 async fn assert_quiet(hook: &mut Sink, quiet: Duration) {

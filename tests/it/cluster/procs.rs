@@ -110,21 +110,7 @@ impl Node {
 
 /// Waits until exactly one running node leads; its index.
 pub async fn leader(nodes: &[Node], limit: Duration) -> usize {
-    let start = Instant::now();
-    loop {
-        let mut leading = Vec::new();
-        for (i, n) in nodes.iter().enumerate() {
-            if n.leads().await {
-                leading.push(i);
-            }
-        }
-        assert!(leading.len() <= 1, "two leaders: {leading:?}");
-        if let [one] = leading[..] {
-            return one;
-        }
-        assert!(start.elapsed() < limit, "no leader within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    super::nodes::one_leader(nodes.len(), |i| nodes[i].leads(), limit).await
 }
 
 /// Posts one recorded callback as Tencent behind a load balancer would:

@@ -5,7 +5,7 @@
 //! `callwatch replay`; a real webhook gets each transition once; a new
 //! leader sends what the dead one left pending within `leader_ttl` + 2 s.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::nodes::{body_key, callwatch, cli_config, export};
+use super::nodes::{assert_stream_holds_once, callwatch, cli_config};
 use super::procs::{leader, node_toml, post_any, Node};
 use crate::delivery::harness::{free_port, start_call, FIRST_CALL_RULE};
 use crate::notify::http_sink::{Canned, Received, Sink};
@@ -282,25 +282,9 @@ async fn sigkill_of_leader_and_nats_server_loses_nothing_and_notifies_once() {
 
     // Every 200 is in the stream exactly once.
     let cli = cli_config(work.path(), &urls, &rules_dir);
-    let stream = export(work.path(), &cli, &[]);
-    let mut in_stream: HashMap<String, usize> = HashMap::new();
-    for l in &stream {
-        *in_stream.entry(body_key(l)).or_default() += 1;
-    }
-    for i in &accepted {
-        let n = in_stream.get(&body_key(&trace[*i])).copied().unwrap_or(0);
-        assert_eq!(n, 1, "line {i} is in the stream {n} times");
-    }
-    assert_eq!(
-        stream.len(),
-        accepted.len(),
-        "the stream holds extra messages"
-    );
+    let exported = assert_stream_holds_once(work.path(), &cli, &trace, &accepted);
 
     // What replay of the accepted callbacks makes of them.
-    let exported = work.path().join("accepted.jsonl");
-    let text: String = stream.iter().map(|l| format!("{l}\n")).collect();
-    std::fs::write(&exported, text).expect("writing the export");
     let replayed = callwatch(
         work.path(),
         &[

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::delivery::trace;
-use crate::support::{now_secs, query, query_string, TestDaemon};
+use crate::support::{now_secs, query, query_string, Reply, TestDaemon};
 
 /// Posts the recorded callbacks `records` to the daemon (each must be
 /// accepted).
@@ -31,15 +31,8 @@ async fn backtest(d: &TestDaemon, body: &Value) -> (u16, Value, Option<String>) 
         .send()
         .await
         .expect("POST /api/v1/backtest");
-    let status = resp.status().as_u16();
-    let retry = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let text = resp.text().await.expect("reply");
-    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
-    (status, v, retry)
+    let r = Reply::read(resp).await;
+    (r.status, r.json(), r.retry_after)
 }
 
 fn example(name: &str) -> String {

@@ -8,17 +8,12 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::delivery::harness::{add_receiver, webhook, Dirs, Running, FIRST_CALL_RULE};
-use crate::notify::http_sink::{Canned, Sink};
+use crate::delivery::harness::{webhook_and_short_rule, Running};
+use crate::notify::http_sink::Canned;
 
 #[tokio::test]
 async fn an_alerts_transitions_and_notifications_are_kept() {
-    let mut hook = Sink::start(Canned::new(503, "busy")).await;
-    let short = FIRST_CALL_RULE.replace(r#"window: "10m""#, r#"window: "3s""#);
-    let dirs = Dirs::with_rules(&[("first_call", &short)]);
-    let mut config = dirs.config();
-    config.alerting.group_wait = Duration::ZERO;
-    add_receiver(&mut config, "ops", webhook(hook.url("/hook")));
+    let (mut hook, _dirs, config) = webhook_and_short_rule(Canned::new(503, "busy")).await;
     let d = Running::start(config.clone()).await;
 
     d.start_call("alice", "iOS", "c1").await;

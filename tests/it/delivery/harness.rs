@@ -9,7 +9,10 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use callwatch::app::{self, Daemon};
-use callwatch::config::{Config, ReceiverConfig, ReceiverKind};
+use callwatch::config::{Config, ReceiverConfig, ReceiverKind, SmtpConfig};
+
+use crate::notify::http_sink::{Canned, Sink};
+use crate::support;
 
 /// A rule that fires for each distinct `user_id` on its first `start_call`
 /// and stays firing for the window (no resolve within a test).
@@ -26,6 +29,23 @@ fn check(w) {
     w.count() >= 1
 }
 "#;
+
+/// `FIRST_CALL_RULE` with a 3 s window: its alerts resolve within a test.
+pub fn short_first_call_rule() -> String {
+    FIRST_CALL_RULE.replace(r#"window: "10m""#, r#"window: "3s""#)
+}
+
+/// A real webhook server answering `canned` (until told otherwise), dirs
+/// holding the short first-call rule, and a config that sends each
+/// transition at once (no `group_wait`) to that webhook as receiver `ops`.
+pub async fn webhook_and_short_rule(canned: Canned) -> (Sink, Dirs, Config) {
+    let hook = Sink::start(canned).await;
+    let dirs = Dirs::with_rules(&[("first_call", &short_first_call_rule())]);
+    let mut config = dirs.config();
+    config.alerting.group_wait = Duration::ZERO;
+    add_receiver(&mut config, "ops", webhook(hook.url("/hook")));
+    (hook, dirs, config)
+}
 
 /// Temp state and rules dirs that outlive daemon restarts.
 pub struct Dirs {
@@ -83,6 +103,24 @@ pub fn add_receiver(c: &mut Config, name: &str, kind: ReceiverKind) {
     c.alerting.default_receivers.push(name.into());
 }
 
+/// Mails go through the SMTP server on 127.0.0.1:`port`; adds receiver
+/// `oncall`, mailing oncall@example.com.
+pub fn add_mail_receiver(c: &mut Config, port: u16) {
+    c.smtp = SmtpConfig {
+        host: "127.0.0.1".into(),
+        port,
+        from: "callwatch@example.com".into(),
+        ..SmtpConfig::default()
+    };
+    add_receiver(
+        c,
+        "oncall",
+        ReceiverKind::Email {
+            to: vec!["oncall@example.com".into()],
+        },
+    );
+}
+
 /// A webhook receiver kind posting to `url`.
 pub fn webhook(url: String) -> ReceiverKind {
     ReceiverKind::Webhook {
@@ -130,21 +168,11 @@ impl Running {
 
     /// Posts one recorded callback (§3 format) to `/callback`; 200 expected.
     pub async fn post(&self, record: &Value) {
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in record["query"].as_object().expect("query object") {
-            query.append_pair(k, v.as_str().map_or(v.to_string(), str::to_string).as_str());
-        }
-        let url = format!("{}?{}", self.url("/callback"), query.finish());
-        let r = self
-            .http
-            .post(url)
-            .json(&record["body"])
-            .send()
+        let query = record["query"].as_object().expect("query object");
+        let body = record["body"].to_string();
+        support::post_record(&self.http, &self.url(""), query, &body)
             .await
-            .expect("callback posted");
-        let status = r.status();
-        let text = r.text().await.unwrap_or_default();
-        assert_eq!(status, 200, "callback refused: {text}");
+            .assert_ok();
     }
 
     /// Posts a `caller_start_call` by `user` on `platform`, now.

@@ -11,30 +11,15 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::daemon::{free_addr, Home};
+use super::sink::webhook_toml;
 use crate::delivery::harness::FIRST_CALL_RULE;
 use crate::notify::http_sink::{Canned, Received, Sink};
 
 /// Config sections sending alerts to `hook` with `group_wait` 1 s and a
 /// `group_interval` of 10 minutes, grouped by `group_by` (a TOML array).
 fn hook_config(hook: &Sink, group_by: &str, extra_server: &str) -> String {
-    format!(
-        r#"
-[server]
-{extra_server}
-
-[alerting]
-group_wait = "1s"
-group_interval = "10m"
-group_by = {group_by}
-default_receivers = ["hook"]
-
-[[receivers]]
-name = "hook"
-type = "webhook"
-url = "{}"
-"#,
-        hook.url("/hook")
-    )
+    let alerting = webhook_toml(&hook.url("/hook"), "1s", "10m", group_by);
+    format!("\n[server]\n{extra_server}\n{alerting}")
 }
 
 /// Runs `callwatch ARGS...`: (exit code, stdout, stderr).

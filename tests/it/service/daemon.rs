@@ -252,6 +252,26 @@ pub async fn get_json(url: &str) -> serde_json::Value {
         .expect("JSON answer")
 }
 
+/// Posts a `start_call` by `user` (call `call_id`, now) to `url`, a
+/// daemon's `/callback` for app 1400000001; the daemon must answer.
+pub async fn post_start_call(
+    client: &reqwest::Client,
+    url: &str,
+    user: &str,
+    call_id: &str,
+) -> reqwest::Response {
+    let body = serde_json::json!({
+        "UserId": user, "CallId": call_id,
+        "Role": "caller", "Event": "start_call", "EventTime": super::reload::now_secs(),
+    });
+    client
+        .post(url)
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("the daemon answers")
+}
+
 /// Writes `lines` to `path`, one per line.
 pub fn write_lines(path: &Path, lines: impl IntoIterator<Item = String>) {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create file"));

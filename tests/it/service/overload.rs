@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::daemon::{get_json, Home, Proc};
-use super::reload::now_secs;
+use super::daemon::{get_json, post_start_call, Home, Proc};
 
 /// Spins until the operation limit stops it: every evaluation costs the
 /// full `rules.max_operations`.
@@ -63,16 +62,7 @@ async fn flood_gets_503_bounded_memory_and_every_200_processed() {
             let mut i = 0u64;
             while Instant::now() < until {
                 i += 1;
-                let body = serde_json::json!({
-                    "UserId": format!("u{s}"), "CallId": format!("{s}-{i}"),
-                    "Role": "caller", "Event": "start_call", "EventTime": now_secs(),
-                });
-                let r = client
-                    .post(&url)
-                    .body(body.to_string())
-                    .send()
-                    .await
-                    .expect("daemon answers under overload");
+                let r = post_start_call(&client, &url, &format!("u{s}"), &format!("{s}-{i}")).await;
                 match r.status().as_u16() {
                     200 => ok.fetch_add(1, Ordering::Relaxed),
                     503 => {

@@ -209,7 +209,13 @@ async fn reload_by_api_and_sighup() {
     let mark = home.stderr().len();
     daemon.signal("HUP");
     wait_log(&home, mark, "reload rejected").await;
-    assert!(home.stderr()[mark..].contains("threshold.rhai:7:"));
+    let log = home.stderr()[mark..].to_string();
+    assert!(log.contains("threshold.rhai:7:"), "{log}");
+    // In the log too the position is data: fields a log search can use.
+    let path = format!("path={:?}", rule_path.display().to_string());
+    for field in [path.as_str(), "kind=\"rule\"", "line=7", "col="] {
+        assert!(log.contains(field), "the log line has {field}: {log}");
+    }
     post_event(&client, &home, "dave", "not_answer_call").await;
     post_event(&client, &home, "dave", "not_answer_call").await;
     wait_firing(&sink, "threshold", "dave").await;

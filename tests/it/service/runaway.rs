@@ -9,10 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::daemon::{get_json, Home, Proc};
-use super::reload::now_secs;
+use super::daemon::{get_json, post_start_call, Home, Proc};
 use super::sink::Sink;
 use crate::support::metric;
 
@@ -52,16 +51,8 @@ async fn load(home: &Home, users: usize, per_user: usize) -> (u64, Vec<u16>) {
             let mut other = Vec::new();
             for round in 0..per_user {
                 for u in (t..users).step_by(16) {
-                    let body = json!({
-                        "UserId": format!("u{u}"), "CallId": format!("{u}-{round}"),
-                        "Role": "caller", "Event": "start_call", "EventTime": now_secs(),
-                    });
-                    let r = client
-                        .post(&url)
-                        .body(body.to_string())
-                        .send()
-                        .await
-                        .expect("daemon answers");
+                    let (user, call) = (format!("u{u}"), format!("{u}-{round}"));
+                    let r = post_start_call(&client, &url, &user, &call).await;
                     match r.status().as_u16() {
                         200 => {
                             ok.fetch_add(1, Ordering::Relaxed);

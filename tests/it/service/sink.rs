@@ -40,21 +40,7 @@ impl Sink {
     /// Config sections sending every alert to this sink at once (no
     /// group_wait or group_interval), grouped by `group_by` (a TOML array).
     pub fn config(&self, group_by: &str) -> String {
-        format!(
-            r#"
-[alerting]
-group_wait = "0s"
-group_interval = "0s"
-group_by = {group_by}
-default_receivers = ["hook"]
-
-[[receivers]]
-name = "hook"
-type = "webhook"
-url = "{}"
-"#,
-            self.url()
-        )
+        webhook_toml(&self.url(), "0s", "0s", group_by)
     }
 
     /// Every body received so far.
@@ -81,4 +67,24 @@ url = "{}"
 pub fn alert_identity(a: &Value) -> (String, String, String, String) {
     let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();
     (s("rule"), s("fingerprint"), s("status"), s("starts_at"))
+}
+
+/// Config sections sending every alert to the webhook at `url` (receiver
+/// `hook`, the only default), with `group_wait` and `group_interval` (TOML
+/// durations), grouped by `group_by` (a TOML array).
+pub fn webhook_toml(url: &str, group_wait: &str, group_interval: &str, group_by: &str) -> String {
+    format!(
+        r#"
+[alerting]
+group_wait = "{group_wait}"
+group_interval = "{group_interval}"
+group_by = {group_by}
+default_receivers = ["hook"]
+
+[[receivers]]
+name = "hook"
+type = "webhook"
+url = "{url}"
+"#
+    )
 }

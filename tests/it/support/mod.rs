@@ -52,14 +52,31 @@ pub fn now_secs() -> i64 {
     callwatch::ingest::now_ms() / 1000
 }
 
-/// A reply: status and raw body text.
+/// A reply: status, `Retry-After` (if any) and raw body text.
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
+    pub retry_after: Option<String>,
     pub text: String,
 }
 
 impl Reply {
+    /// Reads a response's status, `Retry-After` and body.
+    pub async fn read(resp: reqwest::Response) -> Reply {
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let text = resp.text().await.expect("reading the reply");
+        Reply {
+            status,
+            retry_after,
+            text,
+        }
+    }
+
     /// The body as JSON (failure bodies are JSON too).
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.text)
@@ -100,9 +117,18 @@ pub async fn post(client: &reqwest::Client, base: &str, query: &str, body: &str)
         .send()
         .await
         .expect("POST /callback");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("reading the reply");
-    Reply { status, text }
+    Reply::read(resp).await
+}
+
+/// Posts one recorded callback (query and body as the journal and
+/// `replay` hold them).
+pub async fn post_record(
+    client: &reqwest::Client,
+    base: &str,
+    query: &Map<String, Value>,
+    body: &str,
+) -> Reply {
+    post(client, base, &query_string(query), body).await
 }
 
 /// GETs a path and returns status and body.
@@ -112,9 +138,7 @@ pub async fn get(client: &reqwest::Client, base: &str, path: &str) -> Reply {
         .send()
         .await
         .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("reading the reply");
-    Reply { status, text }
+    Reply::read(resp).await
 }
 
 /// A query string from pairs, URL-encoded.
