@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::nodes::{
-    assert_stream_holds_once, cli_config, export, start_nodes, wait_caught_up, wait_ready,
-    with_example_rules,
+    assert_stream_holds_once, cli_config, export, start_nodes, wait_caught_up, with_example_rules,
 };
 use crate::support::nats::NatsCluster;
 use crate::support::{self, TestDaemon};
@@ -318,7 +317,7 @@ async fn two_of_three_nats_down_is_503_everywhere_and_recovers() {
         assert_eq!(a.status, 200, "after the servers returned: {}", a.text);
     }
     for node in &nodes {
-        wait_ready(node, Duration::from_secs(30)).await;
+        node.wait_ready(Duration::from_secs(30)).await;
     }
 
     let work = tempfile::tempdir().expect("tempdir");

@@ -49,27 +49,9 @@ pub async fn start_nodes(
         nodes.push(node);
     }
     for node in &nodes {
-        wait_ready(node, Duration::from_secs(30)).await;
+        node.wait_ready(Duration::from_secs(30)).await;
     }
     nodes
-}
-
-/// Waits until `/readyz` answers 200.
-pub async fn wait_ready(node: &TestDaemon, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        let r = node.get("/readyz").await;
-        if r.status == 200 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node {} not ready after {limit:?}: {}",
-            node.base,
-            r.text
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A config file naming only the NATS cluster, for `export` and `replay`.

@@ -243,6 +243,25 @@ impl TestDaemon {
         r.text
     }
 
+    /// Waits until `/readyz` answers 200: the engine reports ready once it
+    /// has read the history back, which a loaded machine can delay.
+    pub async fn wait_ready(&self, limit: Duration) -> Reply {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let r = self.get("/readyz").await;
+            if r.status == 200 {
+                return r;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} not ready after {limit:?}: {}",
+                self.base,
+                r.text
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Stops the daemon and hands back its directory.
     pub async fn stop(self) -> TempDir {
         self.daemon.shutdown().await.expect("clean shutdown");
