@@ -1,15 +1,16 @@
 //! Which alert episode a cluster transition belongs to, so the leader
-//! delivers one firing and one resolve per episode however the nodes'
-//! clocks stamped them.
+//! delivers one firing and one resolve per episode however the nodes
+//! stamped them.
 //!
-//! Every node evaluates the same callbacks, but each stamps a transition
-//! with its own wall clock (`starts_at` of a firing, `ends_at` of a
-//! resolve), and tick-driven transitions (windows expiring, `for:`
-//! ripening) happen at each node's own tick. Two nodes can therefore put
-//! the same change into the outbox under two ids (the id digests
-//! `starts_at`) a second or two apart. The leader keeps, per alert
-//! fingerprint, the last transition it accepted for delivery, and treats a
-//! transition of the same episode from another node as a copy.
+//! Every node evaluates the same callbacks and stream ticks at the times
+//! the stream carries, and a restarted node resumes where its saved states
+//! were computed, so nodes normally stamp a transition alike and the
+//! OUTBOX keeps one copy (the id digests `starts_at`). What is left to
+//! this check: a node with no saved position (new, or its state dir
+//! emptied) stamps what it finds at its start, and a node whose clock is
+//! far off publishes ticks the others skip. The leader keeps, per alert
+//! fingerprint, the last transition it accepted for delivery, and treats
+//! a transition of the same episode from another node as a copy.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,10 +1,11 @@
 //! The stream into this node's engine. Every node reads the whole stream
 //! in order with an ordered consumer, so every engine sees the same
 //! callbacks in the same order, this node's own included (they reach the
-//! engine only through the stream: one path). On start, what the stream
-//! held already refills the windows the way journal recovery does; what
-//! arrives after goes to the engine as live ingest does. Tracks the lag
-//! that `/readyz` and the metrics report.
+//! engine only through the stream: one path), and the same engine ticks
+//! (see [`super::ticks`]). On start, what this node had evaluated before
+//! it stopped refills the windows the way journal recovery does; what
+//! follows goes to the engine as live ingest does. Tracks the lag that
+//! `/readyz` and the metrics report.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use async_nats::jetstream::stream::Stream as JsStream;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use super::position::Position;
 use super::Cluster;
 use crate::event::Event;
 use crate::ingest::line::decode_line;
@@ -187,6 +189,44 @@ impl Feed {
         })
     }
 
+    /// The stream message after which this node evaluates on a restart,
+    /// given the position its store saved with its alert states (see
+    /// [`super::position`]); `None`: only read the history into the
+    /// windows.
+    pub fn resume_after(&self, saved: Option<&Position>) -> Option<u64> {
+        let info = self.stream.cached_info();
+        let created = info.created.unix_timestamp_nanos();
+        let resume = saved?.resume_after(
+            &self.cluster.config.stream,
+            created,
+            info.state.last_sequence,
+        );
+        if let Some(seq) = resume {
+            tracing::info!(
+                seq,
+                last = info.state.last_sequence,
+                "resuming evaluation after the stream message the saved alert states were computed at"
+            );
+        } else {
+            tracing::warn!(
+                stream = %self.cluster.config.stream,
+                "the saved alert states are of another stream (recreated, or messages lost): the history only refills the windows"
+            );
+        }
+        resume
+    }
+
+    /// The position of stream message `seq`, as the store saves it.
+    pub fn position_of(&self) -> impl Fn(u64) -> Position + Send + 'static {
+        let stream = self.cluster.config.stream.clone();
+        let created_ns = self.stream.cached_info().created.unix_timestamp_nanos();
+        move |seq| Position {
+            stream: stream.clone(),
+            created_ns,
+            seq,
+        }
+    }
+
     /// The JetStream context, for the leader side (lease, outbox, silences).
     pub fn js(&self) -> &async_nats::jetstream::Context {
         &self.cluster.js
@@ -197,11 +237,14 @@ impl Feed {
     }
 
     /// Checks that the stream's retention covers the rules' widest window
-    /// and starts feeding the engine from that far back.
+    /// and starts feeding the engine from that far back: the messages up
+    /// to `resume_after` (all of the history when `None`) refill the
+    /// windows, the ones after it are evaluated.
     pub fn start(
         self,
         config: &crate::config::Config,
         widest_window_secs: i64,
+        resume_after: Option<u64>,
         history: std::sync::mpsc::SyncSender<Vec<Event>>,
         live: mpsc::Sender<Accepted>,
     ) -> Result<(), crate::config::ConfigError> {
@@ -210,7 +253,13 @@ impl Feed {
         self.cluster.config.check_retention(widest, dedup)?;
         // A minute more, as journal recovery reads, for late events.
         let horizon = widest + dedup + Duration::from_secs(60);
-        tokio::spawn(self.run(horizon, history, live));
+        let stop = live.clone();
+        tokio::spawn(super::ticks::publish(
+            self.cluster.clone(),
+            config.rules.tick,
+            async move { stop.closed().await },
+        ));
+        tokio::spawn(self.run(horizon, resume_after, history, live));
         Ok(())
     }
 
@@ -218,6 +267,7 @@ impl Feed {
     pub async fn run(
         mut self,
         horizon: Duration,
+        resume_after: Option<u64>,
         history: std::sync::mpsc::SyncSender<Vec<Event>>,
         live: mpsc::Sender<Accepted>,
     ) {
@@ -242,6 +292,7 @@ impl Feed {
             }
         };
         self.state.last.store(history_end, Ordering::Release);
+        let tick_subject = self.cluster.config.tick_subject();
         let start = now_ms() - horizon.as_millis() as i64;
         let mut policy = DeliverPolicy::ByStartTime {
             start_time: time::OffsetDateTime::from_unix_timestamp_nanos(start as i128 * 1_000_000)
@@ -252,7 +303,7 @@ impl Feed {
         'consumer: loop {
             let messages = match self.open(policy).await {
                 Ok((pending, m)) => {
-                    if pending == 0 && history.is_some() {
+                    if pending == 0 && !self.state.caught_up.load(Ordering::Acquire) {
                         // Nothing in the horizon: the history is whole.
                         self.state.processed.store(history_end, Ordering::Release);
                         self.end_history(&mut history, &mut batch).await;
@@ -309,21 +360,43 @@ impl Feed {
                 };
                 let (seq, pending) = (info.stream_sequence, info.pending);
                 let published_ms = (info.published.unix_timestamp_nanos() / 1_000_000) as i64;
-                let decoded = match decode_line(&msg.payload) {
-                    Ok(l) => Some((l.received_at.unwrap_or(published_ms), l.decoded.events)),
-                    Err(e) => {
-                        // Someone else published on the subject: never
-                        // a callback this cluster acknowledged.
-                        warn_rate(
-                            &errors,
-                            "message",
-                            |n| tracing::warn!(seq, error = %e, repeated = n, "unreadable stream message skipped"),
-                        );
-                        None
+                let item = if msg.subject.as_str() == tick_subject {
+                    let tick = super::ticks::tick_of(msg.headers.as_ref());
+                    if tick.is_none() {
+                        warn_rate(&errors, "tick", |n| {
+                            tracing::warn!(
+                                seq,
+                                repeated = n,
+                                "stream tick without a readable time skipped"
+                            )
+                        });
+                    }
+                    tick.map(Item::Tick)
+                } else {
+                    match decode_line(&msg.payload) {
+                        Ok(l) => Some(Item::Callback(
+                            l.received_at.unwrap_or(published_ms),
+                            l.decoded.events,
+                        )),
+                        Err(e) => {
+                            // Someone else published on the subject: never
+                            // a callback this cluster acknowledged.
+                            warn_rate(
+                                &errors,
+                                "message",
+                                |n| tracing::warn!(seq, error = %e, repeated = n, "unreadable stream message skipped"),
+                            );
+                            None
+                        }
                     }
                 };
-                if history.is_some() && seq <= history_end {
-                    if let Some((_, events)) = decoded {
+                // History is what this node had evaluated before it
+                // stopped (or, without a saved position, everything
+                // before it started): it only refills the windows, which
+                // ticks have no part in.
+                let evaluated_before = resume_after.unwrap_or(history_end).min(history_end);
+                if history.is_some() && seq <= evaluated_before {
+                    if let Some(Item::Callback(_, events)) = item {
                         batch.extend(events);
                     }
                     if batch.len() >= BATCH {
@@ -331,18 +404,30 @@ impl Feed {
                         send_history(&history, full).await;
                     }
                 } else {
-                    self.end_history(&mut history, &mut batch).await;
-                    if let Some((received_at, events)) = decoded {
-                        self.console.push(received_at, &events);
-                        self.metrics.queue_depth.inc();
-                        if live
-                            .send(Accepted {
+                    close_history(&mut history, &mut batch).await;
+                    let accepted = match item {
+                        Some(Item::Callback(received_at, events)) => {
+                            if seq > history_end {
+                                self.console.push(received_at, &events);
+                            }
+                            Some(Accepted {
                                 received_at,
                                 events,
+                                seq,
+                                tick: false,
                             })
-                            .await
-                            .is_err()
-                        {
+                        }
+                        Some(Item::Tick(at)) => Some(Accepted {
+                            received_at: at,
+                            events: Vec::new(),
+                            seq,
+                            tick: true,
+                        }),
+                        None => None,
+                    };
+                    if let Some(accepted) = accepted {
+                        self.metrics.queue_depth.inc();
+                        if live.send(accepted).await.is_err() {
                             self.metrics.queue_depth.dec();
                             return;
                         }
@@ -354,7 +439,9 @@ impl Feed {
                     .processed_at_ms
                     .store(published_ms, Ordering::Release);
                 self.state.last.fetch_max(seq + pending, Ordering::AcqRel);
-                if history.is_some() && (pending == 0 || seq >= history_end) {
+                if !self.state.caught_up.load(Ordering::Acquire)
+                    && (pending == 0 || seq >= history_end)
+                {
                     self.end_history(&mut history, &mut batch).await;
                 }
                 self.state.update_metrics(&self.metrics);
@@ -377,7 +464,10 @@ impl Feed {
                     "callwatch feed of node {}",
                     self.cluster.config.node
                 )),
-                filter_subject: self.cluster.config.subject(),
+                filter_subjects: vec![
+                    self.cluster.config.subject(),
+                    self.cluster.config.tick_subject(),
+                ],
                 deliver_policy: policy,
                 ..Default::default()
             })
@@ -406,26 +496,45 @@ impl Feed {
         self.state.update_metrics(&self.metrics);
     }
 
-    /// Hands over the last history batch and closes the history, which
-    /// lets the engine evaluate and report ready.
+    /// Closes the history if it is still open and marks the node caught
+    /// up with the stream as it was when the feed started (ready).
     async fn end_history(
         &self,
         history: &mut Option<std::sync::mpsc::SyncSender<Vec<Event>>>,
         batch: &mut Vec<Event>,
     ) {
-        if history.is_none() {
+        close_history(history, batch).await;
+        if self.state.caught_up.swap(true, Ordering::AcqRel) {
             return;
         }
-        if !batch.is_empty() {
-            send_history(history, std::mem::take(batch)).await;
-        }
-        *history = None;
-        self.state.caught_up.store(true, Ordering::Release);
         tracing::info!(
             seq = self.state.processed.load(Ordering::Acquire),
             "stream history read; following the stream"
         );
     }
+}
+
+/// Hands over the last history batch and closes the history: the engine
+/// then evaluates what follows.
+async fn close_history(
+    history: &mut Option<std::sync::mpsc::SyncSender<Vec<Event>>>,
+    batch: &mut Vec<Event>,
+) {
+    if history.is_none() {
+        return;
+    }
+    if !batch.is_empty() {
+        send_history(history, std::mem::take(batch)).await;
+    }
+    *history = None;
+}
+
+/// A stream message as the engine takes it.
+enum Item {
+    /// Receive time (ms) and events of an accepted callback.
+    Callback(i64, Vec<Event>),
+    /// An engine tick at this time (ms).
+    Tick(i64),
 }
 
 /// The engine thread takes history from a bounded blocking channel.

@@ -178,12 +178,18 @@ impl LeaderSide {
         let (l, o) = (lease.clone(), outbox.clone());
         tasks.push(tokio::spawn(async move {
             let mut role = l.watch();
+            let mut led = false;
             loop {
                 if !matches!(*role.borrow_and_update(), Role::Leader { .. }) {
+                    led = false;
                     if role.changed().await.is_err() {
                         return;
                     }
                     continue;
+                }
+                if !led {
+                    led = true;
+                    dispatcher.hold_suppressed_on_lead();
                 }
                 let leading = || l.is_leader();
                 let route = |t, reached| dispatcher.submit_from_cluster(t, reached);

@@ -12,7 +12,11 @@
 //! - [`lease`]: the leader lease in a KV bucket, with its term as fencing token.
 //! - [`outbox`]: transitions in the OUTBOX stream, delivered by the leader once.
 //! - [`episode`]: telling another node's copy of a transition from a new one.
+//! - [`position`]: where in the stream the saved alert states were
+//!   computed, so a restarted node evaluates on from exactly there.
 //! - [`silences`]: silences in a KV bucket, applied on every node.
+//! - [`ticks`]: the engine tick as stream messages, so every node's
+//!   clock-driven transitions happen at the same place and time.
 //! - [`leader`]: those three bound to the dispatcher and the delivery queue.
 
 pub mod episode;
@@ -22,7 +26,9 @@ pub mod ingest;
 pub mod leader;
 pub mod lease;
 pub mod outbox;
+pub mod position;
 pub mod silences;
+pub mod ticks;
 
 use std::time::Duration;
 
@@ -130,7 +136,7 @@ impl Cluster {
         stream::Config {
             name: self.config.stream.clone(),
             description: Some("callwatch: accepted call callbacks".into()),
-            subjects: vec![self.config.subject()],
+            subjects: vec![self.config.subject(), self.config.tick_subject()],
             storage: stream::StorageType::File,
             num_replicas: self.config.replicas,
             max_age: self.config.retention,

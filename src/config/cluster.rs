@@ -214,6 +214,12 @@ impl ClusterConfig {
     pub fn subject(&self) -> String {
         format!("{}.callbacks", self.stream.to_ascii_lowercase())
     }
+
+    /// The subject of the engine ticks, in the same stream so every node
+    /// evaluates them at the same place among the callbacks.
+    pub fn tick_subject(&self) -> String {
+        format!("{}.ticks", self.stream.to_ascii_lowercase())
+    }
 }
 
 #[cfg(test)]

@@ -55,10 +55,23 @@ pub(super) struct EngineTask {
     /// a silence covers; then takes every transition.
     pub(super) dispatcher: Arc<Dispatcher>,
     /// Cluster mode: a callback is evaluated at the time the node that
-    /// took it received it (carried in the stream), not at this node's
-    /// clock, so every node stamps the transition it causes alike and the
-    /// cluster outbox stores it once (docs/cluster.md).
-    pub(super) stream_clock: bool,
+    /// took it received it (carried in the stream), and the engine ticks
+    /// at the tick messages of the stream, not at this node's clock, so
+    /// every node stamps each transition alike and the cluster outbox
+    /// stores it once (docs/cluster.md).
+    pub(super) stream: Option<StreamSide>,
+}
+
+/// The engine's side of cluster mode.
+pub(super) struct StreamSide {
+    /// The saved position of stream message `seq`.
+    pub(super) position_of: Box<dyn Fn(u64) -> crate::cluster::position::Position + Send>,
+    /// The saved states are those after this stream message: the history
+    /// up to it only refills the windows, and the messages after it come
+    /// as live ones, evaluated as every other node did. `None`: no usable
+    /// saved position; the whole history refills the windows and is then
+    /// evaluated at once, as after a single node's restart.
+    pub(super) resume_after: Option<u64>,
 }
 
 pub(super) fn run_engine(task: EngineTask) {
@@ -75,7 +88,7 @@ pub(super) fn run_engine(task: EngineTask) {
         ready,
         snapshot,
         dispatcher,
-        stream_clock,
+        stream,
     } = task;
     let publish = |engine: &Engine| {
         let s = engine.snapshot();
@@ -101,7 +114,7 @@ pub(super) fn run_engine(task: EngineTask) {
     // so a crash at any point neither loses a notification nor (since the
     // store knows the alert is firing) repeats one.
     // A failed save keeps everything for the next try (see `unsaved`).
-    let unsaved = std::cell::RefCell::new(unsaved::Unsaved::new(KEYS_SPACE));
+    let unsaved = &std::cell::RefCell::new(unsaved::Unsaved::new(KEYS_SPACE));
     let save_metrics = metrics.clone();
     let persist = |engine: &mut Engine, out: Vec<Transition>| -> Vec<Tracked> {
         let changes: Vec<(String, Option<String>)> = engine
@@ -132,7 +145,14 @@ pub(super) fn run_engine(task: EngineTask) {
             rebuilt += 1;
         }
     }
-    let first = engine.evaluate_all(now);
+    // A node resuming at its saved stream position evaluates what it
+    // missed message by message (next), not all at once at this clock.
+    let resumed = stream.as_ref().is_some_and(|s| s.resume_after.is_some());
+    let first = if resumed {
+        Vec::new()
+    } else {
+        engine.evaluate_all(now)
+    };
     let first = persist(&mut engine, first);
     dispatcher.publish_and_submit(|| publish(&engine), first);
     tracing::info!(
@@ -148,6 +168,7 @@ pub(super) fn run_engine(task: EngineTask) {
         let mut closing = false;
         let mut deadline = None;
         let mut ctl_open = true;
+        let mut last_stream_tick = i64::MIN;
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -165,18 +186,31 @@ pub(super) fn run_engine(task: EngineTask) {
                     }
                     Some(accepted) => {
                         metrics.queue_depth.dec();
-                        let now = if stream_clock {
-                            accepted.received_at.div_euclid(1000)
-                        } else {
-                            now_secs()
+                        let now = match &stream {
+                            Some(s) => {
+                                unsaved
+                                    .borrow_mut()
+                                    .set_position((s.position_of)(accepted.seq).to_json());
+                                accepted.received_at.div_euclid(1000)
+                            }
+                            None => now_secs(),
                         };
                         let mut out = Vec::new();
+                        if accepted.tick {
+                            // A node whose clock runs ahead may have put a
+                            // later tick first: time only moves on.
+                            if now > last_stream_tick {
+                                last_stream_tick = now;
+                                out = engine.on_tick(now);
+                                publish_stats(&mut engine, &metrics, &mut published);
+                            }
+                        }
                         for e in accepted.events {
                             out.extend(engine.on_event(e, now, true));
                         }
                         // The API view is refreshed on every alert change
                         // and at most twice a second otherwise.
-                        if !out.is_empty() || last_publish.elapsed().as_millis() > 500 {
+                        if !out.is_empty() || accepted.tick || last_publish.elapsed().as_millis() > 500 {
                             let out = persist(&mut engine, out);
                             // The API shows an alert before its
                             // notification can arrive anywhere.
@@ -207,7 +241,13 @@ pub(super) fn run_engine(task: EngineTask) {
                     None => ctl_open = false,
                 },
                 _ = ticker.tick() => {
-                    let out = engine.on_tick(now_secs());
+                    // Cluster mode ticks come from the stream (above);
+                    // this one only retries a failed save.
+                    let out = if stream.is_some() {
+                        Vec::new()
+                    } else {
+                        engine.on_tick(now_secs())
+                    };
                     let out = persist(&mut engine, out);
                     dispatcher.publish_and_submit(|| publish(&engine), out);
                     publish_stats(&mut engine, &metrics, &mut published);

@@ -58,7 +58,7 @@ use crate::time::now_ms;
 pub(crate) use build::ingest_settings;
 pub use build::load_rules;
 pub use engine_loop::EngineCmd;
-use engine_loop::{run_engine, EngineTask};
+use engine_loop::{run_engine, EngineTask, StreamSide};
 use housekeeping::housekeeping;
 pub use housekeeping::retention_ms;
 use recovery::{horizon_ms, recover_journal, restore_records};
@@ -283,7 +283,14 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         let snapshot = snapshot.clone();
         let engine_store = store.clone();
         let restored = restore_records(&store);
-        let stream_clock = config.cluster.is_some();
+        let stream = feed.as_ref().map(|f| {
+            let saved = crate::cluster::position::Position::load(&crate::store::lock(&store));
+            StreamSide {
+                position_of: Box::new(f.position_of()),
+                resume_after: f.resume_after(saved.as_ref()),
+            }
+        });
+        let resume_after = stream.as_ref().and_then(|s| s.resume_after);
         let thread = std::thread::Builder::new()
             .name("engine".into())
             .spawn(move || {
@@ -300,14 +307,14 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
                     ready,
                     snapshot,
                     dispatcher,
-                    stream_clock,
+                    stream,
                 };
                 run_engine(task)
             })
             .context("spawning the engine thread")?;
         let t = Instant::now();
         let (records, recent) = if let (Some(feed), Some(live)) = (feed, live_tx) {
-            feed.start(&config, widest_secs, history_tx, live)
+            feed.start(&config, widest_secs, resume_after, history_tx, live)
                 .map_err(|e| SetupError(e.to_string()))?;
             (0, 0)
         } else {

@@ -53,6 +53,10 @@ pub(super) struct Unsaved {
     /// Newest value per key; `None` deletes.
     changes: BTreeMap<String, Option<String>>,
     transitions: Vec<Transition>,
+    /// Cluster mode: where in the stream the engine was when the states
+    /// waiting here were computed, saved with them (see
+    /// [`crate::cluster::position`]).
+    position: Option<String>,
     failures: u64,
     log_rate: LogRate,
 }
@@ -64,9 +68,16 @@ impl Unsaved {
             space,
             changes: BTreeMap::new(),
             transitions: Vec::new(),
+            position: None,
             failures: 0,
             log_rate: LogRate::new(Duration::from_secs(10)),
         }
+    }
+
+    /// Notes the stream position the engine has reached; saved with the
+    /// next states.
+    pub fn set_position(&mut self, position: String) {
+        self.position = Some(position);
     }
 
     /// Adds `changes` and `out` to what waits and saves all of it in one
@@ -94,7 +105,20 @@ impl Unsaved {
             .iter()
             .map(|t| serde_json::to_string(t).unwrap_or_default())
             .collect();
-        let saved = crate::store::lock(store).apply_kv_pending(self.space, &changes, &bodies);
+        // The position alone is not worth a commit: events that changed no
+        // state give the same states when evaluated again after a restart.
+        let position: Vec<(String, Option<String>)> = self
+            .position
+            .iter()
+            .map(|p| (crate::cluster::position::KEY.to_string(), Some(p.clone())))
+            .collect();
+        let saved = crate::store::lock(store).apply_spaces_pending(
+            &[
+                (self.space, &changes),
+                (crate::cluster::position::SPACE, &position),
+            ],
+            &bodies,
+        );
         match saved {
             Ok(ids) => {
                 if self.failures > 0 {

@@ -115,6 +115,8 @@ impl Pending {
         let accepted = Accepted {
             received_at,
             events,
+            seq: 0,
+            tick: false,
         };
         if !ingest.batched {
             permit.send(accepted);

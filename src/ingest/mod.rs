@@ -42,6 +42,11 @@ use dedup::{Dedup, Seen};
 pub struct Accepted {
     pub received_at: i64,
     pub events: Vec<Event>,
+    /// Cluster mode: the stream sequence it came from (0 from ingest).
+    pub seq: u64,
+    /// Cluster mode: an engine tick at `received_at` read from the stream
+    /// (no events), not a callback.
+    pub tick: bool,
 }
 
 /// The success body both Tencent parsers read (docs/callbacks.md), byte for byte.

@@ -25,6 +25,9 @@ pub use silences::{Matcher, Silence, SILENCE_RETENTION_SECS};
 /// lock. Take it with [`lock`] only.
 pub type SharedStore = Arc<Mutex<Store>>;
 
+/// A put (`Some`) or delete (`None`) of one key of a kv space.
+pub type KvChange = (String, Option<String>);
+
 /// Locks the store: the one poison policy for every user of it.
 ///
 /// A poisoned lock means some thread panicked while holding it. Every
@@ -185,7 +188,17 @@ impl Store {
         changes: &[(String, Option<String>)],
         pending: &[String],
     ) -> Result<Vec<i64>, StoreError> {
-        if changes.is_empty() && pending.is_empty() {
+        self.apply_spaces_pending(&[(space, changes)], pending)
+    }
+
+    /// [`Store::apply_kv_pending`] over several spaces in one transaction
+    /// (alert states and the stream position they were computed at).
+    pub fn apply_spaces_pending(
+        &self,
+        spaces: &[(&str, &[KvChange])],
+        pending: &[String],
+    ) -> Result<Vec<i64>, StoreError> {
+        if spaces.iter().all(|(_, c)| c.is_empty()) && pending.is_empty() {
             return Ok(Vec::new());
         }
         let tx = self.conn.unchecked_transaction().map_err(sql("begin"))?;
@@ -195,18 +208,20 @@ impl Store {
                 .map_err(sql("save pending"))?;
             ids.push(tx.last_insert_rowid());
         }
-        for (key, value) in changes {
-            match value {
-                Some(v) => tx.execute(
-                    "INSERT OR REPLACE INTO kv (space, key, value) VALUES (?1, ?2, ?3)",
-                    params![space, key, v],
-                ),
-                None => tx.execute(
-                    "DELETE FROM kv WHERE space = ?1 AND key = ?2",
-                    params![space, key],
-                ),
+        for (space, changes) in spaces {
+            for (key, value) in changes.iter() {
+                match value {
+                    Some(v) => tx.execute(
+                        "INSERT OR REPLACE INTO kv (space, key, value) VALUES (?1, ?2, ?3)",
+                        params![space, key, v],
+                    ),
+                    None => tx.execute(
+                        "DELETE FROM kv WHERE space = ?1 AND key = ?2",
+                        params![space, key],
+                    ),
+                }
+                .map_err(sql("apply kv"))?;
             }
-            .map_err(sql("apply kv"))?;
         }
         tx.commit().map_err(sql("commit"))?;
         Ok(ids)

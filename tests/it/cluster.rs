@@ -10,3 +10,4 @@ mod outbox;
 mod procs;
 mod sigkill;
 mod silences;
+mod ticks;

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use super::Dispatcher;
-use crate::alert::{Alert, Transition};
+use crate::alert::{Alert, AlertStatus, Transition};
 use crate::engine::Snapshot;
 use crate::notify::hold::{Holds, Quiet};
 use crate::store::Silence;
@@ -74,7 +74,8 @@ impl Dispatcher {
     /// was only in memory. Whether each was sent before the hold began is
     /// not known, so each counts as sent: when the hold ends it goes out
     /// again, and so does a resolve that comes first (better a
-    /// notification too many than a lost one). Call once at start.
+    /// notification too many than a lost one). Call once at start (and,
+    /// in cluster mode, on becoming the leader).
     pub fn hold_suppressed(&self, firing: Vec<Transition>) {
         if firing.is_empty() {
             return;
@@ -100,6 +101,38 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    /// Cluster mode, on becoming the leader: holds the firing alerts that
+    /// a silence, inhibition or mute keeps back now. The previous leader
+    /// held them in its memory, so without this a silence that ends after
+    /// a change of leader would release nothing. One that the previous
+    /// leader had sent before the hold began is found in the delivered
+    /// records when released, and not sent again.
+    pub fn hold_suppressed_on_lead(&self) {
+        let Some(snapshot) = self.alerts.get() else {
+            return;
+        };
+        let (alerts, notify): (Vec<Alert>, HashMap<String, Vec<String>>) = {
+            let s = snapshot.read().unwrap_or_else(|p| p.into_inner());
+            let notify = s
+                .rules
+                .iter()
+                .map(|r| (r.name.clone(), r.config.spec.notify.clone()))
+                .collect();
+            (s.alerts.clone(), notify)
+        };
+        let now = crate::time::unix_secs(SystemTime::now());
+        let firing = alerts
+            .into_iter()
+            .filter(|a| a.status == AlertStatus::Firing)
+            .map(|alert| Transition {
+                notify: notify.get(&alert.rule).filter(|n| !n.is_empty()).cloned(),
+                alert,
+                at: now,
+            })
+            .collect();
+        self.hold_suppressed(firing);
     }
 
     /// Routes the transitions held back that nothing keeps back any more

@@ -53,47 +53,21 @@ async fn assert_quiet(hook: &mut Sink, quiet: Duration) {
     }
 }
 
-#[tokio::test]
-async fn three_nodes_notify_once_and_share_silences() {
-    let Some(nats) = NatsCluster::start(3).await else {
-        return;
-    };
-    let mut hook = Sink::start(Canned::new(200, "")).await;
-    let mut nodes = Vec::new();
-    let mut dirs = Vec::new();
-    for i in 0..3 {
-        let d = Dirs::with_rules(&[("first_call", FIRST_CALL_RULE)]);
-        let mut config = d.config();
-        config.alerting.group_wait = Duration::ZERO;
-        config.alerting.group_by = vec!["rule".into(), "user_id".into()];
-        add_receiver(&mut config, "ops", webhook(hook.url("/hook")));
-        config.cluster = Some(cluster_config(&nats.urls(), &format!("cw-{i}")));
-        nodes.push(Running::start(config).await);
-        dirs.push(d);
-    }
-    let lead = leader(&nodes, Duration::from_secs(15)).await;
-    let (a, b) = ((lead + 1) % 3, (lead + 2) % 3);
-
-    // Posted to a follower; every node's engine fires; one notification.
-    nodes[a].start_call("alice", "iOS", "call-alice").await;
-    let got = hook.next_within(Duration::from_secs(10)).await.json();
-    assert_eq!(users(&got), ["alice"]);
-    assert_quiet(&mut hook, Duration::from_secs(3)).await;
-
-    // A silence made on a follower stops the leader.
+/// Silences Android alerts through `nodes[on]` and waits until every
+/// node lists the silence as active; its id.
+async fn silence_android(nodes: &[Running], on: usize) -> String {
     let body = json!({
         "matchers": [{"name": "platform", "value": "Android", "isRegex": false}],
         "endsAt": callwatch::alert::format_rfc3339(now_secs() + 3600),
         "comment": "rollout",
         "createdBy": "ops",
     });
-    let (status, reply) = nodes[a]
+    let (status, reply) = nodes[on]
         .api(Method::POST, "/api/v1/silences", None, Some(&body))
         .await;
     assert_eq!(status, 200, "{reply}");
     let id = reply["silenceID"].as_str().expect("silenceID").to_string();
-    // Every node lists it.
-    for d in &nodes {
+    for d in nodes {
         let start = Instant::now();
         loop {
             let (_, s) = d
@@ -110,11 +84,13 @@ async fn three_nodes_notify_once_and_share_silences() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    nodes[b].start_call("bob", "Android", "call-bob").await;
-    assert_quiet(&mut hook, Duration::from_secs(3)).await;
+    id
+}
 
-    // Expired on the other follower: the leader sends bob's alert, once.
-    let (status, reply) = nodes[b]
+/// Expires silence `id` through `node`; the webhook then gets bob's
+/// alert, once.
+async fn expire_and_expect_bob(node: &Running, id: &str, hook: &mut Sink) {
+    let (status, reply) = node
         .api(
             Method::DELETE,
             &format!("/api/v1/silences/{id}"),
@@ -123,10 +99,80 @@ async fn three_nodes_notify_once_and_share_silences() {
         )
         .await;
     assert_eq!(status, 200, "{reply}");
-    let got = hook.next_within(Duration::from_secs(10)).await.json();
+    let got = hook.next_within(Duration::from_secs(20)).await.json();
     assert_eq!(users(&got), ["bob"]);
+    assert_quiet(hook, Duration::from_secs(3)).await;
+}
+
+/// Three nodes on `nats` with the first-call rule, each alert its own
+/// group sent at once to the webhook `hook`.
+async fn first_call_nodes(nats: &NatsCluster, hook: &Sink) -> (Vec<Running>, Vec<Dirs>) {
+    let mut nodes = Vec::new();
+    let mut dirs = Vec::new();
+    for i in 0..3 {
+        let d = Dirs::with_rules(&[("first_call", FIRST_CALL_RULE)]);
+        let mut config = d.config();
+        config.alerting.group_wait = Duration::ZERO;
+        config.alerting.group_by = vec!["rule".into(), "user_id".into()];
+        add_receiver(&mut config, "ops", webhook(hook.url("/hook")));
+        config.cluster = Some(cluster_config(&nats.urls(), &format!("cw-{i}")));
+        nodes.push(Running::start(config).await);
+        dirs.push(d);
+    }
+    (nodes, dirs)
+}
+
+#[tokio::test]
+async fn three_nodes_notify_once_and_share_silences() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let mut hook = Sink::start(Canned::new(200, "")).await;
+    let (nodes, _dirs) = first_call_nodes(&nats, &hook).await;
+    let lead = leader(&nodes, Duration::from_secs(15)).await;
+    let (a, b) = ((lead + 1) % 3, (lead + 2) % 3);
+
+    // Posted to a follower; every node's engine fires; one notification.
+    nodes[a].start_call("alice", "iOS", "call-alice").await;
+    let got = hook.next_within(Duration::from_secs(10)).await.json();
+    assert_eq!(users(&got), ["alice"]);
     assert_quiet(&mut hook, Duration::from_secs(3)).await;
 
+    // A silence made on a follower stops the leader.
+    let id = silence_android(&nodes, a).await;
+    nodes[b].start_call("bob", "Android", "call-bob").await;
+    assert_quiet(&mut hook, Duration::from_secs(3)).await;
+
+    // Expired on the other follower: the leader sends bob's alert, once.
+    expire_and_expect_bob(&nodes[b], &id, &mut hook).await;
+
+    for d in nodes {
+        d.stop().await;
+    }
+}
+
+/// A silence that ends after the leader changed: the new leader never
+/// routed the silenced alert (the old one held it in memory), yet it
+/// releases it, once.
+#[tokio::test]
+async fn a_silence_ending_after_a_change_of_leader_releases_the_alert_once() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let mut hook = Sink::start(Canned::new(200, "")).await;
+    let (mut nodes, _dirs) = first_call_nodes(&nats, &hook).await;
+    let lead = leader(&nodes, Duration::from_secs(15)).await;
+    let id = silence_android(&nodes, (lead + 1) % 3).await;
+    nodes[(lead + 1) % 3]
+        .start_call("bob", "Android", "call-bob")
+        .await;
+    assert_quiet(&mut hook, Duration::from_secs(3)).await;
+
+    // The leader stops (its lease handed on); another takes over.
+    nodes.remove(lead).stop().await;
+    let new_lead = leader(&nodes, Duration::from_secs(30)).await;
+    let other = 1 - new_lead;
+    expire_and_expect_bob(&nodes[other], &id, &mut hook).await;
     for d in nodes {
         d.stop().await;
     }
