@@ -24,6 +24,14 @@ use crate::ingest::{now_ms, Accepted};
 use crate::lograte::LogRate;
 use crate::metrics::Metrics;
 
+/// Where a restarted node resumes: after stream message `seq`, which
+/// JetStream stored at `stored_ms`.
+#[derive(Debug, Clone, Copy)]
+pub struct Resume {
+    pub seq: u64,
+    pub stored_ms: i64,
+}
+
 /// `/readyz` is 503 while the engine is further behind the stream.
 pub const MAX_READY_LAG: Duration = Duration::from_secs(5);
 
@@ -189,31 +197,43 @@ impl Feed {
         })
     }
 
-    /// The stream message after which this node evaluates on a restart,
-    /// given the position its store saved with its alert states (see
-    /// [`super::position`]); `None`: only read the history into the
-    /// windows.
-    pub fn resume_after(&self, saved: Option<&Position>) -> Option<u64> {
+    /// Where this node resumes evaluating on a restart, given the position
+    /// its store saved with its alert states (see [`super::position`]);
+    /// `None`: only read the history into the windows.
+    pub async fn resume_after(&self, saved: Option<&Position>) -> Option<Resume> {
         let info = self.stream.cached_info();
         let created = info.created.unix_timestamp_nanos();
-        let resume = saved?.resume_after(
-            &self.cluster.config.stream,
-            created,
-            info.state.last_sequence,
-        );
-        if let Some(seq) = resume {
-            tracing::info!(
-                seq,
-                last = info.state.last_sequence,
-                "resuming evaluation after the stream message the saved alert states were computed at"
-            );
-        } else {
+        let last = info.state.last_sequence;
+        let Some(seq) = saved?.resume_after(&self.cluster.config.stream, created, last) else {
             tracing::warn!(
                 stream = %self.cluster.config.stream,
                 "the saved alert states are of another stream (recreated, or messages lost): the history only refills the windows"
             );
-        }
-        resume
+            return None;
+        };
+        // Its time tells how far back the windows then reached.
+        let message = tokio::time::timeout(POLL * 5, self.stream.get_raw_message(seq)).await;
+        let stored_ms = match message {
+            Ok(Ok(m)) => (m.time.unix_timestamp_nanos() / 1_000_000) as i64,
+            other => {
+                let error = match other {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".into(),
+                };
+                tracing::warn!(
+                    seq,
+                    error = %error,
+                    "cannot read the stream message the saved alert states were computed at (expired?): the history only refills the windows"
+                );
+                return None;
+            }
+        };
+        tracing::info!(
+            seq,
+            last,
+            "resuming evaluation after the stream message the saved alert states were computed at"
+        );
+        Some(Resume { seq, stored_ms })
     }
 
     /// The position of stream message `seq`, as the store saves it.
@@ -237,14 +257,14 @@ impl Feed {
     }
 
     /// Checks that the stream's retention covers the rules' widest window
-    /// and starts feeding the engine from that far back: the messages up
-    /// to `resume_after` (all of the history when `None`) refill the
-    /// windows, the ones after it are evaluated.
+    /// and starts feeding the engine from that far back (before `resume`,
+    /// if it is older): the messages up to `resume` (all of the history
+    /// when `None`) refill the windows, the ones after it are evaluated.
     pub fn start(
         self,
         config: &crate::config::Config,
         widest_window_secs: i64,
-        resume_after: Option<u64>,
+        resume: Option<Resume>,
         history: std::sync::mpsc::SyncSender<Vec<Event>>,
         live: mpsc::Sender<Accepted>,
     ) -> Result<(), crate::config::ConfigError> {
@@ -259,7 +279,7 @@ impl Feed {
             config.rules.tick,
             async move { stop.closed().await },
         ));
-        tokio::spawn(self.run(horizon, resume_after, history, live));
+        tokio::spawn(self.run(horizon, resume, history, live));
         Ok(())
     }
 
@@ -267,7 +287,7 @@ impl Feed {
     pub async fn run(
         mut self,
         horizon: Duration,
-        resume_after: Option<u64>,
+        resume: Option<Resume>,
         history: std::sync::mpsc::SyncSender<Vec<Event>>,
         live: mpsc::Sender<Accepted>,
     ) {
@@ -293,7 +313,11 @@ impl Feed {
         };
         self.state.last.store(history_end, Ordering::Release);
         let tick_subject = self.cluster.config.tick_subject();
-        let start = now_ms() - horizon.as_millis() as i64;
+        // The windows of a node resuming after a long stop reached back
+        // from where it stopped, not from now.
+        let until = resume.map_or(now_ms(), |r| r.stored_ms.min(now_ms()));
+        let start = until - horizon.as_millis() as i64;
+        let resume_after = resume.map(|r| r.seq);
         let mut policy = DeliverPolicy::ByStartTime {
             start_time: time::OffsetDateTime::from_unix_timestamp_nanos(start as i128 * 1_000_000)
                 .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),

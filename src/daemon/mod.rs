@@ -283,14 +283,17 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
         let snapshot = snapshot.clone();
         let engine_store = store.clone();
         let restored = restore_records(&store);
-        let stream = feed.as_ref().map(|f| {
-            let saved = crate::cluster::position::Position::load(&crate::store::lock(&store));
-            StreamSide {
-                position_of: Box::new(f.position_of()),
-                resume_after: f.resume_after(saved.as_ref()),
+        let resume = match &feed {
+            Some(f) => {
+                let saved = crate::cluster::position::Position::load(&crate::store::lock(&store));
+                f.resume_after(saved.as_ref()).await
             }
+            None => None,
+        };
+        let stream = feed.as_ref().map(|f| StreamSide {
+            position_of: Box::new(f.position_of()),
+            resume_after: resume.map(|r| r.seq),
         });
-        let resume_after = stream.as_ref().and_then(|s| s.resume_after);
         let thread = std::thread::Builder::new()
             .name("engine".into())
             .spawn(move || {
@@ -314,7 +317,7 @@ pub async fn start_with(config: Config, source: ConfigSource) -> anyhow::Result<
             .context("spawning the engine thread")?;
         let t = Instant::now();
         let (records, recent) = if let (Some(feed), Some(live)) = (feed, live_tx) {
-            feed.start(&config, widest_secs, resume_after, history_tx, live)
+            feed.start(&config, widest_secs, resume, history_tx, live)
                 .map_err(|e| SetupError(e.to_string()))?;
             (0, 0)
         } else {
