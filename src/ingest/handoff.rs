@@ -4,7 +4,13 @@
 //! engine. The request only waits for that outcome, so neither a task nor
 //! a second hop per callback sits on the hot path, and a request that is
 //! dropped while it waits (Tencent's 2 s timeout) loses nothing.
+//!
+//! What wakes another thread (the engine's queue, the waiting requests) is
+//! staged per callback and released once per journal batch, all of it at
+//! once: the engine thread then finds the whole batch when it wakes
+//! instead of waking, draining one callback and sleeping again for each.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
@@ -26,6 +32,33 @@ struct Pending {
     /// The engine queue place reserved before anything was made durable.
     permit: mpsc::OwnedPermit<Accepted>,
     reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// Successful completions of the journal batch being finished, held until
+/// its end ([`release_batch`]). Only the writer thread fills its own.
+#[derive(Default)]
+struct Staged {
+    engine: Vec<(mpsc::OwnedPermit<Accepted>, Accepted)>,
+    replies: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
+thread_local! {
+    static STAGED: RefCell<Staged> = RefCell::default();
+}
+
+/// The journal's after-batch hook: queues the batch's callbacks for the
+/// engine, then answers their requests (so a 200 still follows the
+/// engine's place being filled).
+pub(super) fn release_batch() {
+    STAGED.with(|s| {
+        let mut s = s.borrow_mut();
+        for (permit, accepted) in s.engine.drain(..) {
+            permit.send(accepted);
+        }
+        for reply in s.replies.drain(..) {
+            let _ = reply.send(Ok(()));
+        }
+    });
 }
 
 /// [`Pending`] until it is finished.
@@ -79,13 +112,22 @@ impl Pending {
         }
         ingest.feed.push(received_at, &events);
         ingest.metrics.queue_depth.inc();
-        permit.send(Accepted {
+        let accepted = Accepted {
             received_at,
             events,
             seq: 0,
             tick: false,
+        };
+        if !ingest.batched {
+            permit.send(accepted);
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        STAGED.with(|s| {
+            let mut s = s.borrow_mut();
+            s.engine.push((permit, accepted));
+            s.replies.push(reply);
         });
-        let _ = reply.send(Ok(()));
     }
 }
 

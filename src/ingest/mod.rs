@@ -111,6 +111,9 @@ pub struct Ingest {
     /// Cluster mode: callbacks go to the JetStream stream instead of the
     /// journal, and reach the engine from the stream (docs/cluster.md).
     stream: std::sync::OnceLock<Box<dyn StreamSink>>,
+    /// The journal releases completions once per batch (`handoff`); false
+    /// only if its writer had already stopped, when each completes alone.
+    batched: bool,
 }
 
 /// Tells retries waiting on a delivery whether it was stored.
@@ -251,6 +254,9 @@ impl Ingest {
         engine: mpsc::Sender<Accepted>,
     ) -> Self {
         let (tap, _) = broadcast::channel(4096);
+        let batched = journal
+            .set_after_batch(Box::new(handoff::release_batch))
+            .is_ok();
         Ingest {
             settings: std::sync::RwLock::new(Arc::new(settings)),
             journal,
@@ -262,6 +268,7 @@ impl Ingest {
             accepting: std::sync::atomic::AtomicBool::new(false),
             in_flight: Mutex::new(hashbrown::HashMap::new()),
             stream: std::sync::OnceLock::new(),
+            batched,
         }
     }
 

@@ -76,6 +76,11 @@ pub enum JournalError {
 /// between two group commits, so it must be quick and must not block.
 pub type OnStored = Box<dyn FnOnce(io::Result<()>) + Send>;
 
+/// Called on the writer thread after the last [`OnStored`] of each batch, so a caller can defer what wakes other threads
+/// from each append to once per batch. Quick and non-blocking, as
+/// [`OnStored`].
+pub type AfterBatch = Box<dyn FnMut() + Send>;
+
 enum Cmd {
     Append {
         line: Vec<u8>,
@@ -89,6 +94,7 @@ enum Cmd {
     Flush {
         ack: oneshot::Sender<io::Result<()>>,
     },
+    AfterBatch(AfterBatch),
 }
 
 /// Handle to the journal writer. Cheap to share behind an `Arc`.
@@ -170,6 +176,7 @@ impl Journal {
             metrics,
             broken: false,
             log_rate: LogRate::new(Duration::from_secs(10)),
+            after_batch: None,
         };
         writer.update_gauges();
         let (tx, rx) = mpsc::channel(16 * 1024);
@@ -231,6 +238,20 @@ impl Journal {
                 received_at,
                 done,
             })
+            .map_err(|e| match e {
+                TrySendError::Full(_) => JournalError::Busy,
+                TrySendError::Closed(_) => JournalError::Closed,
+            })
+    }
+
+    /// Installs the hook the writer calls after each batch's completions
+    /// (replacing any earlier one). It takes effect before any append
+    /// queued after this call completes: the writer reads its queue in
+    /// order.
+    pub fn set_after_batch(&self, hook: AfterBatch) -> Result<(), JournalError> {
+        use mpsc::error::TrySendError;
+        self.tx
+            .try_send(Cmd::AfterBatch(hook))
             .map_err(|e| match e {
                 TrySendError::Full(_) => JournalError::Busy,
                 TrySendError::Closed(_) => JournalError::Closed,

@@ -17,6 +17,11 @@ fn rec(i: i64) -> Record {
     }
 }
 
+/// A journal with `fsync = "batch"` and segments large enough not to rotate.
+fn open_batch(state: &Path) -> Journal {
+    Journal::open(state, FsyncPolicy::Batch, 1 << 20, Arc::new(Metrics::new())).expect("open")
+}
+
 #[tokio::test]
 async fn append_read_rotate_prune() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -44,13 +49,7 @@ async fn append_read_rotate_prune() {
 fn append_then_completes_in_order_once_the_line_is_on_disk() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().to_path_buf();
-    let j = Journal::open(
-        &state,
-        FsyncPolicy::Batch,
-        1 << 20,
-        Arc::new(Metrics::new()),
-    )
-    .expect("open");
+    let j = open_batch(&state);
     let (tx, rx) = std::sync::mpsc::channel();
     for i in 0..50 {
         let (tx, state) = (tx.clone(), state.clone());
@@ -76,16 +75,48 @@ fn append_then_completes_in_order_once_the_line_is_on_disk() {
     j.close();
 }
 
+/// The after-batch hook runs once per written batch, after every
+/// completion of it: a caller that defers its wake-ups to the hook
+/// releases each completion exactly once, in a batch no larger than what
+/// was appended.
+#[test]
+fn after_batch_runs_after_each_batch_of_completions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let j = open_batch(dir.path());
+    // What the completions staged since the hook last ran.
+    let staged = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let hook_staged = staged.clone();
+    j.set_after_batch(Box::new(move || {
+        let batch = std::mem::take(&mut *hook_staged.lock().expect("lock"));
+        let _ = tx.send(batch);
+    }))
+    .expect("hook installed");
+    for i in 0..200 {
+        let staged = staged.clone();
+        let done: OnStored = Box::new(move |r| {
+            assert!(r.is_ok());
+            staged.lock().expect("lock").push(i);
+        });
+        j.append_then(rec(i).to_line(), i, done).expect("queued");
+    }
+    let mut released = Vec::new();
+    while released.len() < 200 {
+        let batch = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the hook ran for every batch");
+        assert!(!batch.is_empty(), "the hook ran without a batch");
+        released.extend(batch);
+    }
+    assert_eq!(released, (0..200).collect::<Vec<_>>());
+    j.close();
+    assert!(staged.lock().expect("lock").is_empty());
+}
+
 #[tokio::test]
 async fn reopen_continues_in_new_segment() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let j = Journal::open(
-        dir.path(),
-        FsyncPolicy::Batch,
-        1 << 20,
-        Arc::new(Metrics::new()),
-    )
-    .expect("open");
+    let j = open_batch(dir.path());
     j.append(&rec(1)).await.expect("append");
     j.close();
     // A torn tail from a crash must not hide the good lines.
@@ -95,13 +126,7 @@ async fn reopen_continues_in_new_segment() {
         .open(&seg)
         .and_then(|mut f| f.write_all(b"{\"received_at\":2,\"que"))
         .expect("tear");
-    let j = Journal::open(
-        dir.path(),
-        FsyncPolicy::Batch,
-        1 << 20,
-        Arc::new(Metrics::new()),
-    )
-    .expect("reopen");
+    let j = open_batch(dir.path());
     j.append(&rec(3)).await.expect("append");
     j.close();
     let back = read_journal(dir.path()).expect("read");

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::{segment_path, tail, Cmd, OnStored};
+use super::{segment_path, tail, AfterBatch, Cmd, OnStored};
 use crate::config::FsyncPolicy;
 use crate::lograte::LogRate;
 use crate::metrics::Metrics;
@@ -35,6 +35,7 @@ pub(super) struct Writer {
     /// for a new segment: nothing is written until one of them works.
     pub(super) broken: bool,
     pub(super) log_rate: LogRate,
+    pub(super) after_batch: Option<AfterBatch>,
 }
 
 /// The newest `received_at` in a closed segment, from its last readable
@@ -284,6 +285,8 @@ impl Writer {
                         received_at,
                         done,
                     } => appends.push((line, received_at, done)),
+                    // A setting, not an operation: in force for this batch.
+                    Cmd::AfterBatch(hook) => self.after_batch = Some(hook),
                     other => others.push(other),
                 }
                 if appends.len() < 4096 {
@@ -292,6 +295,9 @@ impl Writer {
             }
             if !appends.is_empty() {
                 self.write_batch(appends);
+                if let Some(hook) = self.after_batch.as_mut() {
+                    hook();
+                }
             }
             for c in others {
                 match c {
@@ -301,7 +307,7 @@ impl Writer {
                     Cmd::Flush { ack } => {
                         let _ = ack.send(self.file.flush().and_then(|_| self.sync()));
                     }
-                    Cmd::Append { .. } => {}
+                    Cmd::Append { .. } | Cmd::AfterBatch(_) => {}
                 }
             }
         }
