@@ -14,18 +14,9 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-CALLS=${CALLS:-35000}
-DURATION=${DURATION:-5s}
-THREADS=${THREADS:-2}
-CONNECTIONS=${CONNECTIONS:-64}
-FSYNC=${FSYNC:-batch}
-RULES=${RULES:-}
-mkdir -p target
-BENCH_DIR=${BENCH_DIR:-$(mktemp -d -p "$PWD/target" bench-wakeups.XXXXXX)}
-echo "work dir: $BENCH_DIR"
+BENCH_NAME=wakeups
 # shellcheck source=bench/common.sh
 . bench/common.sh
-CW_PORT=${CW_PORT:-$(free_port)}
 
 [ "$build_release" = no ] || cargo build --release --quiet --bin callwatch
 make_trace
