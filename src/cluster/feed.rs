@@ -317,7 +317,9 @@ impl Feed {
         // from where it stopped, not from now.
         let until = resume.map_or(now_ms(), |r| r.stored_ms.min(now_ms()));
         let start = until - horizon.as_millis() as i64;
-        let resume_after = resume.map(|r| r.seq);
+        // History is what this node had evaluated before it stopped (or,
+        // without a saved position, everything before it started).
+        let evaluated_before = resume.map_or(history_end, |r| r.seq.min(history_end));
         let mut policy = DeliverPolicy::ByStartTime {
             start_time: time::OffsetDateTime::from_unix_timestamp_nanos(start as i128 * 1_000_000)
                 .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
@@ -414,11 +416,8 @@ impl Feed {
                         }
                     }
                 };
-                // History is what this node had evaluated before it
-                // stopped (or, without a saved position, everything
-                // before it started): it only refills the windows, which
-                // ticks have no part in.
-                let evaluated_before = resume_after.unwrap_or(history_end).min(history_end);
+                // History only refills the windows, which ticks have no
+                // part in.
                 if history.is_some() && seq <= evaluated_before {
                     if let Some(Item::Callback(_, events)) = item {
                         batch.extend(events);
