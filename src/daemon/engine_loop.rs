@@ -202,7 +202,6 @@ pub(super) fn run_engine(task: EngineTask) {
                             if now > last_stream_tick {
                                 last_stream_tick = now;
                                 out = engine.on_tick(now);
-                                publish_stats(&mut engine, &metrics, &mut published);
                             }
                         }
                         for e in accepted.events {
