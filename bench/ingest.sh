@@ -5,16 +5,19 @@
 #
 # Each round measures, back to back: the bare handler at full rate,
 # callwatch at full rate, then callwatch paced at half its rate of that
-# round. Prints requests/s, p50/p99 and the CPU time each process spent
+# round, then the bare handler paced the same way (same connections and
+# pause): the latency wrk itself and the shared cores add at that load.
+# Prints requests/s, p50/p99 and the CPU time each process spent
 # per request (and its context switches per request) for every round,
 # then the medians over the rounds. Needs
 # python3, curl and wrk (`apt-get install -y wrk`). Results and how to
 # read them: BENCHMARKS.md.
 #
 # Env knobs: RUNS (alternating rounds, default 1; the published figures
-# are medians of 5), CALLS (calls in the trace, ~5.8 callbacks each;
-# default 35000 ≈ 200k callbacks), DURATION (default 5s), DELAY (ms per
-# connection between requests in the paced run, default 10), THREADS
+# are medians of 5), CALLS (calls in the trace, ~6.9 callbacks each;
+# default 80000 ≈ 550k callbacks, enough for 5 s at 100k req/s),
+# DURATION (default 5s), DELAY (ms per connection between requests in
+# the paced run, default 10), THREADS
 # (default 2), CONNECTIONS (default 64), FSYNC (state.fsync, default
 # batch), RULES (a rules directory to load, e.g. `rules`; default none),
 # BENCH_DIR (work dir, default a fresh one under target/; it must be on a
@@ -62,13 +65,15 @@ for round in $(seq "$RUNS"); do
   read -r h_rps h_p50 h_p99 h_bad _ h_cpu h_cs < <(WRK_DELAY_MS=$DELAY run_wrk "http://127.0.0.1:$CW_PORT" "$half_conns" "$cw_pid")
   stop_callwatch
   h_acc=$cw_acc h_dup=$cw_dup
+  read -r hb_rps hb_p50 hb_p99 hb_bad _ hb_cpu hb_cs < <(WRK_DELAY_MS=$DELAY run_wrk "http://127.0.0.1:$BARE_PORT" "$half_conns" "$bare_pid")
 
   row "$round" "bare warp ($CONNECTIONS conns)" "$b_rps" "$b_p50" "$b_p99" "$b_bad" "-" "-" "$b_cpu" "$b_cs"
   row "$round" "callwatch ($CONNECTIONS conns)" "$c_rps" "$c_p50" "$c_p99" "$c_bad" "$c_acc" "$c_dup" "$c_cpu" "$c_cs"
   row "$round" "callwatch paced ($half_conns conns, ${DELAY} ms)" "$h_rps" "$h_p50" "$h_p99" "$h_bad" "$h_acc" "$h_dup" "$h_cpu" "$h_cs"
+  row "$round" "bare warp paced (same)" "$hb_rps" "$hb_p50" "$hb_p99" "$hb_bad" "-" "-" "$hb_cpu" "$hb_cs"
   awk -v a="$c_rps" -v b="$b_rps" -v n="$c_acc" -v f="$c_fsyncs" -v ms="$c_fsync_ms" 'BEGIN {
     printf "      callwatch / bare: %.0f %%; full-rate run: %d fsyncs, mean %.2f ms, %.1f callbacks each\n", 100 * a / b, f, ms, f ? n / f : 0 }'
-  echo "$b_rps $c_rps $h_rps $h_p99 $b_cpu $c_cpu $h_cpu $c_fsync_ms $b_cs $c_cs" >>"$results"
+  echo "$b_rps $c_rps $h_rps $h_p99 $b_cpu $c_cpu $h_cpu $c_fsync_ms $b_cs $c_cs $hb_p99 $hb_rps" >>"$results"
   if [ "$c_dup" != 0 ] || [ "$h_dup" != 0 ]; then wrapped=1; fi
 done
 
@@ -79,11 +84,11 @@ awk '
     for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
   }
-  { n++; b[n] = $1; c[n] = $2; h[n] = $3; hp[n] = $4; r[n] = 100 * $2 / $1; bc[n] = $5; cc[n] = $6; hc[n] = $7; fm[n] = $8; bs[n] = $9; cs[n] = $10 }
+  { n++; b[n] = $1; c[n] = $2; h[n] = $3; hp[n] = $4; r[n] = 100 * $2 / $1; bc[n] = $5; cc[n] = $6; hc[n] = $7; fm[n] = $8; bs[n] = $9; cs[n] = $10; hbp[n] = $11; hb[n] = $12 }
   END {
     printf "median of %d rounds: bare %.0f req/s (%.1f µs CPU/req), callwatch %.0f req/s (%.1f µs CPU/req)\n", n, median(b, n), median(bc, n), median(c, n), median(cc, n)
     printf "callwatch / bare: %.0f %% (median of the per-round ratios)\n", median(r, n)
-    printf "paced at half: %.0f req/s, p99 %.3f ms (%.1f µs CPU/req)\n", median(h, n), median(hp, n), median(hc, n)
+    printf "paced at half: %.0f req/s, p99 %.3f ms (%.1f µs CPU/req); bare paced the same: %.0f req/s, p99 %.3f ms\n", median(h, n), median(hp, n), median(hc, n), median(hb, n), median(hbp, n)
     printf "journal fsync at full rate: mean %.2f ms (median over rounds)\n", median(fm, n)
     printf "context switches per request at full rate: bare %.3f, callwatch %.3f\n", median(bs, n), median(cs, n)
   }' "$results"
