@@ -189,6 +189,32 @@ impl ClusterOutbox {
         Ok(())
     }
 
+    /// The value of record `key` in the delivered bucket, if one is there
+    /// (not deleted), as the bucket's stream leader has it. `Store::entry`
+    /// reads with a direct get, which any replica may answer, also one
+    /// that has not applied the newest puts yet: a new leader could then
+    /// miss what the old one recorded a moment before and send it again.
+    async fn record(&self, key: &str) -> Result<Option<Bytes>, OutboxError> {
+        let subject = format!("$KV.{}.{key}", self.delivered.name);
+        match self
+            .delivered
+            .stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+        {
+            Ok(m) => {
+                let removed = m
+                    .headers
+                    .get("KV-Operation")
+                    .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"))
+                    || m.headers.get("Nats-Marker-Reason").is_some();
+                Ok((!removed).then_some(m.payload))
+            }
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(OutboxError::Record(e.to_string())),
+        }
+    }
+
     /// The receivers among `receivers` that transition `id` already reached.
     pub async fn reached(
         &self,
@@ -197,12 +223,7 @@ impl ClusterOutbox {
     ) -> Result<Vec<String>, OutboxError> {
         let mut reached = Vec::new();
         for r in receivers {
-            let entry = self
-                .delivered
-                .entry(record_key(id, r))
-                .await
-                .map_err(|e| OutboxError::Record(e.to_string()))?;
-            if entry.is_some_and(|e| e.operation == kv::Operation::Put) {
+            if self.record(&record_key(id, r)).await?.is_some() {
                 reached.push(r.clone());
             }
         }
@@ -215,12 +236,9 @@ impl ClusterOutbox {
     async fn episode(&self, id: &str, alert: &Alert) -> Result<Decision, OutboxError> {
         let key = episode_key(&alert.fingerprint);
         let last = self
-            .delivered
-            .entry(key.clone())
-            .await
-            .map_err(|e| OutboxError::Record(e.to_string()))?
-            .filter(|e| e.operation == kv::Operation::Put)
-            .and_then(|e| serde_json::from_slice::<episode::Accepted>(&e.value).ok());
+            .record(&key)
+            .await?
+            .and_then(|value| serde_json::from_slice::<episode::Accepted>(&value).ok());
         let decision = episode::decide(last.as_ref(), id, alert);
         if decision == Decision::New {
             let value = serde_json::to_vec(&episode::Accepted::next(last.as_ref(), id, alert))
