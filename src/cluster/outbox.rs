@@ -195,7 +195,9 @@ impl ClusterOutbox {
     /// that has not applied the newest puts yet: a new leader could then
     /// miss what the old one recorded a moment before and send it again.
     async fn record(&self, key: &str) -> Result<Option<Bytes>, OutboxError> {
-        let subject = format!("$KV.{}.{key}", self.delivered.name);
+        // The subject `Store::entry` reads; a message without a (known)
+        // operation is a put, as there.
+        let subject = format!("{}{key}", self.delivered.prefix);
         match self
             .delivered
             .stream
@@ -203,11 +205,14 @@ impl ClusterOutbox {
             .await
         {
             Ok(m) => {
-                let removed = m
+                let op = m
                     .headers
                     .get("KV-Operation")
-                    .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"))
-                    || m.headers.get("Nats-Marker-Reason").is_some();
+                    .and_then(|op| op.as_str().parse::<kv::Operation>().ok());
+                let removed = matches!(op, Some(kv::Operation::Delete | kv::Operation::Purge))
+                    || m.headers
+                        .get(async_nats::header::NATS_MARKER_REASON)
+                        .is_some();
                 Ok((!removed).then_some(m.payload))
             }
             Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
