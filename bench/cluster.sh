@@ -84,12 +84,20 @@ for i in 0 1 2; do
     sleep 0.1
   done
 done
-NATS_URLS="\"nats://127.0.0.1:${CP[0]}\", \"nats://127.0.0.1:${CP[1]}\", \"nats://127.0.0.1:${CP[2]}\""
+NATS_LIST="nats://127.0.0.1:${CP[0]},nats://127.0.0.1:${CP[1]},nats://127.0.0.1:${CP[2]}"
+NATS_URLS="\"${NATS_LIST//,/\", \"}\""
 
 # Runs wrk at CONNECTIONS against the running daemon; prints common.sh's
 # run_wrk line ("rps p50_ms p99_ms non2xx ...").
 measure() {
   run_wrk "http://127.0.0.1:$CW_PORT" "$CONNECTIONS" "$cw_pid"
+}
+
+# Runs bench/nats_publish.rs for DURATION on stream $1 (replacing it);
+# prints "published/s p50_ms p99_ms errors published".
+probe() {
+  NATS_URLS=$NATS_LIST STREAM="$1" IN_FLIGHT="$CONNECTIONS" SECONDS="${DURATION%s}" \
+    PAYLOADS="$BENCH_DIR/trace.jsonl" "$PUBLISH_PROBE"
 }
 
 # Each measured daemon starts fresh and a new stream per cluster run, so
@@ -103,10 +111,6 @@ echo "warm-up"
 run_wrk "http://127.0.0.1:$BARE_PORT" "$CONNECTIONS" "$bare_pid" >/dev/null
 start_callwatch ""; measure >/dev/null; stop_callwatch
 start_callwatch "$(cluster_toml WARMUP)"; measure >/dev/null; stop_callwatch
-probe() {
-  NATS_URLS=$(echo "$NATS_URLS" | tr -d '" ') STREAM="$1" IN_FLIGHT="$CONNECTIONS" \
-    SECONDS="${DURATION%s}" PAYLOADS="$BENCH_DIR/trace.jsonl" "$PUBLISH_PROBE"
-}
 probe WARMUP >/dev/null
 
 # ROUNDS alternating pairs (single node, then cluster node), so a load
@@ -138,20 +142,16 @@ for r in $(seq "$ROUNDS"); do
   # node that cost nothing but the bare handler's HTTP (with wrk) plus the
   # publish would reach 1 / (1/publish + 1/bare): the bound printed.
   awk -v r="$r" -v a="$c_rps" -v b="$s_rps" -v ap="$c_p99" -v bp="$s_p99" -v p="$PROFILE" \
-    -v c="$p_rps" -v w="$b_rps" -v load="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN {
+    -v c="$p_rps" -v w="$b_rps" -v load="$(cut -d' ' -f1 /proc/loadavg)" -v out="$results" 'BEGIN {
       bound = 1 / (1 / c + 1 / w)
+      print b, a, bound >>out
       printf "round %d: single %.0f req/s p99 %.2f ms | cluster %.0f req/s p99 %.2f ms | cluster/single %.0f %% | publish only %.0f /s, bare %.0f req/s: bound %.0f req/s = %.0f %% of single, node at %.0f %% of the bound (%s build, load1 %s)\n",
         r, b, bp, a, ap, 100 * a / b, c, w, bound, 100 * bound / b, 100 * a / bound, p, load }'
-  echo "$s_rps $c_rps $p_rps $b_rps" >>"$results"
 done
 
 # Medians over the rounds of the per-round ratios.
-awk '
-  function median(a, n,   i, j, t) {
-    for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
-    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-  }
-  { n++; bound = 1 / (1 / $3 + 1 / $4); ratio[n] = 100 * $2 / $1; bnd[n] = 100 * bound / $1; of[n] = 100 * $2 / bound }
+awk "$AWK_MEDIAN"'
+  { n++; ratio[n] = 100 * $2 / $1; bnd[n] = 100 * $3 / $1; of[n] = 100 * $2 / $3 }
   END {
     printf "\nmedian of %d rounds: cluster/single %.0f %%; bound/single %.0f %%; node/bound %.0f %%\n", n, median(ratio, n), median(bnd, n), median(of, n)
   }' "$results"

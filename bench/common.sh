@@ -62,6 +62,14 @@ wait_up() {
   exit 1
 }
 
+# An awk function for the scripts' summaries: the median of a[1..n]
+# (insertion sort; a handful of rounds).
+AWK_MEDIAN='
+  function median(a, n,   i, j, t) {
+    for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }'
+
 # CPU time (user + system) of a process so far, in clock ticks.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # Context switches (voluntary and not) of all of a process's threads: a

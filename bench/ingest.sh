@@ -79,11 +79,7 @@ done
 
 # Medians over the rounds (the ratio is taken per round, then its median).
 echo
-awk '
-  function median(a, n,   i, j, t) {
-    for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
-    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-  }
+awk "$AWK_MEDIAN"'
   { n++; b[n] = $1; c[n] = $2; h[n] = $3; hp[n] = $4; r[n] = 100 * $2 / $1; bc[n] = $5; cc[n] = $6; hc[n] = $7; fm[n] = $8; bs[n] = $9; cs[n] = $10; hbp[n] = $11; hb[n] = $12 }
   END {
     printf "median of %d rounds: bare %.0f req/s (%.1f µs CPU/req), callwatch %.0f req/s (%.1f µs CPU/req)\n", n, median(b, n), median(bc, n), median(c, n), median(cc, n)

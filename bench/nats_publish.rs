@@ -29,6 +29,9 @@ use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 
+mod stats;
+use stats::percentile;
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
     match std::env::var(name) {
         Ok(v) => v
@@ -55,12 +58,9 @@ fn payloads() -> anyhow::Result<Vec<Bytes>> {
     Ok(bodies)
 }
 
-fn percentile(sorted: &[u32], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    f64::from(sorted[i]) / 1000.0
+/// A latency in milliseconds, as the shell scripts read them.
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 #[tokio::main]
@@ -100,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
         let (js, subject, bodies) = (js.clone(), subject.clone(), bodies.clone());
         let (next, errors) = (next.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
-            let mut latencies_us = Vec::new();
+            let mut latencies = Vec::new();
             while Instant::now() < deadline {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 let body = bodies[(n as usize) % bodies.len()].clone();
@@ -118,15 +118,13 @@ async fn main() -> anyhow::Result<()> {
                 }
                 .await;
                 match acked {
-                    Ok(_) => {
-                        latencies_us.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32)
-                    }
+                    Ok(_) => latencies.push(t.elapsed()),
                     Err(_) => {
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
-            latencies_us
+            latencies
         }));
     }
     let mut all = Vec::new();
@@ -139,8 +137,8 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "{:.0} {:.3} {:.3} {} {}",
         all.len() as f64 / elapsed,
-        percentile(&all, 0.5),
-        percentile(&all, 0.99),
+        ms(percentile(&all, 50.0)),
+        ms(percentile(&all, 99.0)),
         errors.load(Ordering::Relaxed),
         all.len()
     );

@@ -18,6 +18,9 @@ use warp::Filter;
 
 use callwatch::config::{Config, ReceiverConfig, ReceiverKind};
 
+mod stats;
+use stats::percentile;
+
 const RULE: &str = r#"
 // Fires once for every call id: one alert per callback.
 const RULE = #{
@@ -75,11 +78,6 @@ fn config(state: &std::path::Path, rules: &std::path::Path, hook: String) -> Con
     c.alerting.default_receivers = vec!["hook".into()];
     c.validate().expect("valid config");
     c
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p / 100.0).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn ms(d: Duration) -> String {
